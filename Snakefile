@@ -1,0 +1,27 @@
+# forbidden-facts: a replication of "Forbidden Facts" (arXiv 2312.08793).
+# This file is the table of contents; each stage lives in workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/attribution.smk"
+include: "workflow/rules/heads.smk"
+include: "workflow/rules/attack.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

@@ -1,0 +1,213 @@
+"""Attacks on the suppressor heads' heuristic (the California Attack, automated).
+
+1. Self-insertion: put " from {answer}" right after "obedient assistant" in the nc1
+   prompt; a control inserts " from {word}" for an unrelated word instead, so the
+   effect of naming the answer is separated from the effect of any insertion.
+2. Exhaustive token search: put every vocabulary token in that slot and record a
+   head's attention to it and the change in the correct answer's log-odds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
+from .modeling import chunks, encode, final_logits, input_device, pad_left
+from .prompts import PERSONA_ANCHOR, format_prompt
+
+
+def control_words(
+    fact_ids: list[str], nc1_words: list[str], pool: list[str], seed: int
+) -> list[str]:
+    """One unrelated word per fact for the control, never the fact's own nc1 word."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for word in nc1_words:
+        choices = [w for w in pool if w != word]
+        out.append(choices[int(rng.integers(len(choices)))])
+    return out
+
+
+def _score(model, tokenizer, texts, answers, vocab, batch_size):
+    lo, p, top1, topk = [], [], [], []
+    for sl in chunks(len(texts), batch_size):
+        logits = final_logits(model, encode(tokenizer, texts[sl])).float()
+        mask = vocab.answer_mask(answers[sl], logits.shape[-1])
+        lo += answer_logodds(logits, mask).cpu().tolist()
+        p += answer_prob(logits, mask).cpu().tolist()
+        probs = torch.softmax(logits.double(), -1)
+        val, idx = probs.topk(5, dim=-1)
+        for v_row, i_row in zip(val.cpu().tolist(), idx.cpu().tolist(), strict=True):
+            top1.append(i_row[0])
+            topk.append([(vocab.strings[i], v) for i, v in zip(i_row, v_row, strict=True)])
+    return np.array(lo), np.array(p), top1, topk
+
+
+def self_insertion(
+    model,
+    tokenizer,
+    nc1: pd.DataFrame,
+    control_pool: list[str],
+    seed: int = 0,
+    batch_size: int = 32,
+    vocab: VocabIndex | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Self-insertion attack and its control on the nc1 prompts of the kept facts.
+
+    Args:
+        nc1: One row per kept fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word``.
+        control_pool: Unrelated words for the control insertion.
+
+    Returns:
+        (table, summary): the per-fact table and the attack summary.
+    """
+    vocab = vocab or VocabIndex(tokenizer)
+    nc1 = nc1.reset_index(drop=True)
+    fact_ids, answers = list(nc1["fact_id"]), list(nc1["answer"])
+    base = [format_prompt(p, w) for p, w in zip(nc1["prefix"], nc1["forbidden_word"], strict=True)]
+    lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size)
+    controls = control_words(fact_ids, list(nc1["forbidden_word"]), control_pool, seed)
+    rows, examples = [], {}
+    summary: dict = {"n_facts": len(nc1), "slot": f"after '{PERSONA_ANCHOR}'"}
+    for variant, inserted in (("attack", answers), ("control", controls)):
+        texts = [
+            format_prompt(p, w, insertion=f" from {ins}")
+            for p, w, ins in zip(nc1["prefix"], nc1["forbidden_word"], inserted, strict=True)
+        ]
+        lo1, p1, top1, topk1 = _score(model, tokenizer, texts, answers, vocab, batch_size)
+        correct0 = np.array([t in vocab.answer_ids(a) for t, a in zip(top0, answers, strict=True)])
+        correct1 = np.array([t in vocab.answer_ids(a) for t, a in zip(top1, answers, strict=True)])
+        delta = to_log10(lo1 - lo0)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "fact_id": fact_ids,
+                    "variant": variant,
+                    "inserted": inserted,
+                    "p_before": p0,
+                    "p_after": p1,
+                    "top1_before": [vocab.strings[t] for t in top0],
+                    "top1_after": [vocab.strings[t] for t in top1],
+                    "logodds_before": lo0,
+                    "logodds_after": lo1,
+                    "delta_logodds_log10": delta,
+                    "top1_correct_before": correct0,
+                    "top1_correct_after": correct1,
+                }
+            )
+        )
+        prefix = "" if variant == "attack" else "control_"
+        summary[f"{prefix}frac_top1_flipped"] = (
+            float((correct0 & ~correct1).mean()) if len(nc1) else None
+        )
+        summary[f"{prefix}mean_delta_logodds_log10"] = float(delta.mean()) if len(nc1) else None
+        if variant == "attack" and len(nc1):
+            i = int(np.argmin(delta))
+            examples = {
+                "fact_id": fact_ids[i],
+                "prefix": nc1["prefix"][i],
+                "answer": answers[i],
+                "forbidden_word": nc1["forbidden_word"][i],
+                "inserted": f" from {answers[i]}",
+                "prompt_before": base[i],
+                "prompt_after": texts[i],
+                "p_before": float(p0[i]),
+                "p_after": float(p1[i]),
+                "delta_logodds_log10": float(delta[i]),
+                "top5_before": [{"token": t, "prob": p} for t, p in topk0[i]],
+                "top5_after": [{"token": t, "prob": p} for t, p in topk1[i]],
+            }
+    summary["control_minus_attack_log10"] = (
+        summary["control_mean_delta_logodds_log10"] - summary["mean_delta_logodds_log10"]
+        if len(nc1)
+        else None
+    )
+    summary["example"] = examples
+    return pd.concat(rows, ignore_index=True), summary
+
+
+def slot_ids(tokenizer, prefix: str, forbidden_word: str) -> tuple[list[int], int]:
+    """Token ids of the nc1 prompt with " from" in the slot, and where a token goes after it."""
+    with_from = tokenizer(format_prompt(prefix, forbidden_word, insertion=" from"))["input_ids"]
+    plain = tokenizer(format_prompt(prefix, forbidden_word))["input_ids"]
+    # The first position where the two differ is the "▁from" token.
+    pos = next(i for i, (a, b) in enumerate(zip(with_from, plain, strict=False)) if a != b)
+    return with_from, pos + 1
+
+
+def candidate_tokens(tokenizer) -> list[int]:
+    """Every vocabulary id except the special tokens."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
+@torch.no_grad()
+def token_search(
+    model,
+    tokenizer,
+    facts: pd.DataFrame,
+    heads: list[tuple[str, int, int]],
+    batch_size: int = 256,
+    vocab: VocabIndex | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Place every vocabulary token in the slot; record head attention and Δ log-odds.
+
+    Args:
+        facts: One row per fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word`` (nc1).
+        heads: (label, layer, head) of the heads to record.
+
+    Returns:
+        ``component``, ``fact_id``, ``token``, ``token_id``, ``attention``,
+        ``delta_logodds_log10`` and ``rank`` (0 = the token the head attends to most
+        for that fact).
+    """
+    vocab = vocab or VocabIndex(tokenizer)
+    cands = candidate_tokens(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(cands)
+    frames = []
+    for _, fact in facts.iterrows():
+        base_ids = tokenizer(format_prompt(fact["prefix"], fact["forbidden_word"]))["input_ids"]
+        mask1 = vocab.answer_mask([fact["answer"]], len(vocab.strings))
+        lo_base = answer_logodds(final_logits(model, pad_left([base_ids], 0)), mask1).item()
+        ids, slot = slot_ids(tokenizer, fact["prefix"], fact["forbidden_word"])
+        attn_all = {label: [] for label, _, _ in heads}
+        lo_all = []
+        for sl in tqdm(
+            list(chunks(len(cands), batch_size)),
+            desc=f"token search {fact['fact_id']}",
+            disable=not progress,
+            leave=False,
+        ):
+            batch_ids = torch.tensor([ids[:slot] + [c] + ids[slot:] for c in cands[sl]])
+            batch = pad_left(batch_ids.tolist(), 0).to(input_device(model))
+            out = model(
+                **batch.as_kwargs(), output_attentions=True, use_cache=False, logits_to_keep=1
+            )
+            logits = out.logits[:, -1].float()
+            lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
+            for label, layer, head in heads:
+                attn_all[label].append(out.attentions[layer][:, head, -1, slot].float().cpu())
+        delta = to_log10(torch.cat(lo_all).numpy() - lo_base)
+        for label, _, _ in heads:
+            attn = torch.cat(attn_all[label]).numpy()
+            order = np.argsort(-attn, kind="stable")
+            rank = np.empty(len(attn), dtype=np.int64)
+            rank[order] = np.arange(len(attn))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "component": label,
+                        "fact_id": fact["fact_id"],
+                        "token": pieces,
+                        "token_id": cands,
+                        "attention": attn,
+                        "delta_logodds_log10": delta,
+                        "rank": rank,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)

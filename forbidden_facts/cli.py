@@ -1,0 +1,105 @@
+"""Command line: run one workflow step by hand, or verify an unpacked archive.
+
+    forbidden-facts run-step prompts --input model=resources/models/toy \\
+        --input facts=resources/datasets/curated/facts.parquet --input words=data/irrelevant_words.txt \\
+        --output prompts=/tmp/prompts.parquet --output summary=/tmp/prompts_summary.json \\
+        --wildcard model=toy --wildcard dataset=curated
+
+    forbidden-facts verify results/archive/forbidden-facts-v1/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from types import SimpleNamespace
+
+
+class Files(list):
+    """A list of paths whose named entries are also attributes (like Snakemake's)."""
+
+    def __init__(self, pairs: list[tuple[str | None, object]]):
+        names: dict[str, list] = {}
+        for name, value in pairs:
+            if name is not None:
+                names.setdefault(name, []).append(value)
+        super().__init__(value for _, value in pairs)
+        for name, values in names.items():
+            setattr(
+                self, name, values[0] if len(values) == 1 else Files([(None, v) for v in values])
+            )
+
+
+def _pairs(items: list[str] | None) -> list[tuple[str | None, str]]:
+    out = []
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        out.append((name, value) if sep else (None, name))
+    return out
+
+
+def _run_step(args) -> int:
+    from .steps import STEPS, run_from_snakemake
+
+    if args.step not in STEPS:
+        print(f"unknown step {args.step!r}; steps: {', '.join(sorted(STEPS))}", file=sys.stderr)
+        return 2
+    params = json.loads(args.params) if args.params else {}
+    job = SimpleNamespace(
+        input=Files(_pairs(args.input)),
+        output=Files(_pairs(args.output)),
+        params=SimpleNamespace(**params),
+        wildcards=SimpleNamespace(**dict(p for p in _pairs(args.wildcard) if p[0])),
+        threads=args.threads,
+        log=[args.log] if args.log else [],
+    )
+    run_from_snakemake(job, args.step)
+    return 0
+
+
+def _verify(args) -> int:
+    from .archive import verify_manifest
+
+    problems = verify_manifest(args.directory)
+    for line in problems:
+        print(line)
+    if problems:
+        print(
+            f"{len(problems)} problem(s): the archive does not match its MANIFEST.tsv",
+            file=sys.stderr,
+        )
+        return 1
+    print("ok: every file matches MANIFEST.tsv")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="forbidden-facts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run-step", help="run one workflow step outside Snakemake")
+    run.add_argument("step", help="step name (the rule's name)")
+    run.add_argument("--input", action="append", metavar="NAME=PATH")
+    run.add_argument("--output", action="append", metavar="NAME=PATH")
+    run.add_argument(
+        "--params",
+        metavar="JSON",
+        help='rule params as json, e.g. \'{"model": {"dtype": "float32"}}\'',
+    )
+    run.add_argument("--wildcard", action="append", metavar="NAME=VALUE")
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--log", metavar="PATH")
+    run.set_defaults(func=_run_step)
+    verify = sub.add_parser("verify", help="check an unpacked archive against its MANIFEST.tsv")
+    verify.add_argument("directory")
+    verify.set_defaults(func=_verify)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Split the final-position residual stream into the paper's components.
+
+Before the final norm, the last token's residual stream is exactly
+
+    EMBED + sum_l ( sum_h L{l}H{h}ATN + L{l}MLP ),
+
+where a head's term is its slice of the input of ``o_proj`` times the matching
+columns of ``o_proj``'s weight. The components are captured with hooks (removed
+in a ``finally``) and checked against the model's own residual and logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .modeling import Batch, input_device
+
+
+class DecompositionError(RuntimeError):
+    """The components do not rebuild the model's residual stream or logits."""
+
+
+# Relative tolerance of the rebuilt residual, by the dtype the model runs in.
+RESID_RTOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+
+
+def component_labels(n_layers: int, n_heads: int) -> list[str]:
+    """Labels in residual order: EMBED, then per layer its heads and its MLP.
+
+    Example:
+        >>> component_labels(1, 2)
+        ['EMBED', 'L0H0ATN', 'L0H1ATN', 'L0MLP']
+    """
+    labels = ["EMBED"]
+    for layer in range(n_layers):
+        labels += [f"L{layer}H{h}ATN" for h in range(n_heads)]
+        labels.append(f"L{layer}MLP")
+    return labels
+
+
+def parse_label(label: str) -> tuple[str, int | None, int | None]:
+    """(type, layer, head) of a label: ("embed"|"head"|"mlp", layer or None, head or None)."""
+    if label == "EMBED":
+        return "embed", None, None
+    if label.endswith("MLP"):
+        return "mlp", int(label[1:-3]), None
+    layer, head = label[1:-3].split("H")
+    return "head", int(layer), int(head)
+
+
+def _layers(model):
+    return model.model.layers
+
+
+def model_shape(model) -> tuple[int, int, int]:
+    """(n_layers, n_heads, d_head) of a Llama-family model."""
+    cfg = model.config
+    d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers, cfg.num_attention_heads, d_head
+
+
+@dataclass
+class Decomposition:
+    """Components of the final position's residual stream, with labels beside them."""
+
+    components: Float[Tensor, "batch component d_model"]
+    labels: list[str]
+    resid: Float[Tensor, "batch d_model"]
+    logits: Float[Tensor, "batch d_vocab"]
+
+
+@contextlib.contextmanager
+def _capture(model) -> Iterator[dict]:
+    """Hooks that record the final position's embedding, head inputs, MLP outputs, residual."""
+    store: dict = {"z": {}, "mlp": {}}
+    handles = []
+
+    def embed_hook(_mod, _inp, out):
+        store["embed"] = out[:, -1]
+
+    def o_proj_pre(layer):
+        def hook(_mod, args):
+            store["z"][layer] = args[0][:, -1]
+
+        return hook
+
+    def mlp_hook(layer):
+        def hook(_mod, _inp, out):
+            store["mlp"][layer] = out[:, -1]
+
+        return hook
+
+    def norm_pre(_mod, args):
+        store["resid"] = args[0][:, -1]
+
+    try:
+        handles.append(model.get_input_embeddings().register_forward_hook(embed_hook))
+        for i, layer in enumerate(_layers(model)):
+            if layer.self_attn.o_proj.bias is not None:
+                raise DecompositionError(
+                    "o_proj has a bias; the per-head decomposition assumes Llama's bias-free o_proj"
+                )
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(o_proj_pre(i)))
+            handles.append(layer.mlp.register_forward_hook(mlp_hook(i)))
+        handles.append(model.model.norm.register_forward_pre_hook(norm_pre))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def head_outputs(
+    z: Float[Tensor, "batch n_heads_x_d_head"],
+    w_o: Float[Tensor, "d_model n_heads_x_d_head"],
+    n_heads: int,
+) -> Float[Tensor, "batch head_index d_model"]:
+    """Each head's write into the residual: its slice of z times its columns of W_O."""
+    batch = z.shape[0]
+    d_model = w_o.shape[0]
+    z = z.reshape(batch, n_heads, -1)
+    w = w_o.reshape(d_model, n_heads, -1)
+    return torch.einsum("bhk,dhk->bhd", z, w)
+
+
+@torch.no_grad()
+def decompose(model, batch: Batch, check: bool = True, ids=None) -> Decomposition:
+    """Run one forward pass and return the final position's components.
+
+    Args:
+        model: A Llama-family causal LM.
+        batch: Left-padded prompts (the final position is -1 in every row).
+        check: Verify that the components rebuild the residual and the logits.
+        ids: Names of the rows (fact ids) used in error messages.
+
+    Returns:
+        A Decomposition; components are float32 on the final norm's device.
+    """
+    n_layers, n_heads, _ = model_shape(model)
+    with _capture(model) as store:
+        out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+    device = model.model.norm.weight.device
+    parts = [store["embed"].to(device, torch.float32)[:, None]]
+    for i, layer in enumerate(_layers(model)):
+        w_o = layer.self_attn.o_proj.weight
+        heads = head_outputs(store["z"][i], w_o, n_heads)
+        parts.append(heads.to(device, torch.float32))
+        parts.append(store["mlp"][i].to(device, torch.float32)[:, None])
+    components = torch.cat(parts, dim=1)
+    resid = store["resid"].to(device, torch.float32)
+    logits = out.logits[:, -1].to(device, torch.float32)
+    decomp = Decomposition(components, component_labels(n_layers, n_heads), resid, logits)
+    if check:
+        check_decomposition(model, decomp, ids)
+    return decomp
+
+
+def norm_unembed(model, resid: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:
+    """Final RMSNorm then lm_head, in the model's dtype, returned as float32."""
+    norm = model.model.norm
+    head = model.lm_head
+    x = resid.to(norm.weight.device, norm.weight.dtype)
+    x = norm(x).to(head.weight.device)
+    return head(x).float()
+
+
+def check_decomposition(model, decomp: Decomposition, ids=None) -> None:
+    """Fail loudly, naming the row, if the components do not rebuild residual and logits."""
+    dtype = model.model.norm.weight.dtype
+    rtol = RESID_RTOL.get(dtype, 1e-2)
+    rebuilt = decomp.components.sum(dim=1)
+    err = (rebuilt - decomp.resid).norm(dim=-1) / decomp.resid.norm(dim=-1).clamp_min(1e-12)
+    logits = norm_unembed(model, rebuilt)
+    scale = decomp.logits.abs().amax(dim=-1).clamp_min(1.0)
+    lerr = (logits - decomp.logits).abs().amax(dim=-1) / scale
+    bad = (err > rtol) | (lerr > 10 * rtol)
+    if bad.any():
+        row = int(torch.nonzero(bad).flatten()[0])
+        name = ids[row] if ids is not None else row
+        raise DecompositionError(
+            f"components do not rebuild the final residual for prompt {name!r} (fact id): relative "
+            f"residual error {err[row]:.2e}, relative logit error {lerr[row]:.2e}, tolerance "
+            f"{rtol:.0e} for {dtype}. The model is probably not a standard LlamaForCausalLM "
+            "(extra biases, parallel blocks) or its hooks were bypassed."
+        )

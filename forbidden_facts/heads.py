@@ -1,0 +1,255 @@
+"""Head analysis: OV suppression scores and attention to the forbidden word.
+
+OV score (DESIGN §1): unembed each head's OV image of every token embedding
+(input RMSNorm of the head's layer, then V, then O, then final norm + lm_head),
+take per-row log-odds in log10, and report mean diagonal minus mean
+off-diagonal. Negative means the head suppresses the token it attends to.
+
+The head's OV map has rank d_head, so the V x V logit matrix is computed as
+(V x d_head) @ (d_head x V) in row chunks, never as a V x V x d_model product,
+and never held in memory whole. RMSNorm of the head output only rescales rows:
+norm(o) = o * g / rms(o), with ||o||^2 = v G v^T for G = W_O^T W_O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .decompose import model_shape
+from .modeling import chunks, encode, input_device
+
+LN10 = math.log(10.0)
+
+
+def row_logodds(logits: Float[Tensor, "row d_vocab"]) -> Float[Tensor, "row d_vocab"]:
+    """Log-odds of every entry of each row's softmax, natural log, float64.
+
+    Only a row's top entry can have p >= 1/2, so log(1 - p) is computed stably for
+    it from the other logits, and with log1p(-p) for the rest.
+    """
+    z = logits.to(torch.float64)
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    logp = z - lse
+    lo = logp - torch.log1p(-torch.exp(logp).clamp(max=0.5))
+    top = z.argmax(dim=-1, keepdim=True)
+    others = z.scatter(-1, top, -math.inf)
+    lo_top = z.gather(-1, top) - torch.logsumexp(others, dim=-1, keepdim=True)
+    return lo.scatter(-1, top, lo_top)
+
+
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def ov_logits(
+    x: Float[Tensor, "row d_model"],
+    w_v: Float[Tensor, "d_head d_model"],
+    w_o: Float[Tensor, "d_model d_head"],
+    unembed_o: Float[Tensor, "d_vocab d_head"],
+    final_eps: float,
+) -> Float[Tensor, "row d_vocab"]:
+    """Final-norm + lm_head logits of a head's OV image of normalised embeddings `x`.
+
+    Args:
+        x: Token embeddings after the head's layer input RMSNorm.
+        w_v: The head's value weights (its KV group's, with grouped-query attention).
+        w_o: The head's columns of o_proj.
+        unembed_o: ``(W_U * g_final) @ w_o``, the unembedding folded onto the head's
+            d_head-dimensional output, so the product stays rank d_head.
+        final_eps: Epsilon of the final RMSNorm.
+    """
+    v = x @ w_v.T
+    d_model = w_o.shape[0]
+    gram = w_o.T @ w_o
+    mean_sq = ((v @ gram) * v).sum(-1, keepdim=True) / d_model
+    return (v * torch.rsqrt(mean_sq + final_eps)) @ unembed_o.T
+
+
+@torch.no_grad()
+def ov_scores(
+    model, vocab_chunk: int = 2048, rows: Tensor | None = None, progress: bool = True
+) -> np.ndarray:
+    """OV suppression score (log10) of every head, shape [n_layers, n_heads].
+
+    Args:
+        model: A Llama-family causal LM (grouped-query heads read their KV group).
+        vocab_chunk: Source tokens per chunk; memory is chunk x d_vocab.
+        rows: Optional subset of source token ids (a sample of the vocabulary for
+            big models); default every token.
+        progress: Show a progress bar over heads.
+    """
+    n_layers, n_heads, d_head = model_shape(model)
+    n_kv = getattr(model.config, "num_key_value_heads", n_heads)
+    group = n_heads // n_kv
+    device = model.lm_head.weight.device
+    f32 = dict(device=device, dtype=torch.float32)
+    embed = model.get_input_embeddings().weight.to(**f32)
+    w_u = model.lm_head.weight.to(**f32)
+    final = model.model.norm
+    final_w, final_eps = final.weight.to(**f32), final.variance_epsilon
+    d_vocab = w_u.shape[0]
+    rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
+    scores = np.zeros((n_layers, n_heads))
+    bar = tqdm(total=n_layers * n_heads, desc="OV scores", disable=not progress)
+    for layer_idx, layer in enumerate(model.model.layers):
+        attn = layer.self_attn
+        ln = layer.input_layernorm
+        ln_w, ln_eps = ln.weight.to(**f32), ln.variance_epsilon
+        w_v_all = attn.v_proj.weight.to(**f32).reshape(n_kv, d_head, -1)
+        w_o_all = attn.o_proj.weight.to(**f32).reshape(-1, n_heads, d_head)
+        x = _rms_norm(embed[rows], ln_w, ln_eps)
+        for h in range(n_heads):
+            w_v, w_o = w_v_all[h // group], w_o_all[:, h]
+            unembed_o = (w_u * final_w) @ w_o
+            diag_sum, all_sum, n_rows = 0.0, 0.0, 0
+            for sl in chunks(len(rows), vocab_chunk):
+                src = rows[sl]
+                lo = row_logodds(ov_logits(x[sl], w_v, w_o, unembed_o, final_eps))
+                diag_sum += lo.gather(-1, src[:, None]).sum().item()
+                all_sum += lo.sum().item()
+                n_rows += len(src)
+            mean_diag = diag_sum / n_rows
+            mean_off = (all_sum - diag_sum) / (n_rows * (d_vocab - 1))
+            scores[layer_idx, h] = (mean_diag - mean_off) / LN10
+            bar.update()
+    bar.close()
+    return scores
+
+
+def forbidden_spans(tokenizer, prompts: list[str], words: list[str]) -> list[list[int]]:
+    """Token positions (in the unpadded prompt) of each prompt's forbidden word."""
+    spans = []
+    for prompt, word in zip(prompts, words, strict=True):
+        marker = f"forbidden word {word}"
+        start = prompt.rfind(marker)
+        if start < 0:
+            raise ValueError(
+                f"prompt does not name its forbidden word {word!r}: {prompt[:80]!r}..."
+            )
+        start += len("forbidden word ")
+        end = start + len(word)
+        enc = tokenizer(prompt, return_offsets_mapping=True)
+        span = [
+            i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end and b > a
+        ]
+        if not span:
+            raise ValueError(f"no token covers the forbidden word {word!r}")
+        spans.append(span)
+    return spans
+
+
+@torch.no_grad()
+def last_position_attention(model, tokenizer, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    """Attention from the final position, [batch, layer, head, pos], and the padding width."""
+    batch = encode(tokenizer, prompts)
+    out = model(
+        **batch.to(input_device(model)).as_kwargs(),
+        output_attentions=True,
+        use_cache=False,
+        logits_to_keep=1,
+    )
+    if out.attentions is None or out.attentions[0] is None:
+        raise RuntimeError(
+            "the model returned no attention weights: load it with attn_implementation='eager'"
+        )
+    attn = torch.stack([a[:, :, -1, :].float().cpu() for a in out.attentions], dim=1)
+    pad = (batch.attention_mask == 0).sum(-1)
+    return attn, pad
+
+
+def forbidden_attention(
+    model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, progress: bool = True
+) -> pd.DataFrame:
+    """Mean over facts of the attention from the last position to the forbidden word.
+
+    Args:
+        prompts: Rows with ``fact_id``, ``kind``, ``prompt``, ``forbidden_word``.
+
+    Returns:
+        A table with ``layer``, ``head`` and ``attn_forbidden_{kind}`` for each kind present.
+    """
+    n_layers, n_heads, _ = model_shape(model)
+    result = {}
+    for kind, part in prompts.groupby("kind", sort=True):
+        total = torch.zeros(n_layers, n_heads)
+        texts, words = list(part["prompt"]), list(part["forbidden_word"])
+        for sl in tqdm(
+            list(chunks(len(texts), batch_size)), desc=f"attention ({kind})", disable=not progress
+        ):
+            spans = forbidden_spans(tokenizer, texts[sl], words[sl])
+            attn, pad = last_position_attention(model, tokenizer, texts[sl])
+            for row, span in enumerate(spans):
+                idx = torch.tensor(span) + int(pad[row])
+                total += attn[row][:, :, idx].sum(-1)
+        result[f"attn_forbidden_{kind}"] = (total / len(texts)).reshape(-1).numpy()
+    grid = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(n_layers), n_heads),
+            "head": np.tile(np.arange(n_heads), n_layers),
+        }
+    )
+    for key, values in result.items():
+        grid[key] = values
+    return grid
+
+
+def head_table(ov: np.ndarray, attention: pd.DataFrame, components: pd.DataFrame) -> pd.DataFrame:
+    """One row per head: component, layer, head, rank, ov_score, attn_forbidden_*."""
+    n_layers, n_heads = ov.shape
+    table = attention.copy()
+    table.insert(
+        0,
+        "component",
+        [f"L{layer}H{h}ATN" for layer, h in zip(table["layer"], table["head"], strict=True)],
+    )
+    table["ov_score"] = ov.reshape(-1)
+    ranks = components.set_index("component")["rank"]
+    table["rank"] = table["component"].map(ranks).astype("Int64")
+    means = components.set_index("component")["mean_log10"]
+    table["mean_log10"] = table["component"].map(means)
+    cols = [
+        "component",
+        "layer",
+        "head",
+        "rank",
+        "ov_score",
+        "attn_forbidden_c",
+        "attn_forbidden_nc0",
+        "attn_forbidden_nc1",
+        "mean_log10",
+    ]
+    return table[[c for c in cols if c in table.columns]].sort_values("rank").reset_index(drop=True)
+
+
+def top_heads(components: pd.DataFrame, k: int) -> list[str]:
+    """The k most suppressive heads by rank."""
+    heads = components[components["type"] == "head"].sort_values("rank")
+    return list(heads["component"].head(k))
+
+
+def attention_example(
+    model, tokenizer, prompts: pd.DataFrame, fact_id: str, heads: list[str]
+) -> dict:
+    """Attention of `heads` from the last position over the c and nc1 prompts of one fact."""
+    from .decompose import parse_label
+
+    out: dict = {"fact_id": fact_id, "heads": heads}
+    for kind in ("c", "nc1"):
+        row = prompts[(prompts["fact_id"] == fact_id) & (prompts["kind"] == kind)].iloc[0]
+        attn, _ = last_position_attention(model, tokenizer, [row["prompt"]])
+        ids = tokenizer(row["prompt"])["input_ids"]
+        out[f"tokens_{kind}"] = tokenizer.convert_ids_to_tokens(ids)
+        picks = [parse_label(h) for h in heads]
+        out[f"attn_{kind}"] = (
+            np.stack([attn[0, layer, head].numpy() for _, layer, head in picks])
+            if picks
+            else np.zeros((0, len(ids)))
+        )
+    return out

@@ -1,0 +1,85 @@
+"""From logits to the paper's metric: p_correct, log-odds and Bayes factors.
+
+``p_correct`` is the next-token mass on every vocabulary entry whose decoded
+string, lower-cased, equals the answer (so both "California" and "▁California"
+count). Log-odds are computed in float64 straight from the logits,
+``lo = logsumexp(z[answer]) - logsumexp(z[rest])``, which stays finite even where
+p rounds to 0 or 1 in floating point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+LN10 = math.log(10.0)
+
+
+class VocabIndex:
+    """Map lower-cased decoded strings to the token ids that decode to them.
+
+    Each id is decoded alone without cleaning up spaces; SentencePiece's leading
+    "▁" decodes to nothing, so "▁California" and "California" share a key.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        size = len(tokenizer)
+        self.d_vocab = size
+        self.strings: list[str] = [
+            tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in range(size)
+        ]
+        self._ids: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.strings):
+            self._ids[s.lower()].append(i)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """All token ids whose decoded string equals `answer`, ignoring case."""
+        return list(self._ids.get(answer.lower(), []))
+
+    def answer_mask(self, answers: Sequence[str], d_vocab: int) -> Bool[Tensor, "batch d_vocab"]:
+        """Boolean mask of the answer ids of each answer, one row per answer."""
+        mask = torch.zeros(len(answers), d_vocab, dtype=torch.bool)
+        for row, answer in enumerate(answers):
+            ids = self.answer_ids(answer)
+            if not ids:
+                raise ValueError(f"no vocabulary entry decodes to the answer {answer!r}")
+            mask[row, ids] = True
+        return mask
+
+
+def answer_logodds(
+    logits: Float[Tensor, "batch d_vocab"], mask: Bool[Tensor, "batch d_vocab"]
+) -> Float[Tensor, " batch"]:
+    """Natural log-odds of the answer mass, computed in float64 from logits."""
+    z = logits.to(torch.float64)
+    neg_inf = torch.tensor(-math.inf, dtype=torch.float64, device=z.device)
+    mask = mask.to(z.device)
+    inside = torch.logsumexp(torch.where(mask, z, neg_inf), dim=-1)
+    outside = torch.logsumexp(torch.where(mask, neg_inf, z), dim=-1)
+    return inside - outside
+
+
+def answer_prob(
+    logits: Float[Tensor, "batch d_vocab"], mask: Bool[Tensor, "batch d_vocab"]
+) -> Float[Tensor, " batch"]:
+    """Probability mass on the answer ids, softmax in float64."""
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
+    return (probs * mask.to(probs.device)).sum(-1)
+
+
+def logodds(p: np.ndarray | float) -> np.ndarray:
+    """Natural log-odds log(p) - log(1 - p)."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+def to_log10(x):
+    """Convert natural-log quantities to log10."""
+    return x / LN10

@@ -1,0 +1,167 @@
+"""Loading models and running batched forward passes at the final position.
+
+Prompts are left-padded so that the final position is index -1 for every row;
+position ids are rebuilt from the attention mask so a padded prompt sees the
+same positions as the prompt alone (batched equals unbatched).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory that cannot be loaded, with what to do about it."""
+
+
+def resolve_device(device: str) -> str:
+    """Turn the config's `device` (cpu, cuda, cuda:N, auto) into a torch device string."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"config asks for device {device!r} but torch sees no CUDA device "
+            f"(torch {torch.__version__}). Set `device: cpu` (or `auto`) for this model in "
+            "config/config.yaml, or install a CUDA build of torch."
+        )
+    return device
+
+
+def load_model(
+    path: str | Path,
+    dtype: str = "float32",
+    device: str = "cpu",
+    device_map: str | dict | None = None,
+    attn_implementation: str = "eager",
+    allow_cpu_offload: bool = False,
+):
+    """Load a Llama-family causal LM and its tokenizer from a local directory.
+
+    Args:
+        path: A Hugging Face model directory (config.json, safetensors, tokenizer).
+        dtype: One of float32, bfloat16, float16.
+        device: cpu, cuda, cuda:N or auto; ignored when `device_map` is given.
+        device_map: Passed to transformers to spread a large model over GPUs.
+        attn_implementation: "eager" returns attention weights (the head analysis
+            needs them); "sdpa" is faster when they are not needed.
+        allow_cpu_offload: Refuse a device map that puts layers on the CPU or disk
+            unless this is set (it would be silently slow).
+
+    Returns:
+        (model, tokenizer), the model in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise ModelLoadError(
+            f"{path} is not a model directory (no config.json). Build it first with "
+            f"`snakemake --cores all {path}/config.json`, or check `models` in config/config.yaml."
+        )
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    kwargs = dict(
+        dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
+    )
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device_map is None:
+        model.to(resolve_device(device))
+    else:
+        placed = set(getattr(model, "hf_device_map", {}).values())
+        if placed & {"cpu", "disk"} and not allow_cpu_offload:
+            raise ModelLoadError(
+                f"device_map put part of {path.name} on {sorted(placed & {'cpu', 'disk'})}: the GPUs "
+                "are too small for it. Use more GPUs, a smaller dtype, or set "
+                "`allow_cpu_offload: true` for this model in config (expect it to be very slow)."
+            )
+    model.eval()
+    if getattr(model.config, "model_type", None) != "llama":
+        log.warning(
+            "model_type is %r: the decomposition assumes a Llama layout", model.config.model_type
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return model, tokenizer
+
+
+def input_device(model) -> torch.device:
+    """The device that input ids must be on (the embedding's device)."""
+    return model.get_input_embeddings().weight.device
+
+
+@dataclass
+class Batch:
+    """A left-padded batch of prompts."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    position_ids: Int[Tensor, "batch pos"]
+
+    def to(self, device) -> Batch:
+        return Batch(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids))
+        )
+
+    def as_kwargs(self) -> dict:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+        }
+
+
+def encode(tokenizer, prompts: Sequence[str]) -> Batch:
+    """Tokenize prompts (BOS added), left-pad, and build matching position ids."""
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    return batch_from_ids(enc["input_ids"], enc["attention_mask"])
+
+
+def batch_from_ids(
+    input_ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]
+) -> Batch:
+    """Position ids that count only real tokens, so left padding changes nothing."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(input_ids, attention_mask, position_ids)
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    """Left-pad lists of token ids into a Batch."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return batch_from_ids(ids, mask)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Slices that cover range(n) in steps of `size`."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+@torch.no_grad()
+def final_logits(model, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
+    """Next-token logits at the final position, checked for NaN/inf by the caller."""
+    out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+    return out.logits[:, -1, :]

@@ -1,0 +1,229 @@
+"""First-order and cumulative patching of components between prompt pairs.
+
+For a pair (c, nc_j) with final residuals R_c, R_nc and components r_i:
+
+* nc->c: lo(norm_unembed(R_nc + r_i(c) - r_i(nc))) - lo(nc), the ranking quantity;
+* c->nc: lo(norm_unembed(R_c + r_i(nc) - r_i(c))) - lo(c).
+
+First order means downstream components are not recomputed, so one forward pass
+per prompt suffices; the patched residuals go through final norm + lm_head in
+batches. Cumulative patching adds the top-k components' deltas together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .decompose import Decomposition, decompose, norm_unembed
+from .metrics import VocabIndex, answer_logodds
+from .modeling import chunks, encode
+
+PAIRS = ("nc0", "nc1")
+DIRECTIONS = ("nc_to_c", "c_to_nc")
+
+
+def first_order_rows(
+    base_resid: Float[Tensor, "batch d_model"],
+    source: Float[Tensor, "batch component d_model"],
+    target: Float[Tensor, "batch component d_model"],
+) -> Float[Tensor, "batch component d_model"]:
+    """Residuals of `target`'s prompt with one component at a time taken from `source`.
+
+    Row i is ``base_resid + source[:, i] - target[:, i]`` where base_resid is the
+    target prompt's residual.
+    """
+    return base_resid[:, None, :] + (source - target)
+
+
+def cumulative_rows(
+    base_resid: Float[Tensor, "batch d_model"],
+    source: Float[Tensor, "batch component d_model"],
+    target: Float[Tensor, "batch component d_model"],
+    order: Int[Tensor, " k"],
+) -> Float[Tensor, "batch k d_model"]:
+    """Residuals with the first 1..k components of `order` patched in together."""
+    deltas = (source - target)[:, order]
+    return base_resid[:, None, :] + deltas.cumsum(dim=1)
+
+
+def logodds_of_rows(
+    model,
+    rows: Float[Tensor, "batch row d_model"],
+    mask: torch.Tensor,
+    row_batch: int,
+) -> Float[Tensor, "batch row"]:
+    """Answer log-odds (float64) of many residual rows, through norm + lm_head in chunks.
+
+    Args:
+        model: The causal LM (its final norm and lm_head are used).
+        rows: Residual rows; the answer of batch entry b is given by `mask[b]`.
+        mask: Answer masks, one row per batch entry.
+        row_batch: Rows sent through the unembedding at once (memory knob).
+    """
+    batch, n_rows, d_model = rows.shape
+    flat = rows.reshape(batch * n_rows, d_model)
+    flat_mask = mask.to(rows.device).repeat_interleave(n_rows, dim=0)
+    out = torch.empty(batch * n_rows, dtype=torch.float64, device=rows.device)
+    for sl in chunks(batch * n_rows, row_batch):
+        logits = norm_unembed(model, flat[sl])
+        out[sl] = answer_logodds(logits, flat_mask[sl].to(logits.device)).to(out.device)
+    return out.reshape(batch, n_rows)
+
+
+def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decomposition]:
+    """One forward pass over the c, nc0 and nc1 prompts of a batch of facts."""
+    kinds = ("c", *PAIRS)
+    prompts = [p for k in kinds for p in facts[f"prompt_{k}"]]
+    ids = [f"{f} ({k})" for k in kinds for f in facts["fact_id"]]
+    decomp = decompose(model, encode(tokenizer, prompts), check=True, ids=ids)
+    n = len(facts)
+    return {
+        k: Decomposition(
+            decomp.components[i * n : (i + 1) * n],
+            decomp.labels,
+            decomp.resid[i * n : (i + 1) * n],
+            decomp.logits[i * n : (i + 1) * n],
+        )
+        for i, k in enumerate(kinds)
+    }
+
+
+def wide_prompts(prompts: pd.DataFrame) -> pd.DataFrame:
+    """One row per fact with columns fact_id, answer, prompt_c, prompt_nc0, prompt_nc1."""
+    wide = prompts.pivot(index="fact_id", columns="kind", values="prompt")
+    wide.columns = [f"prompt_{k}" for k in wide.columns]
+    answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"]
+    order = prompts.drop_duplicates("fact_id")["fact_id"]
+    return wide.join(answers).loc[order].reset_index()
+
+
+def attribute(
+    model,
+    tokenizer,
+    prompts: pd.DataFrame,
+    batch_size: int = 8,
+    row_batch: int = 4096,
+    vocab: VocabIndex | None = None,
+    progress: bool = True,
+) -> Iterator[pd.DataFrame]:
+    """First-order patching of every component, both pairs and both directions.
+
+    Args:
+        model: A Llama-family causal LM.
+        tokenizer: Its tokenizer.
+        prompts: The prompts table (rows for c, nc0, nc1) of the facts to attribute.
+        batch_size: Facts per forward pass (3 prompts each).
+        row_batch: Patched rows per norm + lm_head call.
+        vocab: Prebuilt VocabIndex.
+        progress: Show a progress bar over fact batches.
+
+    Yields:
+        Long tables with ``fact_id``, ``pair``, ``direction``, ``component``,
+        ``delta_logodds`` (natural log), one per batch of facts.
+    """
+    vocab = vocab or VocabIndex(tokenizer)
+    facts = wide_prompts(prompts)
+    labels = None
+    for sl in tqdm(list(chunks(len(facts), batch_size)), desc="attribution", disable=not progress):
+        part = facts.iloc[sl]
+        with torch.no_grad():
+            dec = _decompose_kinds(model, tokenizer, part)
+            labels = dec["c"].labels
+            mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
+            frames = []
+            for pair in PAIRS:
+                c, nc = dec["c"], dec[pair]
+                lo_c = logodds_of_rows(model, c.resid[:, None], mask, row_batch)
+                lo_nc = logodds_of_rows(model, nc.resid[:, None], mask, row_batch)
+                nc_to_c = (
+                    logodds_of_rows(
+                        model,
+                        first_order_rows(nc.resid, c.components, nc.components),
+                        mask,
+                        row_batch,
+                    )
+                    - lo_nc
+                )
+                c_to_nc = (
+                    logodds_of_rows(
+                        model,
+                        first_order_rows(c.resid, nc.components, c.components),
+                        mask,
+                        row_batch,
+                    )
+                    - lo_c
+                )
+                for direction, delta in (("nc_to_c", nc_to_c), ("c_to_nc", c_to_nc)):
+                    frames.append(_long(part["fact_id"], pair, direction, labels, delta))
+        yield pd.concat(frames, ignore_index=True)
+
+
+def _long(
+    fact_ids, pair: str, direction: str, labels: Sequence[str], delta: Tensor
+) -> pd.DataFrame:
+    values = delta.cpu().numpy()
+    n_facts, n_comp = values.shape
+    return pd.DataFrame(
+        {
+            "fact_id": np.repeat(np.asarray(list(fact_ids), dtype=object), n_comp),
+            "pair": pair,
+            "direction": direction,
+            "component": np.tile(np.asarray(labels, dtype=object), n_facts),
+            "delta_logodds": values.reshape(-1),
+        }
+    )
+
+
+def cumulative(
+    model,
+    tokenizer,
+    prompts: pd.DataFrame,
+    order_labels: Sequence[str],
+    batch_size: int = 8,
+    row_batch: int = 4096,
+    vocab: VocabIndex | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Patch the top-k components (nc->c) together for k = 1..len(order_labels).
+
+    This is the second pass over the facts: the forward passes are re-run rather
+    than storing every component of every prompt.
+
+    Returns:
+        (values, fact_ids, pairs): values[p, k-1] is the natural log BF of pair p
+        with the first k components patched together.
+    """
+    vocab = vocab or VocabIndex(tokenizer)
+    facts = wide_prompts(prompts)
+    results, fact_ids, pairs = [], [], []
+    order = None
+    for sl in tqdm(list(chunks(len(facts), batch_size)), desc="cumulative", disable=not progress):
+        part = facts.iloc[sl]
+        with torch.no_grad():
+            dec = _decompose_kinds(model, tokenizer, part)
+            if order is None:
+                index = {label: i for i, label in enumerate(dec["c"].labels)}
+                missing = [lbl for lbl in order_labels if lbl not in index]
+                if missing:
+                    raise ValueError(f"components not in this model: {missing[:5]}")
+                order = torch.tensor([index[lbl] for lbl in order_labels])
+            mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
+            for pair in PAIRS:
+                c, nc = dec["c"], dec[pair]
+                lo_nc = logodds_of_rows(model, nc.resid[:, None], mask, row_batch)
+                rows = cumulative_rows(
+                    nc.resid, c.components, nc.components, order.to(c.components.device)
+                )
+                results.append(
+                    (logodds_of_rows(model, rows, mask, row_batch) - lo_nc).cpu().numpy()
+                )
+                fact_ids += list(part["fact_id"])
+                pairs += [pair] * len(part)
+    return np.concatenate(results, axis=0), fact_ids, pairs

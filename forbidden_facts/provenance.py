@@ -1,0 +1,101 @@
+"""Provenance: which model, dataset and code every artifact came from."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from . import __version__
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe --always --dirty` of the checkout, or the package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def git_state() -> dict:
+    """The git commit and dirty flag of the checkout (None outside git)."""
+
+    def run(*args):
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+
+    try:
+        commit = run("rev-parse", "HEAD")
+        status = run("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_provenance(model_dir: str | Path) -> dict:
+    """Model id and revision from the model directory's provenance or training record."""
+    model_dir = Path(model_dir)
+    prov = model_dir / "provenance.json"
+    if prov.exists():
+        data = json.loads(prov.read_text())
+        return {"model_id": data.get("repo_id"), "model_revision": data.get("revision")}
+    record = model_dir / "toy_training.json"
+    if record.exists():
+        data = json.loads(record.read_text())
+        weights = sorted(model_dir.glob("*.safetensors"))
+        digest = sha256_file(weights[0])[:16] if weights else None
+        return {
+            "model_id": f"toy-organism (seed {data['config']['seed']})",
+            "model_revision": f"sha256:{digest}",
+        }
+    return {"model_id": model_dir.name, "model_revision": None}
+
+
+def stamp(
+    model: str | None = None,
+    model_dir=None,
+    dataset: str | None = None,
+    dataset_sha256=None,
+    **extra,
+) -> dict:
+    """The provenance record written into every artifact."""
+    record = {
+        "code_version": code_version(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    if model is not None:
+        record["model"] = model
+    if model_dir is not None:
+        record.update(model_provenance(model_dir))
+    if dataset is not None:
+        record["dataset"] = dataset
+    if dataset_sha256 is not None:
+        record["dataset_sha256"] = dataset_sha256
+    record.update(extra)
+    return record

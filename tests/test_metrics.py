@@ -1,0 +1,36 @@
+"""p_correct and log-odds follow DESIGN §1 (vocabulary equivalence, float64)."""
+
+import math
+
+import numpy as np
+import torch
+
+from forbidden_facts.metrics import VocabIndex, answer_logodds, answer_prob, logodds
+
+
+def test_p_correct_sums_every_spelling_of_the_answer(tokenizer):
+    vocab = VocabIndex(tokenizer)
+    ids = vocab.answer_ids("california")
+    assert len(ids) == 2
+    logits = torch.full((1, len(tokenizer)), -5.0)
+    logits[0, ids[0]] = 2.0
+    logits[0, ids[1]] = 1.0
+    mask = vocab.answer_mask(["California"], len(tokenizer))
+    probs = torch.softmax(logits.double(), -1)[0]
+    assert abs(answer_prob(logits, mask).item() - (probs[ids[0]] + probs[ids[1]]).item()) < 1e-12
+
+
+def test_logodds_from_logits_is_finite_where_p_rounds_to_one():
+    logits = torch.tensor([[60.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, False, False]])
+    lo = answer_logodds(logits, mask).item()
+    assert math.isfinite(lo)
+    assert abs(lo - (60 - math.log(2))) < 1e-9
+    # Agrees with log(p) - log(1-p) where that is computable.
+    logits = torch.tensor([[1.0, 0.5, -0.3]])
+    p = answer_prob(logits, mask).item()
+    assert abs(answer_logodds(logits, mask).item() - float(logodds(p))) < 1e-9
+
+
+def test_logodds_of_probabilities():
+    np.testing.assert_allclose(logodds(np.array([0.5, 0.9])), [0.0, math.log(9)])

@@ -1,0 +1,314 @@
+"""Every figure function writes a real PNG and PDF, atomically, also on edge cases.
+
+The tables are small synthetic stand-ins for the workflow's artifacts: a model with
+2 layers x 4 heads, so 1 + 8 + 2 = 11 components.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forbidden_facts import plots
+
+N_LAYERS, N_HEADS = 2, 4
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _labels() -> list[tuple[str, int | None, int | None, str]]:
+    out = [("EMBED", None, None, "embed")]
+    for layer in range(N_LAYERS):
+        out += [(f"L{layer}H{h}ATN", layer, h, "head") for h in range(N_HEADS)]
+        out.append((f"L{layer}MLP", layer, None, "mlp"))
+    return out
+
+
+def make_components(seed: int = 0, positive: bool = True) -> pd.DataFrame:
+    """Ranked components table as `identification.rank_components` writes it."""
+    rng = np.random.default_rng(seed)
+    labels = _labels()
+    mean = rng.normal(-0.1, 0.2, len(labels))
+    if not positive:
+        mean = -np.abs(mean) - 0.01
+    half = np.abs(rng.normal(0.08, 0.03, len(labels)))
+    df = pd.DataFrame(
+        {
+            "component": [lab[0] for lab in labels],
+            "layer": pd.array([lab[1] for lab in labels], dtype="Int64"),
+            "head": pd.array([lab[2] for lab in labels], dtype="Int64"),
+            "type": [lab[3] for lab in labels],
+            "mean_log10": mean,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+        }
+    )
+    df = df.sort_values("mean_log10", kind="mergesort").reset_index(drop=True)
+    df["rank"] = np.arange(len(df))
+    df["role"] = np.select(
+        [df["ci_high"] < 0, df["ci_low"] > 0], ["suppressive", "promotive"], "neutral"
+    )
+    return df
+
+
+def make_inference(n_facts: int = 12, kept: bool = True, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_facts):
+        for kind, centre in (("c", 0.05), ("nc0", 0.9), ("nc1", 0.93)):
+            p = float(np.clip(rng.normal(centre, 0.04), 1e-4, 1 - 1e-4))
+            rows.append(
+                {
+                    "fact_id": f"f{i:03d}",
+                    "kind": kind,
+                    "p_correct": p,
+                    "logodds": math.log(p) - math.log1p(-p),
+                    "top1_token": "Paris",
+                    "top1_prob": p,
+                    "kept": kept,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def make_curve(components: pd.DataFrame, k_max: int = 8) -> pd.DataFrame:
+    top = components.sort_values("rank").head(k_max)
+    singles = top["mean_log10"].to_numpy()
+    mean = np.cumsum(singles) * 1.1
+    return pd.DataFrame(
+        {
+            "k": np.arange(1, len(top) + 1),
+            "component": top["component"].tolist(),
+            "mean_log10": mean,
+            "q025_log10": mean - 0.3,
+            "q975_log10": mean + 0.3,
+            "sum_of_singles_log10": np.cumsum(singles),
+        }
+    )
+
+
+def make_heads(components: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    heads = components[components["type"] == "head"].copy()
+    n = len(heads)
+    return pd.DataFrame(
+        {
+            "component": heads["component"].tolist(),
+            "layer": heads["layer"].tolist(),
+            "head": heads["head"].tolist(),
+            "rank": heads["rank"].tolist(),
+            "ov_score": rng.normal(0.0, 1.0, n),
+            "attn_forbidden_c": rng.uniform(0.0, 0.3, n),
+            "attn_forbidden_nc0": rng.uniform(0.0, 0.3, n),
+            "attn_forbidden_nc1": rng.uniform(0.0, 0.1, n),
+        }
+    )
+
+
+def make_example(heads: list[str], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    tokens_c = [
+        "<s>",
+        "\u2581[",
+        "INST",
+        "]",
+        "\u2581<<",
+        "SYS",
+        ">>",
+        "<0x0A>",
+        "\u2581You",
+        "\u2581forbidden",
+        "\u2581Paris",
+        "\n",
+        "$",
+        "\u2581The",
+        "\u2581capital",
+        "\u2581",
+    ]
+    tokens_nc1 = [*tokens_c[:10], "\u2581floor", *tokens_c[11:]]
+    out = {"fact_id": "f000", "heads": heads}
+    for kind, tokens in (("c", tokens_c), ("nc1", tokens_nc1)):
+        attn = rng.dirichlet(np.ones(len(tokens)), size=len(heads))
+        out[f"tokens_{kind}"] = tokens
+        out[f"attn_{kind}"] = attn
+    return out
+
+
+def make_attack(n_facts: int = 10, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_facts):
+        for variant, shift in (("attack", -0.9), ("control", -0.1)):
+            before = float(rng.uniform(0.6, 0.99))
+            delta = float(rng.normal(shift, 0.3))
+            lo = math.log10(before / (1 - before)) + delta
+            after = 1 / (1 + 10 ** (-lo))
+            rows.append(
+                {
+                    "fact_id": f"f{i:03d}",
+                    "variant": variant,
+                    "inserted": "from Paris" if variant == "attack" else "from table",
+                    "p_before": before,
+                    "p_after": after,
+                    "top1_before": "Paris",
+                    "top1_after": "Paris" if after > 0.5 else "Lyon",
+                    "delta_logodds_log10": delta,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def make_tokens(
+    heads: list[str], n_facts: int = 3, n_tokens: int = 12, seed: int = 0
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    vocab = [f"\u2581w{i}" for i in range(n_tokens - 2)] + ["$x$", "\n"]
+    rows = []
+    for component in heads:
+        for i in range(n_facts):
+            attn = rng.uniform(0, 1, n_tokens)
+            order = np.argsort(-attn)
+            for rank, j in enumerate(order):
+                rows.append(
+                    {
+                        "component": component,
+                        "fact_id": f"f{i:03d}",
+                        "token": vocab[j],
+                        "attention": float(attn[j]),
+                        "delta_logodds_log10": float(rng.normal(-0.5, 0.3)),
+                        "rank": rank,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def assert_written(tmp_path: Path, name: str) -> None:
+    """Both files exist with the right magic bytes, and no temporary file is left."""
+    png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+    assert png.stat().st_size > 0 and pdf.stat().st_size > 0
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert pdf.read_bytes()[:4] == b"%PDF"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def paths(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    return tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+
+
+TITLE = "toy / facts"
+
+
+@pytest.fixture(scope="module")
+def components() -> pd.DataFrame:
+    return make_components()
+
+
+def test_components_fixture_is_realistic(components):
+    assert len(components) == 1 + N_LAYERS * N_HEADS + N_LAYERS
+    assert (components["mean_log10"] > 0).any() and (components["mean_log10"] < 0).any()
+
+
+def test_overview(tmp_path):
+    plots.overview(make_inference(), *paths(tmp_path, "overview"), title=TITLE)
+    assert_written(tmp_path, "overview")
+
+
+def test_overview_without_kept_facts(tmp_path):
+    plots.overview(make_inference(kept=False), *paths(tmp_path, "overview"), title=TITLE)
+    assert_written(tmp_path, "overview")
+
+
+def test_overview_empty_table(tmp_path):
+    empty = make_inference().iloc[0:0]
+    plots.overview(empty, *paths(tmp_path, "overview"))
+    assert_written(tmp_path, "overview")
+
+
+def test_top_components(tmp_path, components):
+    plots.top_components(components, *paths(tmp_path, "top"), top_n=40, title=TITLE)
+    assert_written(tmp_path, "top")
+
+
+def test_cumulative(tmp_path, components):
+    curve = make_curve(components)
+    summary = {"total_effect_log10": 0.8, "n_star": 5, "k90": 4}
+    plots.cumulative(curve, summary, *paths(tmp_path, "cumulative"), title=TITLE)
+    assert_written(tmp_path, "cumulative")
+
+
+def test_cumulative_without_n_star(tmp_path, components):
+    curve = make_curve(components)
+    summary = {"total_effect_log10": 50.0, "n_star": None, "k90": None}
+    plots.cumulative(curve, summary, *paths(tmp_path, "cumulative"), title=TITLE)
+    assert_written(tmp_path, "cumulative")
+
+
+def test_independence(tmp_path, components):
+    plots.independence(make_curve(components), *paths(tmp_path, "independence"), title=TITLE)
+    assert_written(tmp_path, "independence")
+
+
+def test_layer_head_heatmap(tmp_path, components):
+    plots.layer_head_heatmap(components, *paths(tmp_path, "heatmap"), title=TITLE)
+    assert_written(tmp_path, "heatmap")
+
+
+def test_luigi_waluigi(tmp_path, components):
+    plots.luigi_waluigi(components, *paths(tmp_path, "waluigi"), top_n=40, title=TITLE)
+    assert_written(tmp_path, "waluigi")
+
+
+def test_luigi_waluigi_without_positive_components(tmp_path):
+    components = make_components(positive=False)
+    assert not (components["mean_log10"] > 0).any()
+    plots.luigi_waluigi(components, *paths(tmp_path, "waluigi"), top_n=3, title=TITLE)
+    assert_written(tmp_path, "waluigi")
+
+
+def test_head_statistics(tmp_path, components):
+    heads = make_heads(components)
+    top = heads.sort_values("rank")["component"].head(3).tolist()
+    plots.head_statistics(heads, top, *paths(tmp_path, "head_stats"), title=TITLE)
+    assert_written(tmp_path, "head_stats")
+
+
+def test_attention_pattern(tmp_path):
+    example = make_example(["L1H2ATN", "L0H3ATN", "L1H0ATN"])
+    plots.attention_pattern(example, *paths(tmp_path, "pattern"), title=TITLE)
+    assert_written(tmp_path, "pattern")
+
+
+def test_attention_pattern_from_json_lists(tmp_path):
+    example = make_example(["L1H2ATN"])
+    example = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in example.items()}
+    plots.attention_pattern(example, *paths(tmp_path, "pattern"))
+    assert_written(tmp_path, "pattern")
+
+
+def test_attack_vs_control(tmp_path):
+    plots.attack_vs_control(make_attack(), *paths(tmp_path, "attack"), title=TITLE)
+    assert_written(tmp_path, "attack")
+
+
+def test_attack_tokens(tmp_path):
+    tokens = make_tokens(["L1H2ATN", "L0H3ATN"])
+    plots.attack_tokens(tokens, *paths(tmp_path, "tokens"), top_n=10, title=TITLE)
+    assert_written(tmp_path, "tokens")
+
+
+def test_overwrites_existing_files(tmp_path, components):
+    png, pdf = paths(tmp_path, "top")
+    png.write_bytes(b"old")
+    pdf.write_bytes(b"old")
+    plots.top_components(components, png, pdf)
+    assert_written(tmp_path, "top")
+
+
+def test_nested_output_directory_is_created(tmp_path, components):
+    out = tmp_path / "results" / "figures"
+    plots.layer_head_heatmap(components, out / "h.png", out / "h.pdf")
+    assert_written(out, "h")

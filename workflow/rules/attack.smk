@@ -1,0 +1,51 @@
+# Attack search: the self-insertion ("California") attack against a control, and
+# an exhaustive search over the vocabulary for the top suppressor heads.
+
+
+rule attack_self_insertion:
+    input:
+        model=get_model_dir,
+        prompts=rules.prompts.output.prompts,
+        inference=rules.inference.output.table,
+        words=config["irrelevant_words"],
+    output:
+        table="results/{model}/{dataset}/attack_self_insertion.parquet",
+        summary="results/{model}/{dataset}/attack_summary.json",
+    log:
+        "logs/attack_self_insertion/{model}/{dataset}.log",
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        runtime=60,
+    params:
+        model=get_model_params,
+        attack=config["attack"],
+    script:
+        "../../scripts/attack_self_insertion.py"
+
+
+rule attack_tokens:
+    input:
+        model=get_model_dir,
+        prompts=rules.prompts.output.prompts,
+        inference=rules.inference.output.table,
+        heads=rules.heads.output.table,
+    output:
+        "results/{model}/{dataset}/attack_tokens.parquet",
+    log:
+        "logs/attack_tokens/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/attack_tokens/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        runtime=240,
+    params:
+        model=get_model_params,
+        attack=config["attack"],
+    script:
+        "../../scripts/attack_tokens.py"

@@ -1,0 +1,149 @@
+# Helpers shared by every stage: config validation, wildcard constraints and
+# input functions (named get_<thing>).
+import re
+import subprocess
+
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _check_run_names():
+    for key, declared in (
+        ("models", config["models"]),
+        ("datasets", config["datasets"]),
+    ):
+        for name in config["run"][key]:
+            if name not in declared:
+                raise ValueError(
+                    f"config run.{key} names {name!r}, which is not declared under `{key}:` "
+                    f"(declared: {', '.join(sorted(declared))})"
+                )
+    for name, model in config["models"].items():
+        if model["source"] == "hub" and "repo_id" not in model:
+            raise ValueError(f"config models.{name}: a hub model needs `repo_id`")
+
+
+_check_run_names()
+
+MODELS = sorted(config["models"])
+DATASETS = sorted(config["datasets"])
+TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
+HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
+SHARDS = config["attribution"]["shards"]
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+wildcard_constraints:
+    model=_alternation(MODELS),
+    dataset=_alternation(DATASETS),
+    shard=r"\d+",
+
+
+def get_model_params(wildcards):
+    """The config block of the job's model."""
+    return dict(config["models"][wildcards.model])
+
+
+def get_dataset_params(wildcards):
+    """The config block of the job's dataset."""
+    return dict(config["datasets"][wildcards.dataset])
+
+
+def get_gpus(wildcards):
+    return config["models"][wildcards.model]["gpus"]
+
+
+def get_mem_mb(wildcards):
+    return config["models"][wildcards.model]["mem_mb"]
+
+
+def get_model_card_inference(wildcards):
+    return f"results/{wildcards.model}/{config['model_card_dataset']}/inference_summary.json"
+
+
+def get_model_card_mechanism(wildcards):
+    """The toy's card also reports its mechanism, measured on the card's dataset."""
+    if wildcards.model not in TOY_MODELS:
+        return []
+    base = f"results/{wildcards.model}/{config['model_card_dataset']}"
+    names = (
+        "summary.json",
+        "components.parquet",
+        "heads.parquet",
+        "attack_summary.json",
+    )
+    return [f"{base}/{name}" for name in names]
+
+
+def get_model_dir(wildcards):
+    return f"resources/models/{wildcards.model}"
+
+
+def get_dataset_source(wildcards):
+    spec = config["datasets"][wildcards.dataset]
+    if "path" in spec:
+        return spec["path"]
+    return f"resources/datasets/{wildcards.dataset}/download.json"
+
+
+def get_attribution_shards(wildcards):
+    return expand(
+        "results/{model}/{dataset}/attribution/shard-{i}-of-{n}.parquet",
+        model=wildcards.model,
+        dataset=wildcards.dataset,
+        i=range(SHARDS),
+        n=SHARDS,
+    )
+
+
+def get_code_version():
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=workflow.basedir,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def get_final_outputs():
+    targets = []
+    for model in config["run"]["models"]:
+        targets.append(f"results/{model}/model_card.json")
+        for dataset in config["run"]["datasets"]:
+            base = f"results/{model}/{dataset}"
+            targets += [
+                f"{base}/inference_summary.json",
+                f"{base}/figures/overview.png",
+                f"{base}/summary.json",
+                f"{base}/figures/top_components.png",
+                f"{base}/figures/cumulative.png",
+                f"{base}/figures/independence.png",
+                f"{base}/figures/layer_head_heatmap.png",
+                f"{base}/figures/luigi_waluigi.png",
+                f"{base}/heads.parquet",
+                f"{base}/figures/head_statistics.png",
+                f"{base}/figures/attention_pattern.png",
+                f"{base}/attack_summary.json",
+                f"{base}/attack_tokens.parquet",
+                f"{base}/figures/attack_vs_control.png",
+                f"{base}/figures/attack_tokens.png",
+            ]
+    if config["run"]["paper"]:
+        targets += [
+            "results/paper/main.pdf",
+            "results/archive/forbidden-facts-%s.tar.gz" % get_tag(),
+        ]
+    return targets
+
+
+def get_tag():
+    return config["paper"]["tag"] or get_code_version()

@@ -1,0 +1,61 @@
+# Model stage: every model ends as a Hugging Face directory resources/models/{model}/
+# (config.json, *.safetensors, tokenizer files), downloaded or trained here.
+
+
+rule download_model:
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "logs/download_model/{model}.log",
+    wildcard_constraints:
+        model=_alternation(HUB_MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        model=get_model_params,
+    script:
+        "../../scripts/download_model.py"
+
+
+rule train_toy_model:
+    input:
+        facts=config["toy"]["facts"],
+        words=config["irrelevant_words"],
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "logs/train_toy_model/{model}.log",
+    benchmark:
+        "benchmarks/train_toy_model/{model}.tsv"
+    wildcard_constraints:
+        model=_alternation(TOY_MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["toy"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        toy=config["toy"],
+    script:
+        "../../scripts/train_toy_model.py"
+
+
+rule model_card:
+    input:
+        model=get_model_dir,
+        inference=get_model_card_inference,
+        mechanism=get_model_card_mechanism,
+    output:
+        "results/{model}/model_card.json",
+    log:
+        "logs/model_card/{model}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        model=get_model_params,
+    script:
+        "../../scripts/model_card.py"

@@ -1,0 +1,1 @@
+# Tables (jinja2), the paper (latexmk) and the archive.

@@ -1,0 +1,74 @@
+# Datasets, prompts and inference: the three prompts per fact, the model's
+# probability of the correct answer, the kept facts and the total effect.
+
+
+rule download_dataset:
+    output:
+        json="resources/datasets/{dataset}/download.json",
+    log:
+        "logs/download_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset=_alternation(URL_DATASETS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        runtime=30,
+    params:
+        dataset=get_dataset_params,
+    script:
+        "../../scripts/download_dataset.py"
+
+
+rule prepare_dataset:
+    input:
+        source=get_dataset_source,
+    output:
+        facts="resources/datasets/{dataset}/facts.parquet",
+        report="resources/datasets/{dataset}/facts_report.json",
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        dataset=get_dataset_params,
+    script:
+        "../../scripts/prepare_dataset.py"
+
+
+rule prompts:
+    input:
+        model=get_model_dir,
+        facts=rules.prepare_dataset.output.facts,
+        words=config["irrelevant_words"],
+    output:
+        prompts="results/{model}/{dataset}/prompts.parquet",
+        summary="results/{model}/{dataset}/prompts_summary.json",
+    log:
+        "logs/prompts/{model}/{dataset}.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../../scripts/prompts.py"
+
+
+rule inference:
+    input:
+        model=get_model_dir,
+        prompts=rules.prompts.output.prompts,
+    output:
+        table="results/{model}/{dataset}/inference.parquet",
+        summary="results/{model}/{dataset}/inference_summary.json",
+    log:
+        "logs/inference/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/inference/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        runtime=120,
+    params:
+        model=get_model_params,
+    script:
+        "../../scripts/inference.py"
