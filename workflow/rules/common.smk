@@ -2,29 +2,15 @@
 # input functions (named get_<thing>).
 import re
 import subprocess
+from pathlib import Path
 
 from snakemake.utils import validate
 
+from forbidden_facts.config import check_config, check_run_names
+
+check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
-
-
-def _check_run_names():
-    for key, declared in (
-        ("models", config["models"]),
-        ("datasets", config["datasets"]),
-    ):
-        for name in config["run"][key]:
-            if name not in declared:
-                raise ValueError(
-                    f"config run.{key} names {name!r}, which is not declared under `{key}:` "
-                    f"(declared: {', '.join(sorted(declared))})"
-                )
-    for name, model in config["models"].items():
-        if model["source"] == "hub" and "repo_id" not in model:
-            raise ValueError(f"config models.{name}: a hub model needs `repo_id`")
-
-
-_check_run_names()
+check_run_names(config)
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
