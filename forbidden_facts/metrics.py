@@ -53,16 +53,34 @@ class VocabIndex:
         return mask
 
 
-def answer_logodds(
-    logits: Float[Tensor, "batch d_vocab"], mask: Bool[Tensor, "batch d_vocab"]
-) -> Float[Tensor, " batch"]:
-    """Natural log-odds of the answer mass, computed in float64 from logits."""
-    z = logits.to(torch.float64)
-    neg_inf = torch.tensor(-math.inf, dtype=torch.float64, device=z.device)
-    mask = mask.to(z.device)
+def _answer_logodds_exact(z: Tensor, mask: Tensor) -> Tensor:
+    neg_inf = torch.tensor(-math.inf, dtype=z.dtype, device=z.device)
     inside = torch.logsumexp(torch.where(mask, z, neg_inf), dim=-1)
     outside = torch.logsumexp(torch.where(mask, neg_inf, z), dim=-1)
     return inside - outside
+
+
+def answer_logodds(
+    logits: Float[Tensor, "batch d_vocab"], mask: Bool[Tensor, "batch d_vocab"]
+) -> Float[Tensor, " batch"]:
+    """Natural log-odds of the answer mass, computed in float64 from logits.
+
+    One exponential pass: the mass outside the answer is the total minus the
+    answer's. Where that difference would lose digits (the answer holds all but
+    1e-6 of the mass, or underflows to zero) the row is recomputed with two
+    masked log-sum-exps, so the result is exact to float64 everywhere.
+    """
+    z = logits.to(torch.float64)
+    mask = mask.to(z.device)
+    e = torch.exp(z - z.amax(dim=-1, keepdim=True))
+    total = e.sum(dim=-1)
+    inside = (e * mask).sum(dim=-1)
+    outside = total - inside
+    lo = torch.log(inside) - torch.log(outside)
+    redo = (outside < 1e-6 * total) | (inside <= 0)
+    if redo.any():
+        lo[redo] = _answer_logodds_exact(z[redo], mask[redo])
+    return lo
 
 
 def answer_prob(

@@ -34,3 +34,16 @@ def test_logodds_from_logits_is_finite_where_p_rounds_to_one():
 
 def test_logodds_of_probabilities():
     np.testing.assert_allclose(logodds(np.array([0.5, 0.9])), [0.0, math.log(9)])
+
+
+def test_fast_logodds_equals_two_logsumexps_across_the_range():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 500) * 3
+    logits[:16, 7] += torch.linspace(0, 40, 16)  # answer holds almost all the mass
+    logits[16:32, 7] -= torch.linspace(0, 40, 16)  # answer nearly absent
+    mask = torch.zeros(64, 500, dtype=torch.bool)
+    mask[:, 7] = True
+    mask[::2, 9] = True  # two spellings of the answer on some rows
+    z = logits.double()
+    exact = torch.logsumexp(z.masked_fill(~mask, -math.inf), -1) - torch.logsumexp(z.masked_fill(mask, -math.inf), -1)
+    torch.testing.assert_close(answer_logodds(logits, mask), exact, rtol=1e-12, atol=1e-10)

@@ -1,0 +1,99 @@
+"""Benchmark: bare batched forward vs first-order attribution on the same prompts.
+
+Prints prompts/s for both, their ratio (goal: attribution >= 0.5x forward) and
+peak memory. Not a test: run it by hand, e.g.
+
+    python benchmarks/attribution_benchmark.py --model resources/models/toy
+    python benchmarks/attribution_benchmark.py --model resources/models/llama2-7b-chat \\
+        --device cuda --dtype float16 --facts 256 --batch-size 32 --attribution-batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from forbidden_facts.datasets import load_facts
+from forbidden_facts.metrics import VocabIndex
+from forbidden_facts.modeling import chunks, encode, final_logits, load_model
+from forbidden_facts.patching import attribute
+from forbidden_facts.prompts import assign_irrelevant_words, build_prompts, single_token_answers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "resources/models/toy"))
+    ap.add_argument("--facts", type=int, default=128, help="facts to use (3 prompts each)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batch-size", type=int, default=64, help="prompts per bare forward pass")
+    ap.add_argument("--attribution-batch-size", type=int, default=16, help="facts per attribution pass")
+    ap.add_argument("--row-batch", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa")
+    facts = load_facts(ROOT / "data/facts/curated.csv")
+    words = (ROOT / "data/irrelevant_words.txt").read_text().split()
+    facts, _ = single_token_answers(facts, tok)
+    facts = facts.iloc[: args.facts]
+    prompts = build_prompts(facts, assign_irrelevant_words(facts, words))
+    vocab = VocabIndex(tok)
+    texts = list(prompts["prompt"])
+    n_prompts = len(texts)
+
+    def forward() -> None:
+        with torch.no_grad():
+            for sl in chunks(n_prompts, args.batch_size):
+                final_logits(model, encode(tok, texts[sl]))
+
+    def attribution() -> None:
+        for _ in attribute(model, tok, prompts, batch_size=args.attribution_batch_size,
+                           row_batch=args.row_batch, vocab=vocab, progress=False):
+            pass
+
+    results = {}
+    for name, fn in (("forward", forward), ("attribution", attribution)):
+        fn()  # warm-up
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        _sync(args.device)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            fn()
+            _sync(args.device)
+            times.append(time.perf_counter() - start)
+        best = min(times)
+        results[name] = (n_prompts / best, _peak_mb(args.device))
+    n_layers = model.config.num_hidden_layers
+    n_comp = 1 + n_layers * (model.config.num_attention_heads + 1)
+    print(f"model {args.model} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
+          f"{len(facts)} facts = {n_prompts} prompts, threads {args.threads}")
+    print(pd.DataFrame(results, index=["prompts/s", "peak MB"]).T.round(1).to_string())
+    ratio = results["attribution"][0] / results["forward"][0]
+    print(f"attribution / forward throughput ratio: {ratio:.2f} (goal >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
