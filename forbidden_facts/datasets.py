@@ -73,8 +73,19 @@ def load_facts(path: str | os.PathLike) -> pd.DataFrame:
         >>> list(facts.columns)  # doctest: +SKIP
         ['fact_id', 'relation', 'prefix', 'answer', 'wrong_answer']
     """
+    return load_facts_with_skipped(path)[0]
+
+
+def load_facts_with_skipped(path: str | os.PathLike) -> tuple[pd.DataFrame, list[dict]]:
+    """Like :func:`load_facts`, and also return the skipped malformed records.
+
+    Returns:
+        (facts, skipped), where skipped lists ``{"case_id", "reason"}`` for each
+        malformed CounterFact record (always empty for CSV).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
+    skipped: list[dict] = []
     if suffix not in (".csv", ".json"):
         raise DatasetError(
             f"{path}: unknown dataset extension {path.suffix or '(none)'!r}; {_FIX}."
@@ -84,10 +95,10 @@ def load_facts(path: str | os.PathLike) -> pd.DataFrame:
     if suffix == ".csv":
         facts = _read_csv(path)
     else:
-        facts, _ = convert_counterfact(_read_json(path), source=str(path))
+        facts, skipped = convert_counterfact(_read_json(path), source=str(path))
     if facts.empty:
         raise DatasetError(f"{path}: the file holds no usable facts; {_FIX}.")
-    return facts
+    return facts, skipped
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

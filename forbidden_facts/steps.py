@@ -196,29 +196,19 @@ def download_dataset(job) -> None:
     from .datasets import download_counterfact
 
     spec = job.params.dataset
-    dest = Path(job.output.json).with_name("counterfact.json")
-    info = download_counterfact(spec["url"], dest, sha256=spec.get("sha256"))
-    info["path"] = str(dest)
-    io.write_json(job.output.json, info, provenance=stamp(dataset=job.wildcards.dataset))
+    info = download_counterfact(
+        spec["url"], job.output.data, sha256=spec.get("sha256"), name=job.wildcards.dataset
+    )
+    io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
 
 
 @step
 def prepare_dataset(job) -> None:
-    from .datasets import convert_counterfact, load_facts
+    from .datasets import load_facts_with_skipped
 
     source = Path(job.input.source)
-    report: dict = {"dataset": job.wildcards.dataset}
-    if source.name == "download.json":
-        info = io.read_json(source)
-        source = Path(info["path"])
-    import json
-
-    if source.suffix == ".json":
-        facts, skipped = convert_counterfact(json.loads(source.read_text()), str(source))
-        report["skipped"] = skipped
-    else:
-        facts = load_facts(source)
-        report["skipped"] = []
+    facts, skipped = load_facts_with_skipped(source)
+    report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
     max_facts = job.params.dataset.get("max_facts")
     if max_facts:
         facts = facts.iloc[:max_facts]
@@ -641,3 +631,4 @@ def figures_attack(job) -> None:
     plots.attack_tokens(
         io.read_parquet(job.input.tokens), job.output.tokens, pdfs["tokens"], title=_title(job)
     )
+from . import paper_steps  # noqa: E402,F401  (registers tables, paper, archive)

@@ -74,7 +74,7 @@ def get_dataset_source(wildcards):
     spec = config["datasets"][wildcards.dataset]
     if "path" in spec:
         return spec["path"]
-    return f"resources/datasets/{wildcards.dataset}/download.json"
+    return f"resources/datasets/{wildcards.dataset}/source.json"
 
 
 def get_attribution_shards(wildcards):

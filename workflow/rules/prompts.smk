@@ -4,7 +4,8 @@
 
 rule download_dataset:
     output:
-        json="resources/datasets/{dataset}/download.json",
+        data="resources/datasets/{dataset}/source.json",
+        record="resources/datasets/{dataset}/download.json",
     log:
         "logs/download_dataset/{dataset}.log",
     wildcard_constraints:

@@ -1,0 +1,321 @@
+"""Archive a paper revision: every figure, table and artifact, checksummed, in one .tar.gz.
+
+The archive unpacks to ``forbidden-facts-<tag>/`` holding the files at their
+paths relative to the working directory, a ``MANIFEST.tsv`` (path, sha256,
+bytes) and a ``provenance.json`` (git commit, config, package versions, the
+models, datasets and code versions the artifacts record, and the host).
+``forbidden-facts verify <dir>`` checks an unpacked archive against its manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import importlib.metadata
+import io as _io
+import json
+import os
+import platform
+import tarfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .provenance import git_state, sha256_file
+
+MANIFEST = "MANIFEST.tsv"
+PROVENANCE = "provenance.json"
+MANIFEST_HEADER = "path\tsha256\tbytes"
+PACKAGES = (
+    "torch",
+    "transformers",
+    "snakemake",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "jinja2",
+    "forbidden-facts",
+)
+
+
+def _relative(path: str | os.PathLike, root: Path) -> str:
+    """`path` relative to `root` in posix form; refuses paths outside it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        rel = absolute.relative_to(root)
+    except ValueError as exc:
+        raise ValueError(
+            f"{path} lies outside the working directory {root}; cannot archive it"
+        ) from exc
+    return rel.as_posix()
+
+
+def collect_files(
+    files: Iterable[str | os.PathLike], root: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Map each file's archive path (relative to `root`, default cwd) to the file; folders are walked."""
+    root = Path(os.path.abspath(root or os.getcwd()))
+    out: dict[str, Path] = {}
+    for item in files:
+        path = Path(item)
+        if path.is_dir():
+            members = sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            members = [path]
+        else:
+            raise FileNotFoundError(f"cannot archive {path}: no such file")
+        for member in members:
+            rel = _relative(member, root)
+            if rel in (MANIFEST, PROVENANCE):
+                raise ValueError(f"{rel} would clash with the archive's own {rel}")
+            out[rel] = member
+    return dict(sorted(out.items()))
+
+
+def manifest_text(files: Mapping[str, Path]) -> str:
+    """MANIFEST.tsv: a header line, then ``path<TAB>sha256<TAB>bytes`` per file, sorted by path."""
+    lines = [MANIFEST_HEADER]
+    for rel in sorted(files):
+        lines.append(f"{rel}\t{sha256_file(files[rel])}\t{files[rel].stat().st_size}")
+    return "\n".join(lines) + "\n"
+
+
+def package_versions(names: Iterable[str] = ("python", *PACKAGES)) -> dict[str, str | None]:
+    """Installed versions (importlib.metadata); None for a package that is not installed."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        if name == "python":
+            out[name] = platform.python_version()
+            continue
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def host_info() -> dict[str, Any]:
+    """The machine: platform, CPU model, and the CUDA devices torch sees (None without torch)."""
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_devices": None,
+    }
+    try:
+        import torch
+    except ImportError:
+        return info
+    try:
+        if torch.cuda.is_available():
+            info["cuda_devices"] = [
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            ]
+        else:
+            info["cuda_devices"] = []
+    except Exception as exc:  # a broken driver must not stop the archive
+        info["cuda_devices"] = f"unavailable: {exc}"
+    return info
+
+
+def artifact_provenance(files: Mapping[str, Path]) -> dict[str, Any]:
+    """Models (id, revision), datasets (sha256) and code versions recorded in the artifacts."""
+    models: dict[tuple, dict] = {}
+    datasets: dict[tuple, dict] = {}
+    code_versions: set[str] = set()
+    for path in files.values():
+        if path.suffix not in (".json", ".parquet"):
+            continue
+        try:
+            prov = io.read_provenance(path)
+        except Exception:  # a json that is not a dict, or any unreadable file: no provenance
+            continue
+        if not isinstance(prov, dict) or not prov:
+            continue
+        if prov.get("model_id") is not None or prov.get("model") is not None:
+            key = (prov.get("model"), prov.get("model_id"), prov.get("model_revision"))
+            models.setdefault(key, {"model": key[0], "model_id": key[1], "model_revision": key[2]})
+        if prov.get("dataset") is not None or prov.get("dataset_sha256") is not None:
+            key = (prov.get("dataset"), prov.get("dataset_sha256"))
+            datasets.setdefault(key, {"dataset": key[0], "dataset_sha256": key[1]})
+        if prov.get("code_version"):
+            code_versions.add(str(prov["code_version"]))
+
+    def order(item):
+        return tuple("" if v is None else str(v) for v in item[0])
+
+    return {
+        "models": [v for _, v in sorted(models.items(), key=order)],
+        "datasets": [v for _, v in sorted(datasets.items(), key=order)],
+        "code_versions": sorted(code_versions),
+    }
+
+
+def provenance_record(
+    files: Mapping[str, Path], tag: str, config: Mapping, extra_provenance: Mapping | None = None
+) -> dict[str, Any]:
+    """The archive's provenance.json."""
+    record = {
+        "tag": tag,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
+        "config": json.loads(json.dumps(config, default=_plain)),
+        "versions": package_versions(),
+        "artifacts": artifact_provenance(files),
+        "host": host_info(),
+        "n_files": len(files),
+    }
+    if extra_provenance:
+        record["extra"] = json.loads(json.dumps(dict(extra_provenance), default=_plain))
+    return record
+
+
+def _plain(obj: Any) -> Any:
+    # Snakemake's config and params may hold numpy scalars, paths or other mappings.
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    tar.addfile(info, _io.BytesIO(data))
+
+
+def build_archive(
+    files: Iterable[str | os.PathLike],
+    out_tar_gz: str | os.PathLike,
+    tag: str,
+    config: Mapping,
+    extra_provenance: Mapping | None = None,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``forbidden-facts-<tag>/`` with `files`, MANIFEST.tsv and provenance.json as a .tar.gz.
+
+    Args:
+        files: Files (or folders) to pack, relative to `root` or absolute inside it.
+        out_tar_gz: The archive to write (atomically).
+        tag: Names the top folder, ``forbidden-facts-<tag>``.
+        config: The resolved workflow config, recorded in provenance.json.
+        extra_provenance: More keys for provenance.json (under ``extra``).
+        root: Folder the archive paths are relative to (default: the working directory).
+
+    Returns:
+        The archive's path.
+    """
+    if not tag or "/" in tag:
+        raise ValueError(f"bad archive tag {tag!r}")
+    members = collect_files(files, root)
+    top = f"forbidden-facts-{tag}"
+    manifest = manifest_text(members).encode()
+    provenance = (
+        json.dumps(
+            provenance_record(members, tag, config, extra_provenance), indent=2, default=_plain
+        )
+        + "\n"
+    ).encode()
+    now = _dt.datetime.now(_dt.UTC).timestamp()
+    out = Path(out_tar_gz)
+    with io.atomic_path(out, suffix=".tmp") as tmp:
+        # Owner names and the gzip header's timestamp say nothing about the results; leave them out.
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            folder = tarfile.TarInfo(top)
+            folder.type = tarfile.DIRTYPE
+            folder.mode = 0o755
+            folder.mtime = int(now)
+            tar.addfile(folder)
+            _add_bytes(tar, f"{top}/{MANIFEST}", manifest, now)
+            _add_bytes(tar, f"{top}/{PROVENANCE}", provenance, now)
+            for rel, path in members.items():
+                info = tar.gettarinfo(str(path), arcname=f"{top}/{rel}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+    return out
+
+
+def _find_root(directory: Path) -> Path:
+    # Accept the unpacked top folder or the folder it was unpacked into.
+    if (directory / MANIFEST).exists():
+        return directory
+    children = (
+        [p for p in directory.iterdir() if p.is_dir() and (p / MANIFEST).exists()]
+        if directory.is_dir()
+        else []
+    )
+    return children[0] if len(children) == 1 else directory
+
+
+def verify_manifest(directory: str | os.PathLike) -> list[str]:
+    """Check an unpacked archive against its MANIFEST.tsv; return the problems (empty = ok).
+
+    Reports a missing or malformed manifest, files that are missing, differ in
+    size or sha256, and files present but not listed (other than MANIFEST.tsv
+    and provenance.json).
+    """
+    root = _find_root(Path(directory))
+    manifest = root / MANIFEST
+    if not root.is_dir():
+        return [f"not a directory: {directory}"]
+    if not manifest.exists():
+        return [f"missing {MANIFEST} in {root}"]
+    lines = manifest.read_text().splitlines()
+    problems: list[str] = []
+    if not lines or lines[0] != MANIFEST_HEADER:
+        problems.append(
+            f"{MANIFEST}: first line must be {MANIFEST_HEADER!r}, found {lines[0] if lines else ''!r}"
+        )
+    listed: set[str] = set()
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[2].isdigit():
+            problems.append(f"{MANIFEST} line {n}: malformed: {line!r}")
+            continue
+        rel, digest, size = parts[0], parts[1], int(parts[2])
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            problems.append(f"{MANIFEST} line {n}: unsafe path {rel!r}")
+            continue
+        if rel in listed:
+            problems.append(f"{MANIFEST} line {n}: {rel} listed twice")
+        listed.add(rel)
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"missing: {rel}")
+            continue
+        found = path.stat().st_size
+        if found != size:
+            problems.append(f"size mismatch: {rel} (manifest {size} bytes, found {found})")
+            continue
+        if sha256_file(path) != digest:
+            problems.append(f"sha256 mismatch: {rel}")
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(root).as_posix()
+        if rel not in listed and rel not in (MANIFEST, PROVENANCE):
+            problems.append(f"unlisted: {rel}")
+    return problems

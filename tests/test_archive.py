@@ -1,0 +1,168 @@
+"""The paper-revision archive: build, unpack, verify; tampering is caught."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from forbidden_facts import archive, paper_steps
+from forbidden_facts.cli import main as cli_main
+
+from .test_tables import write_synthetic_run
+
+CONFIG = {
+    "run": {"models": ["toy"], "datasets": ["curated"], "paper": True},
+    "paper": {"tag": None},
+}
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    """A working directory with one run's artifacts, figures, tables and a PDF under results/."""
+    monkeypatch.chdir(tmp_path)
+    write_synthetic_run(tmp_path, "toy", "curated", figures=True)
+    paper = tmp_path / "results" / "paper"
+    (paper / "tables").mkdir(parents=True)
+    (paper / "tables" / "n_star.tex").write_text("\\begin{table}x\\end{table}\n")
+    (paper / "main.pdf").write_bytes(b"%PDF-1.4 fake\n")
+    return tmp_path
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix() for p in (root / "results").rglob("*") if p.is_file()
+    )
+
+
+def _extract(tar_gz: Path, dest: Path) -> Path:
+    with tarfile.open(tar_gz) as tar:
+        names = tar.getnames()
+        tar.extractall(dest, filter="data")
+    tops = {n.split("/")[0] for n in names}
+    assert len(tops) == 1
+    return dest / tops.pop()
+
+
+def test_round_trip_verifies(workdir, tmp_path):
+    files = _files(workdir)
+    out = archive.build_archive(
+        files,
+        "results/archive/forbidden-facts-v1.tar.gz",
+        "v1",
+        CONFIG,
+        extra_provenance={"rule": "archive"},
+    )
+    assert out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], (
+        "temporary file left behind"
+    )
+    top = _extract(out, tmp_path / "unpacked")
+    assert top.name == "forbidden-facts-v1"
+    for rel in files:
+        assert (top / rel).read_bytes() == (workdir / rel).read_bytes()
+    assert archive.verify_manifest(top) == []
+    assert archive.verify_manifest(top.parent) == []  # the folder it was unpacked into works too
+
+
+def test_manifest_format(workdir, tmp_path):
+    files = _files(workdir)
+    out = archive.build_archive(files, "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    lines = (top / "MANIFEST.tsv").read_text().splitlines()
+    assert lines[0] == "path\tsha256\tbytes"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [r[0] for r in rows] == sorted(files)
+    for rel, digest, size in rows:
+        assert len(digest) == 64 and int(size) == (workdir / rel).stat().st_size
+
+
+def test_provenance_keys(workdir, tmp_path):
+    out = archive.build_archive(
+        _files(workdir), "a.tar.gz", "t", CONFIG, extra_provenance={"rule": "archive"}
+    )
+    prov = json.loads((_extract(out, tmp_path / "x") / "provenance.json").read_text())
+    assert {"tag", "created", "git", "config", "versions", "artifacts", "host", "extra"} <= set(
+        prov
+    )
+    assert set(prov["git"]) == {"commit", "dirty"}
+    assert prov["config"] == CONFIG and prov["tag"] == "t" and prov["extra"] == {"rule": "archive"}
+    assert {"python", "torch", "transformers", "snakemake", "pandas", "numpy"} <= set(
+        prov["versions"]
+    )
+    assert prov["versions"]["python"] and prov["versions"]["pandas"]
+    assert {"platform", "cpu", "cuda_devices"} <= set(prov["host"]) and prov["host"]["cpu"]
+    models = prov["artifacts"]["models"]
+    assert models == [
+        {
+            "model": "toy",
+            "model_id": "toy-organism (seed 0) toy",
+            "model_revision": "sha256:0123456789abcdef",
+        }
+    ]
+    assert prov["artifacts"]["datasets"] == [{"dataset": "curated", "dataset_sha256": "ab" * 32}]
+    assert prov["artifacts"]["code_versions"] == ["v0.1-3-gdeadbee"]
+
+
+@pytest.mark.parametrize("tamper", ["edit", "resize", "delete", "extra"])
+def test_tampering_is_reported(workdir, tmp_path, tamper):
+    out = archive.build_archive(_files(workdir), "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    target = top / "results" / "toy" / "curated" / "summary.json"
+    if tamper == "edit":  # same size, different bytes
+        data = bytearray(target.read_bytes())
+        data[-2] = ord("X") if data[-2] != ord("X") else ord("Y")
+        target.write_bytes(bytes(data))
+        expected = "sha256 mismatch: results/toy/curated/summary.json"
+    elif tamper == "resize":
+        target.write_text(target.read_text() + " ")
+        expected = "size mismatch: results/toy/curated/summary.json"
+    elif tamper == "delete":
+        target.unlink()
+        expected = "missing: results/toy/curated/summary.json"
+    else:
+        (top / "results" / "sneaky.txt").write_text("not listed")
+        expected = "unlisted: results/sneaky.txt"
+    problems = archive.verify_manifest(top)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_verify_cli(workdir, tmp_path, capsys):
+    out = archive.build_archive(_files(workdir), "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    assert cli_main(["verify", str(top)]) == 0
+    (top / "results" / "paper" / "main.pdf").write_bytes(b"changed")
+    assert cli_main(["verify", str(top)]) == 1
+    assert "main.pdf" in capsys.readouterr().out
+
+
+def test_bad_manifest_header_is_reported(tmp_path):
+    (tmp_path / "MANIFEST.tsv").write_text("file\tsha\tsize\n")
+    assert any("first line" in p for p in archive.verify_manifest(tmp_path))
+    assert archive.verify_manifest(tmp_path / "nowhere")
+
+
+def test_refuses_files_outside_the_working_directory(workdir, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "f.txt"
+    outside.write_text("x")
+    with pytest.raises(ValueError, match="outside the working directory"):
+        archive.build_archive([str(outside)], "a.tar.gz", "t", CONFIG)
+    with pytest.raises(FileNotFoundError):
+        archive.build_archive(["results/nope.json"], "a.tar.gz", "t", CONFIG)
+
+
+def test_archive_step(workdir, tmp_path):
+    files = _files(workdir)
+    job = SimpleNamespace(
+        input=files,
+        output=["results/archive/forbidden-facts-v2.tar.gz"],
+        params=SimpleNamespace(config=CONFIG),
+        wildcards=SimpleNamespace(tag="v2"),
+        log=[],
+    )
+    paper_steps.archive(job)
+    top = _extract(Path(job.output[0]), tmp_path / "x")
+    assert top.name == "forbidden-facts-v2" and archive.verify_manifest(top) == []
