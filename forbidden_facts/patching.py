@@ -137,32 +137,26 @@ def attribute(
             dec = _decompose_kinds(model, tokenizer, part)
             labels = dec["c"].labels
             mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
-            frames = []
-            for pair in PAIRS:
-                c, nc = dec["c"], dec[pair]
-                lo_c = logodds_of_rows(model, c.resid[:, None], mask, row_batch)
-                lo_nc = logodds_of_rows(model, nc.resid[:, None], mask, row_batch)
-                nc_to_c = (
-                    logodds_of_rows(
-                        model,
-                        first_order_rows(nc.resid, c.components, nc.components),
-                        mask,
-                        row_batch,
-                    )
-                    - lo_nc
+            # Log-odds of each prompt's own residual: the baseline of every delta.
+            base = {
+                k: logodds_of_rows(model, d.resid[:, None], mask, row_batch) for k, d in dec.items()
+            }
+
+            frames = [
+                _long(part["fact_id"], pair, direction, labels, delta)
+                for pair in PAIRS
+                for direction, delta in (
+                    ("nc_to_c", _delta(model, dec, base, mask, row_batch, target=pair, source="c")),
+                    ("c_to_nc", _delta(model, dec, base, mask, row_batch, target="c", source=pair)),
                 )
-                c_to_nc = (
-                    logodds_of_rows(
-                        model,
-                        first_order_rows(c.resid, nc.components, c.components),
-                        mask,
-                        row_batch,
-                    )
-                    - lo_c
-                )
-                for direction, delta in (("nc_to_c", nc_to_c), ("c_to_nc", c_to_nc)):
-                    frames.append(_long(part["fact_id"], pair, direction, labels, delta))
+            ]
         yield pd.concat(frames, ignore_index=True)
+
+
+def _delta(model, dec, base, mask, row_batch: int, target: str, source: str) -> Tensor:
+    """Log-odds change of `target`'s prompt when each component is taken from `source`."""
+    rows = first_order_rows(dec[target].resid, dec[source].components, dec[target].components)
+    return logodds_of_rows(model, rows, mask, row_batch) - base[target]
 
 
 def _long(

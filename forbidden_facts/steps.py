@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -46,9 +47,16 @@ def setup_logging(logfile: str | None) -> None:
         root.addHandler(h)
 
 
+def _terminate(signum, _frame) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def run_from_snakemake(smk, name: str) -> None:
     """Entry point of the thin scripts: run step `name` for a Snakemake job."""
     setup_logging(smk.log[0] if len(smk.log) else None)
+    # Snakemake stops jobs with SIGTERM; turning it into SystemExit lets every
+    # `finally` remove its temporary files instead of leaving them behind.
+    signal.signal(signal.SIGTERM, _terminate)
     start = time.perf_counter()
     try:
         STEPS[name](smk)
@@ -105,6 +113,18 @@ def _words(path) -> list[str]:
     return [w.strip() for w in Path(path).read_text().splitlines() if w.strip()]
 
 
+def _evaluation_words(words_path, model_dir) -> list[str]:
+    """The irrelevant words a model is evaluated on: the organism's held-out ones."""
+    from .toy import read_training_record
+
+    words = _words(words_path)
+    record = read_training_record(model_dir)
+    if record is not None:
+        trained = set(record["train_words"])
+        words = [w for w in words if w not in trained]
+    return words
+
+
 # ---------------------------------------------------------------------------
 # model stage
 
@@ -120,14 +140,15 @@ def train_toy_model(job) -> None:
     facts = load_facts(job.input.facts)
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
     out = Path(job.output[0])
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None)
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed outright
+    # Train into a hidden sibling and rename: a killed run never leaves a half model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         record = train_toy(facts, _words(job.input.words), tmp, cfg)
         if out.exists():
             shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     finally:
         if tmp.exists():
@@ -232,16 +253,10 @@ def prompts(job) -> None:
     from transformers import AutoTokenizer
 
     from .prompts import assign_irrelevant_words, build_prompts, single_token_answers
-    from .toy import read_training_record
 
     facts = io.read_parquet(job.input.facts)
     tokenizer = AutoTokenizer.from_pretrained(job.input.model)
-    words = _words(job.input.words)
-    record = read_training_record(job.input.model)
-    if record is not None:
-        # The organism is evaluated on words it never saw in training.
-        trained = set(record["train_words"])
-        words = [w for w in words if w not in trained]
+    words = _evaluation_words(job.input.words, job.input.model)
     kept, reasons = single_token_answers(facts, tokenizer)
     table = build_prompts(kept, assign_irrelevant_words(kept, words))
     summary = {
@@ -445,17 +460,6 @@ def cumulative_patching(job) -> None:
 # heads and attacks
 
 
-def _held_out_words(job) -> list[str]:
-    from .toy import read_training_record
-
-    words = _words(job.input.words)
-    record = read_training_record(job.input.model)
-    if record is not None:
-        trained = set(record["train_words"])
-        words = [w for w in words if w not in trained]
-    return words
-
-
 def _nc1(prompts: pd.DataFrame) -> pd.DataFrame:
     return prompts[prompts["kind"] == "nc1"].reset_index(drop=True)
 
@@ -507,14 +511,20 @@ def heads(job) -> None:
 @step
 def attack_self_insertion(job) -> None:
     from .attack import self_insertion
+    from .prompts import irrelevant_word_candidates
 
     prompts = _kept_prompts(job.input.prompts, job.input.inference)
+    all_answers = io.read_parquet(job.input.prompts)["answer"].unique()
+    # Control words: evaluation words that are no substring of any answer, as for nc1.
+    pool = irrelevant_word_candidates(
+        _evaluation_words(job.input.words, job.input.model), all_answers
+    )
     model, tokenizer = _load(job, attn_implementation="sdpa")
     table, summary = self_insertion(
         model,
         tokenizer,
         _nc1(prompts),
-        _held_out_words(job),
+        pool,
         seed=job.params.attack["seed"],
         batch_size=job.params.model.get("batch_size", 32),
     )
@@ -631,4 +641,6 @@ def figures_attack(job) -> None:
     plots.attack_tokens(
         io.read_parquet(job.input.tokens), job.output.tokens, pdfs["tokens"], title=_title(job)
     )
+
+
 from . import paper_steps  # noqa: E402,F401  (registers tables, paper, archive)

@@ -10,6 +10,18 @@ def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for model tests (cpu or cuda)")
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail loudly if anything in a test tries to open a network connection."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tests must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 @pytest.fixture(scope="session")
 def device(request) -> str:
     dev = request.config.getoption("--device")

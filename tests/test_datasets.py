@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import logging
-import socket
 import urllib.error
 from pathlib import Path
 
@@ -28,15 +27,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "counterfact_sample.json"
 MALFORMED_CASE_ID = 12  # the one fixture record without `target_true`
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Fail loudly if anything in these tests tries to open a network connection."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tests must not touch the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 
 import httpx2
@@ -24,14 +23,8 @@ TOKEN = "hf_secret123"
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
+def offline(monkeypatch, no_network):
     """Offline hub, and no socket may connect: these tests never touch the network."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tests must not touch the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; is_offline_mode() returns the constant.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
