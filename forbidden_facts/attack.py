@@ -125,6 +125,13 @@ def self_insertion(
         if len(nc1)
         else None
     )
+    if len(nc1):
+        margin = summary["mean_delta_logodds_log10"] - summary["control_mean_delta_logodds_log10"]
+        summary["verdict"] = (
+            f"naming the answer lowers its log-odds by {abs(margin):.2f} log10 more than the control"
+            if margin < 0
+            else f"not fooled: the attack lowers the log-odds {margin:.2f} log10 less than the control"
+        )
     summary["example"] = examples
     return pd.concat(rows, ignore_index=True), summary
 

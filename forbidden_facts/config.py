@@ -28,7 +28,9 @@ def describe(error) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
-        key = ".".join(p for p in (where if where != "(top level)" else "", extra[0] if extra else "") if p)
+        key = ".".join(
+            p for p in (where if where != "(top level)" else "", extra[0] if extra else "") if p
+        )
         return f"unknown key `{key}` (allowed here: {allowed})"
     if error.validator == "required":
         return f"`{where}` is missing a required key: {error.message}"
@@ -39,7 +41,9 @@ def describe(error) -> str:
 def check_config(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every violation of the schema, each with its key path."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)
+    )
     if errors:
         lines = "\n  - ".join(describe(e) for e in errors)
         raise ConfigError(
@@ -60,4 +64,24 @@ def check_run_names(config: dict) -> None:
                 )
     for name, model in config["models"].items():
         if model["source"] == "hub" and "repo_id" not in model:
-            raise ConfigError(f"config models.{name}: a hub model needs `repo_id` (e.g. meta-llama/...)")
+            raise ConfigError(
+                f"config models.{name}: a hub model needs `repo_id` (e.g. meta-llama/...)"
+            )
+
+
+def check_input_files(config: dict, root: str | Path = ".") -> None:
+    """Local files named in config must exist before anything runs (names the key to fix)."""
+    root = Path(root)
+    needed = [("irrelevant_words", config.get("irrelevant_words", "data/irrelevant_words.txt"))]
+    for name in config.get("run", {}).get("datasets", []):
+        spec = config["datasets"][name]
+        if "path" in spec:
+            needed.append((f"datasets.{name}.path", spec["path"]))
+    if any(config["models"][m]["source"] == "toy" for m in config.get("run", {}).get("models", [])):
+        needed.append(("toy.facts", config.get("toy", {}).get("facts", "data/facts/curated.csv")))
+    for key, path in needed:
+        if not (root / path).is_file():
+            raise ConfigError(
+                f"config `{key}` names {path!r}, which does not exist (relative to {root.resolve()}). "
+                "Point it at an existing file in config/config.yaml or your --configfile."
+            )

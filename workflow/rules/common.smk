@@ -6,11 +6,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from forbidden_facts.config import check_config, check_run_names
+from forbidden_facts.config import check_config, check_input_files, check_run_names
 
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
+check_input_files(config)
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
