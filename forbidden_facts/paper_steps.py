@@ -37,7 +37,7 @@ PAPER_FIGURES = {
 LATEX_INSTALL_HINT = (
     "latexmk is not on PATH, so results/paper/main.pdf cannot be compiled. Install a TeX "
     "distribution: `sudo apt-get install latexmk texlive-latex-base texlive-latex-recommended "
-    "texlive-fonts-recommended` (Debian/Ubuntu), or run Snakemake with `--use-conda` "
+    "texlive-fonts-recommended` (Debian/Ubuntu), or run Snakemake with `--sdm conda` "
     "(envs/latex.yaml). Only the paper and the archive need it; the rest of the DAG is "
     "unaffected (the default profile keeps going)."
 )
