@@ -69,11 +69,12 @@ def logodds_of_rows(
     """
     batch, n_rows, d_model = rows.shape
     flat = rows.reshape(batch * n_rows, d_model)
-    flat_mask = mask.to(rows.device).repeat_interleave(n_rows, dim=0)
     out = torch.empty(batch * n_rows, dtype=torch.float64, device=rows.device)
     for sl in chunks(batch * n_rows, row_batch):
         logits = norm_unembed(model, flat[sl])
-        out[sl] = answer_logodds(logits, flat_mask[sl].to(logits.device)).to(out.device)
+        # Each row's answer mask, built per chunk (a full copy would be rows x d_vocab).
+        owner = torch.arange(sl.start, sl.stop, device=mask.device) // n_rows
+        out[sl] = answer_logodds(logits, mask[owner].to(logits.device)).to(out.device)
     return out.reshape(batch, n_rows)
 
 
