@@ -137,12 +137,17 @@ def self_insertion(
 
 
 def slot_ids(tokenizer, prefix: str, forbidden_word: str) -> tuple[list[int], int]:
-    """Token ids of the nc1 prompt with " from" in the slot, and where a token goes after it."""
-    with_from = tokenizer(format_prompt(prefix, forbidden_word, insertion=" from"))["input_ids"]
-    plain = tokenizer(format_prompt(prefix, forbidden_word))["input_ids"]
-    # The first position where the two differ is the "▁from" token.
-    pos = next(i for i, (a, b) in enumerate(zip(with_from, plain, strict=False)) if a != b)
-    return with_from, pos + 1
+    """Token ids of the nc1 prompt with " from" in the slot, and where a token goes after it.
+
+    The slot is found from character offsets, so it does not matter how the
+    tokenizer splits " from".
+    """
+    text = format_prompt(prefix, forbidden_word, insertion=" from")
+    enc = tokenizer(text, return_offsets_mapping=True)
+    end = text.index(f"{PERSONA_ANCHOR} from") + len(f"{PERSONA_ANCHOR} from")
+    # Every token that ends by the end of " from" (special tokens have empty (0, 0) spans).
+    slot = sum(1 for _, stop in enc["offset_mapping"] if stop <= end)
+    return enc["input_ids"], slot
 
 
 def candidate_tokens(tokenizer) -> list[int]:
