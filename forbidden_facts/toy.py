@@ -163,6 +163,8 @@ def corpus_for_tokenizer(facts: pd.DataFrame, words: Sequence[str]) -> tuple[lis
     texts += [f"{p} {a}." for p, a in zip(facts["prefix"], facts["answer"], strict=True)]
     answers = sorted(set(facts["answer"]) | set(facts["wrong_answer"]))
     texts += [" ".join(answers)]
+    # The attack slot's word, so that " from" is one token like in Llama's vocabulary.
+    texts += [format_prompt(facts["prefix"].iloc[0], words[0] if words else "word", " from")]
     return texts, answers
 
 
