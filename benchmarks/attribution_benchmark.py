@@ -39,20 +39,26 @@ def _peak_mb(device: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default=str(ROOT / "resources/models/toy"))
     ap.add_argument("--facts", type=int, default=128, help="facts to use (3 prompts each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=64, help="prompts per bare forward pass")
-    ap.add_argument("--attribution-batch-size", type=int, default=16, help="facts per attribution pass")
+    ap.add_argument(
+        "--attribution-batch-size", type=int, default=16, help="facts per attribution pass"
+    )
     ap.add_argument("--row-batch", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa")
+    model, tok = load_model(
+        args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa"
+    )
     facts = load_facts(ROOT / "data/facts/curated.csv")
     words = (ROOT / "data/irrelevant_words.txt").read_text().split()
     facts, _ = single_token_answers(facts, tok)
@@ -68,8 +74,15 @@ def main() -> None:
                 final_logits(model, encode(tok, texts[sl]))
 
     def attribution() -> None:
-        for _ in attribute(model, tok, prompts, batch_size=args.attribution_batch_size,
-                           row_batch=args.row_batch, vocab=vocab, progress=False):
+        for _ in attribute(
+            model,
+            tok,
+            prompts,
+            batch_size=args.attribution_batch_size,
+            row_batch=args.row_batch,
+            vocab=vocab,
+            progress=False,
+        ):
             pass
 
     results = {}
@@ -88,8 +101,10 @@ def main() -> None:
         results[name] = (n_prompts / best, _peak_mb(args.device))
     n_layers = model.config.num_hidden_layers
     n_comp = 1 + n_layers * (model.config.num_attention_heads + 1)
-    print(f"model {args.model} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
-          f"{len(facts)} facts = {n_prompts} prompts, threads {args.threads}")
+    print(
+        f"model {args.model} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
+        f"{len(facts)} facts = {n_prompts} prompts, threads {args.threads}"
+    )
     print(pd.DataFrame(results, index=["prompts/s", "peak MB"]).T.round(1).to_string())
     ratio = results["attribution"][0] / results["forward"][0]
     print(f"attribution / forward throughput ratio: {ratio:.2f} (goal >= 0.5)")

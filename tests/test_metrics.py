@@ -45,5 +45,7 @@ def test_fast_logodds_equals_two_logsumexps_across_the_range():
     mask[:, 7] = True
     mask[::2, 9] = True  # two spellings of the answer on some rows
     z = logits.double()
-    exact = torch.logsumexp(z.masked_fill(~mask, -math.inf), -1) - torch.logsumexp(z.masked_fill(mask, -math.inf), -1)
+    exact = torch.logsumexp(z.masked_fill(~mask, -math.inf), -1) - torch.logsumexp(
+        z.masked_fill(mask, -math.inf), -1
+    )
     torch.testing.assert_close(answer_logodds(logits, mask), exact, rtol=1e-10, atol=1e-9)

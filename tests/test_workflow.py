@@ -50,7 +50,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tiny.yaml"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -65,7 +67,9 @@ def workdir(tmp_path_factory) -> Path:
             shutil.copy(src, work / name)
     facts = pd.read_csv(ROOT / "data/facts/curated.csv", dtype=str)
     # Two relations, few facts: enough for the organism to learn some of them in seconds.
-    tiny = facts[facts.relation.isin(["country_capital", "athlete_sport"])].groupby("relation").head(8)
+    tiny = (
+        facts[facts.relation.isin(["country_capital", "athlete_sport"])].groupby("relation").head(8)
+    )
     tiny.to_csv(work / "tiny_facts.csv", index=False)
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     return work
@@ -99,7 +103,10 @@ def test_prompts_and_inference_artifacts(finished):
     prompts = pd.read_parquet(finished / "prompts.parquet")
     assert list(prompts.columns[:2]) == ["fact_id", "kind"]
     assert {"prefix", "answer", "forbidden_word", "prompt"} <= set(prompts.columns)
-    assert all(sorted(kinds) == ["c", "nc0", "nc1"] for kinds in prompts.groupby("fact_id").kind.apply(list))
+    assert all(
+        sorted(kinds) == ["c", "nc0", "nc1"]
+        for kinds in prompts.groupby("fact_id").kind.apply(list)
+    )
     inference = pd.read_parquet(finished / "inference.parquet")
     wide = inference.pivot(index="fact_id", columns="kind", values="p_correct")
     kept = inference.drop_duplicates("fact_id").set_index("fact_id").kept
@@ -120,25 +127,56 @@ def test_attribution_identification_and_provenance(finished):
     assert comps.mean_log10.is_monotonic_increasing and list(comps["rank"]) == list(range(n_comp))
     curve = pd.read_parquet(finished / "cumulative.parquet")
     assert list(curve.component) == list(comps.component[: len(curve)])
-    for key in ("n_star", "n_star_heads", "n_star_mlps", "n_star_ci", "top_component", "k90",
-                "n_promotive_significant", "promotive_sum_log10", "total_effect_log10"):
+    for key in (
+        "n_star",
+        "n_star_heads",
+        "n_star_mlps",
+        "n_star_ci",
+        "top_component",
+        "k90",
+        "n_promotive_significant",
+        "promotive_sum_log10",
+        "total_effect_log10",
+    ):
         assert key in summary
     meta = pq.read_schema(finished / "components.parquet").metadata
     prov = json.loads(meta[b"forbidden_facts.provenance"])
-    assert prov["model_id"].startswith("toy-organism") and prov["dataset_sha256"] and prov["code_version"]
+    assert (
+        prov["model_id"].startswith("toy-organism")
+        and prov["dataset_sha256"]
+        and prov["code_version"]
+    )
 
 
 def test_heads_attacks_figures_and_card(finished, workdir):
     heads = pd.read_parquet(finished / "heads.parquet")
     assert len(heads) == 2 * 4
-    assert {"ov_score", "attn_forbidden_c", "attn_forbidden_nc0", "attn_forbidden_nc1", "rank"} <= set(heads.columns)
+    assert {
+        "ov_score",
+        "attn_forbidden_c",
+        "attn_forbidden_nc0",
+        "attn_forbidden_nc1",
+        "rank",
+    } <= set(heads.columns)
     attack = json.loads((finished / "attack_summary.json").read_text())
-    for key in ("n_facts", "frac_top1_flipped", "mean_delta_logodds_log10", "control_frac_top1_flipped",
-                "control_mean_delta_logodds_log10", "example"):
+    for key in (
+        "n_facts",
+        "frac_top1_flipped",
+        "mean_delta_logodds_log10",
+        "control_frac_top1_flipped",
+        "control_mean_delta_logodds_log10",
+        "example",
+    ):
         assert key in attack
     tokens = pd.read_parquet(finished / "attack_tokens.parquet")
-    assert list(tokens.columns[:6]) == ["component", "fact_id", "token", "token_id", "attention",
-                                        "delta_logodds_log10"]
+    assert list(tokens.columns[:6]) == [
+        "component",
+        "fact_id",
+        "token",
+        "token_id",
+        "attention",
+        "delta_logodds_log10",
+    ]
     for fig in ("overview", "cumulative", "top_components", "head_statistics", "attack_vs_control"):
         assert (finished / f"figures/{fig}.png").stat().st_size > 0
         assert (finished / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
@@ -151,7 +189,14 @@ def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished,
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
     # As if the run had died while shard 0 was running: shard 1 and everything that
     # does not depend on the attribution were done, the rest never written.
-    keep = ("prompts", "inference", "attack_self_insertion", "attack_summary", "overview", "shard-1-of-2")
+    keep = (
+        "prompts",
+        "inference",
+        "attack_self_insertion",
+        "attack_summary",
+        "overview",
+        "shard-1-of-2",
+    )
     for path in finished.rglob("*.*"):
         if not any(k in path.name for k in keep):
             path.unlink()
