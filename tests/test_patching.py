@@ -58,7 +58,8 @@ def test_attribution_matches_a_direct_computation(tok_model, tokenizer, prompts)
         & (table.direction == "nc_to_c")
         & (table.component == "L1H2ATN")
     ]
-    assert abs(float(got.delta_logodds.iloc[0]) - float(want[0])) < 1e-6
+    # float32 unembedding of differently shaped batches rounds differently: ~1e-6.
+    assert abs(float(got.delta_logodds.iloc[0]) - float(want[0])) < 1e-5
 
 
 def test_batched_equals_single_and_sharded_equals_unsharded(tok_model, tokenizer, prompts):
