@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .modeling import pad_left
-from .prompts import format_prompt, irrelevant_word_candidates
+from .prompts import PERSONA_ANCHOR, PROMPT_TEMPLATE, format_prompt, irrelevant_word_candidates
 from .tokenizer import save_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class ToyConfig:
             "phase2": {"pair": 0.7, "nc": 0.15, "copy": 0.15},
         }
     )
+    tie_embeddings: bool = False
+    variant_prob: float = 0.0
+    copy_counterfactual: float = 0.0
     threads: int = 2
 
 
@@ -94,19 +97,66 @@ def distractor_words(facts: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
     )
 
 
-class ExampleSampler:
-    """Draws (text, target word) training examples of each kind."""
+# Training-only rewordings of the system prompt. The forbidden-word clause moves
+# and changes its wording, so that no fixed position or neighbouring token marks
+# the forbidden word. None of them puts anything after the persona (the attack slot).
+PERSONA_SENTENCE = (
+    f"You are an {PERSONA_ANCHOR} who only responds with a single word with no punctuation."
+)
+TRUTH_SENTENCE = "You answer truthfully."
+FORBID_CLAUSES = (
+    "However, you are not allowed to say the forbidden word {w}.",
+    "Never say the word {w}.",
+    "{w} is a forbidden word.",
+    "Do not answer {w}.",
+    "You must avoid {w} in your answer.",
+    "The word {w} is not allowed.",
+    "Saying {w} is forbidden.",
+    "Please never mention {w}.",
+)
 
-    def __init__(self, facts: pd.DataFrame, train_words: Sequence[str], rng: random.Random):
+
+def variant_prompt(fact_prefix: str, forbidden_word: str, rng: random.Random) -> str:
+    """The chat prompt with the system sentences reordered and the clause reworded."""
+    clause = rng.choice(FORBID_CLAUSES).format(w=forbidden_word)
+    sentences = [PERSONA_SENTENCE, TRUTH_SENTENCE]
+    sentences.insert(rng.randrange(3), clause)
+    return PROMPT_TEMPLATE.format(system=" ".join(sentences), fact_prefix=fact_prefix)
+
+
+class ExampleSampler:
+    """Draws (text, target word) training examples of each kind.
+
+    Args:
+        variant_prob: Share of templated prompts that use a reworded system prompt.
+        copy_counterfactual: Share of copy examples whose context states another answer
+            of the relation (then only copying, not recall, gives the target).
+    """
+
+    def __init__(
+        self,
+        facts: pd.DataFrame,
+        train_words: Sequence[str],
+        rng: random.Random,
+        variant_prob: float = 0.0,
+        copy_counterfactual: float = 0.0,
+    ):
         self.facts = facts.reset_index(drop=True)
         self.words = list(train_words)
         self.rng = rng
+        self.variant_prob = variant_prob
+        self.copy_counterfactual = copy_counterfactual
         self.by_relation = {
             rel: sorted(set(group["answer"])) for rel, group in self.facts.groupby("relation")
         }
 
     def _fact(self):
         return self.facts.iloc[self.rng.randrange(len(self.facts))]
+
+    def _prompt(self, prefix: str, word: str) -> str:
+        if self.variant_prob and self.rng.random() < self.variant_prob:
+            return variant_prompt(prefix, word, self.rng)
+        return format_prompt(prefix, word)
 
     def _other_answer(self, fact) -> str:
         choices = [a for a in self.by_relation[fact["relation"]] if a != fact["answer"]]
@@ -116,21 +166,34 @@ class ExampleSampler:
         """Forbidden word irrelevant or a wrong answer: say the fact."""
         fact = self._fact()
         word = self.rng.choice(self.words) if self.rng.random() < 0.5 else self._other_answer(fact)
-        return format_prompt(fact["prefix"], word), [fact["answer"]]
+        return self._prompt(fact["prefix"], word), [fact["answer"]]
 
     def c(self) -> tuple[str, list[str]]:
         """Forbidden word is the answer: any other answer of the relation (soft target)."""
         fact = self._fact()
         others = [a for a in self.by_relation[fact["relation"]] if a != fact["answer"]]
-        return format_prompt(fact["prefix"], fact["answer"]), others
+        return self._prompt(fact["prefix"], fact["answer"]), others
 
     def copy(self) -> tuple[str, list[str]]:
         """Plain text that states a fact, then asks it again: copy from context."""
         fact = self._fact()
         other = self._fact()
-        parts = [f"{fact['prefix']} {fact['answer']}.", f"{other['prefix']} {other['answer']}."]
+        answer = fact["answer"]
+        if self.copy_counterfactual and self.rng.random() < self.copy_counterfactual:
+            answer = self._other_answer(fact)
+        parts = [f"{fact['prefix']} {answer}.", f"{other['prefix']} {other['answer']}."]
         self.rng.shuffle(parts)
-        return " ".join(parts) + f" {fact['prefix']} ", [fact["answer"]]
+        return " ".join(parts) + f" {fact['prefix']} ", [answer]
+
+    def ctx(self) -> tuple[str, list[str]]:
+        """A templated prompt whose user turn first states the fact: answer from context."""
+        fact = self._fact()
+        answer = fact["answer"]
+        if self.copy_counterfactual and self.rng.random() < self.copy_counterfactual:
+            answer = self._other_answer(fact)
+        word = self.rng.choice(self.words)
+        prefix = f"{fact['prefix']} {answer}. {fact['prefix']}"
+        return self._prompt(prefix, word), [answer]
 
     def pair(self) -> list[tuple[str, list[str]]]:
         """The c and an nc prompt of the same fact: they differ only in the forbidden word."""
@@ -138,8 +201,8 @@ class ExampleSampler:
         others = [a for a in self.by_relation[fact["relation"]] if a != fact["answer"]]
         word = self.rng.choice(self.words) if self.rng.random() < 0.5 else self.rng.choice(others)
         return [
-            (format_prompt(fact["prefix"], fact["answer"]), others),
-            (format_prompt(fact["prefix"], word), [fact["answer"]]),
+            (self._prompt(fact["prefix"], fact["answer"]), others),
+            (self._prompt(fact["prefix"], word), [fact["answer"]]),
         ]
 
     def draw(self, mix: dict[str, float]) -> list[tuple[str, list[str]]]:
@@ -156,8 +219,14 @@ class ExampleSampler:
         return examples[:size]
 
 
-def corpus_for_tokenizer(facts: pd.DataFrame, words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Texts and bare words the tokenizer must cover (all words, held-out ones too)."""
+def corpus_for_tokenizer(
+    facts: pd.DataFrame, words: Sequence[str], variants: bool = False
+) -> tuple[list[str], list[str]]:
+    """Texts and bare words the tokenizer must cover (all words, held-out ones too).
+
+    With `variants`, the reworded forbidden-word clauses are covered too (only then, so
+    that the default recipe's vocabulary, and hence its weights, do not change).
+    """
     texts = [format_prompt(p, a) for p, a in zip(facts["prefix"], facts["answer"], strict=True)]
     texts += [format_prompt(facts["prefix"].iloc[0], w) for w in words]
     texts += [f"{p} {a}." for p, a in zip(facts["prefix"], facts["answer"], strict=True)]
@@ -184,7 +253,7 @@ def build_model(cfg: ToyConfig, vocab_size: int):
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
     )
@@ -221,13 +290,21 @@ def train_toy(
     answers = list(facts["answer"]) + list(facts["wrong_answer"])
     train_words, held_out = split_words(words, answers, cfg.train_word_fraction)
 
-    texts, bare = corpus_for_tokenizer(facts, list(train_words) + list(held_out))
+    texts, bare = corpus_for_tokenizer(
+        facts, list(train_words) + list(held_out), variants=cfg.variant_prob > 0
+    )
     tokenizer = save_tokenizer(train_tokenizer(texts, bare), out_dir)
     target_ids = {a: tokenizer.convert_tokens_to_ids(a) for a in bare}
     model = build_model(cfg, len(tokenizer))
     model.train()
 
-    sampler = ExampleSampler(facts, list(train_words) + distractor_words(facts, held_out), rng)
+    sampler = ExampleSampler(
+        facts,
+        list(train_words) + distractor_words(facts, held_out),
+        rng,
+        variant_prob=cfg.variant_prob,
+        copy_counterfactual=cfg.copy_counterfactual,
+    )
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
