@@ -40,10 +40,11 @@ def _pairs(items: list[str] | None) -> list[tuple[str | None, str]]:
 
 
 def _run_step(args) -> int:
-    from .steps import STEPS, run_from_snakemake
+    from .steps import find_step, run, step_names
 
-    if args.step not in STEPS:
-        print(f"unknown step {args.step!r}; steps: {', '.join(sorted(STEPS))}", file=sys.stderr)
+    fn = find_step(args.step)
+    if fn is None:
+        print(f"unknown step {args.step!r}; steps: {', '.join(step_names())}", file=sys.stderr)
         return 2
     params = json.loads(args.params) if args.params else {}
     job = SimpleNamespace(
@@ -54,7 +55,7 @@ def _run_step(args) -> int:
         threads=args.threads,
         log=[args.log] if args.log else [],
     )
-    run_from_snakemake(job, args.step)
+    run(job, fn)
     return 0
 
 

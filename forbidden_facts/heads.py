@@ -72,6 +72,19 @@ def ov_logits(
     return (v * torch.rsqrt(mean_sq + final_eps)) @ unembed_o.T
 
 
+def ov_sample_rows(d_vocab: int, n_rows: int | None, seed: int = 0) -> Tensor | None:
+    """A fixed random sample of `n_rows` source tokens for the OV score (None: all of them).
+
+    A big vocabulary makes the full OV matrix costly (32000 x 32000 per head for
+    Llama-2); a seeded sample gives the same score up to sampling noise and the
+    same rows on every run.
+    """
+    if not n_rows or n_rows >= d_vocab:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(d_vocab, generator=gen)[:n_rows].sort().values
+
+
 @torch.no_grad()
 def ov_scores(
     model, vocab_chunk: int = 2048, rows: Tensor | None = None, progress: bool = True

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .decompose import Decomposition, decompose, norm_unembed
-from .metrics import VocabIndex, answer_logodds
+from .metrics import VocabIndex, answer_logodds, to_log10
 from .modeling import chunks, encode
 
 PAIRS = ("nc0", "nc1")
@@ -222,3 +222,50 @@ def cumulative(
                 fact_ids += list(part["fact_id"])
                 pairs += [pair] * len(part)
     return np.concatenate(results, axis=0), fact_ids, pairs
+
+
+def shard_facts(fact_ids: list[str], shard: int, n_shards: int) -> list[str]:
+    """Contiguous block `shard` of `n_shards` over the facts in dataset order."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
+    blocks = np.array_split(np.arange(len(fact_ids)), n_shards)
+    return [fact_ids[i] for i in blocks[shard]]
+
+
+def cumulative_to_n_star(
+    model,
+    tokenizer,
+    prompts: pd.DataFrame,
+    order_labels: Sequence[str],
+    lbf: pd.Series,
+    k_min: int,
+    batch_size: int = 8,
+    row_batch: int = 4096,
+) -> tuple[np.ndarray, list[str], list[str], np.ndarray, int | None]:
+    """The cumulative curve, long enough to show N* and the same again after it.
+
+    The curve first goes to `k_min` components; if N* lies beyond half of that,
+    it is recomputed up to 2 N* (capped at every component), so the figure shows
+    the curve settle after crossing the total effect.
+
+    Args:
+        lbf: natural log Bayes factor of every (fact_id, pair), indexed by both.
+        k_min: shortest curve.
+
+    Returns:
+        (values_log10 [pairs, K], fact_ids, pairs, effect_log10 [pairs], N* or None).
+    """
+    from .identification import curve_length, n_star
+
+    k = curve_length(len(order_labels), None, k_min)
+    while True:
+        values, fact_ids, pairs = cumulative(
+            model, tokenizer, prompts, order_labels[:k], batch_size=batch_size, row_batch=row_batch
+        )
+        values = to_log10(values)
+        effect = -to_log10(lbf.loc[list(zip(fact_ids, pairs, strict=True))].to_numpy())
+        ns = n_star(values.mean(axis=0), float(effect.mean()))
+        want = curve_length(len(order_labels), ns, k_min)
+        if want <= k:
+            return values, fact_ids, pairs, effect, ns
+        k = want

@@ -1,8 +1,9 @@
-"""Rule `archive`: thin glue around `forbidden_facts.steps.archive`.
+"""Rule `archive` (workflow/rules/paper.smk): glue in `forbidden_facts.steps.paper`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step archive --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.paper import archive
 
-run_from_snakemake(snakemake, "archive")  # noqa: F821 (injected by Snakemake)
+run(snakemake, archive)  # noqa: F821 (injected by Snakemake)

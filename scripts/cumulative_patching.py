@@ -1,8 +1,9 @@
-"""Rule `cumulative_patching`: thin glue around `forbidden_facts.steps.cumulative_patching`.
+"""Rule `cumulative_patching` (workflow/rules/attribution.smk): glue in `forbidden_facts.steps.attribution`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step cumulative_patching --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.attribution import cumulative_patching
 
-run_from_snakemake(snakemake, "cumulative_patching")  # noqa: F821 (injected by Snakemake)
+run(snakemake, cumulative_patching)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `download_dataset`: thin glue around `forbidden_facts.steps.download_dataset`.
+"""Rule `download_dataset` (workflow/rules/prompts.smk): glue in `forbidden_facts.steps.prompts`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step download_dataset --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.prompts import download_dataset
 
-run_from_snakemake(snakemake, "download_dataset")  # noqa: F821 (injected by Snakemake)
+run(snakemake, download_dataset)  # noqa: F821 (injected by Snakemake)

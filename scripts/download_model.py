@@ -1,8 +1,9 @@
-"""Rule `download_model`: thin glue around `forbidden_facts.steps.download_model`.
+"""Rule `download_model` (workflow/rules/model.smk): glue in `forbidden_facts.steps.model`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step download_model --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.model import download_model
 
-run_from_snakemake(snakemake, "download_model")  # noqa: F821 (injected by Snakemake)
+run(snakemake, download_model)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `figure_overview`: thin glue around `forbidden_facts.steps.figure_overview`.
+"""Rule `figure_overview` (workflow/rules/figures.smk): glue in `forbidden_facts.steps.figures`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step figure_overview --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.figures import figure_overview
 
-run_from_snakemake(snakemake, "figure_overview")  # noqa: F821 (injected by Snakemake)
+run(snakemake, figure_overview)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `figures_attribution`: thin glue around `forbidden_facts.steps.figures_attribution`.
+"""Rule `figures_attribution` (workflow/rules/figures.smk): glue in `forbidden_facts.steps.figures`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step figures_attribution --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.figures import figures_attribution
 
-run_from_snakemake(snakemake, "figures_attribution")  # noqa: F821 (injected by Snakemake)
+run(snakemake, figures_attribution)  # noqa: F821 (injected by Snakemake)

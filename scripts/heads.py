@@ -1,8 +1,9 @@
-"""Rule `heads`: thin glue around `forbidden_facts.steps.heads`.
+"""Rule `heads` (workflow/rules/heads.smk): glue in `forbidden_facts.steps.heads`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step heads --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.heads import heads
 
-run_from_snakemake(snakemake, "heads")  # noqa: F821 (injected by Snakemake)
+run(snakemake, heads)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `inference`: thin glue around `forbidden_facts.steps.inference`.
+"""Rule `inference` (workflow/rules/prompts.smk): glue in `forbidden_facts.steps.prompts`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step inference --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.prompts import inference
 
-run_from_snakemake(snakemake, "inference")  # noqa: F821 (injected by Snakemake)
+run(snakemake, inference)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `merge_attribution`: thin glue around `forbidden_facts.steps.merge_attribution`.
+"""Rule `merge_attribution` (workflow/rules/attribution.smk): glue in `forbidden_facts.steps.attribution`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step merge_attribution --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.attribution import merge_attribution
 
-run_from_snakemake(snakemake, "merge_attribution")  # noqa: F821 (injected by Snakemake)
+run(snakemake, merge_attribution)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `model_card`: thin glue around `forbidden_facts.steps.model_card`.
+"""Rule `model_card` (workflow/rules/model.smk): glue in `forbidden_facts.steps.model`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step model_card --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.model import model_card
 
-run_from_snakemake(snakemake, "model_card")  # noqa: F821 (injected by Snakemake)
+run(snakemake, model_card)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `paper`: thin glue around `forbidden_facts.steps.paper`.
+"""Rule `paper` (workflow/rules/paper.smk): glue in `forbidden_facts.steps.paper`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step paper --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.paper import paper
 
-run_from_snakemake(snakemake, "paper")  # noqa: F821 (injected by Snakemake)
+run(snakemake, paper)  # noqa: F821 (injected by Snakemake)

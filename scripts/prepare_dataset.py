@@ -1,8 +1,9 @@
-"""Rule `prepare_dataset`: thin glue around `forbidden_facts.steps.prepare_dataset`.
+"""Rule `prepare_dataset` (workflow/rules/prompts.smk): glue in `forbidden_facts.steps.prompts`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step prepare_dataset --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.prompts import prepare_dataset
 
-run_from_snakemake(snakemake, "prepare_dataset")  # noqa: F821 (injected by Snakemake)
+run(snakemake, prepare_dataset)  # noqa: F821 (injected by Snakemake)

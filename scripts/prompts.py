@@ -1,8 +1,9 @@
-"""Rule `prompts`: thin glue around `forbidden_facts.steps.prompts`.
+"""Rule `prompts` (workflow/rules/prompts.smk): glue in `forbidden_facts.steps.prompts`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step prompts --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.prompts import prompts
 
-run_from_snakemake(snakemake, "prompts")  # noqa: F821 (injected by Snakemake)
+run(snakemake, prompts)  # noqa: F821 (injected by Snakemake)

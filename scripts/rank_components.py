@@ -1,8 +1,9 @@
-"""Rule `rank_components`: thin glue around `forbidden_facts.steps.rank_components`.
+"""Rule `rank_components` (workflow/rules/attribution.smk): glue in `forbidden_facts.steps.attribution`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step rank_components --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.attribution import rank_components
 
-run_from_snakemake(snakemake, "rank_components")  # noqa: F821 (injected by Snakemake)
+run(snakemake, rank_components)  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,9 @@
-"""Rule `tables`: thin glue around `forbidden_facts.steps.tables`.
+"""Rule `tables` (workflow/rules/paper.smk): glue in `forbidden_facts.steps.paper`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step tables --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.paper import tables
 
-run_from_snakemake(snakemake, "tables")  # noqa: F821 (injected by Snakemake)
+run(snakemake, tables)  # noqa: F821 (injected by Snakemake)

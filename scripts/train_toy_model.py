@@ -1,8 +1,9 @@
-"""Rule `train_toy_model`: thin glue around `forbidden_facts.steps.train_toy_model`.
+"""Rule `train_toy_model` (workflow/rules/model.smk): glue in `forbidden_facts.steps.model`.
 
 Run by Snakemake; to debug by hand, use `forbidden-facts run-step train_toy_model --help`.
 """
 
-from forbidden_facts.steps import run_from_snakemake
+from forbidden_facts.steps import run
+from forbidden_facts.steps.model import train_toy_model
 
-run_from_snakemake(snakemake, "train_toy_model")  # noqa: F821 (injected by Snakemake)
+run(snakemake, train_toy_model)  # noqa: F821 (injected by Snakemake)

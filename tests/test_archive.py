@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from forbidden_facts import archive, paper_steps
+from forbidden_facts import archive
 from forbidden_facts.cli import main as cli_main
+from forbidden_facts.steps import paper as paper_steps
 
 from .test_tables import write_synthetic_run
 

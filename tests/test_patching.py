@@ -7,8 +7,13 @@ import torch
 from forbidden_facts.decompose import decompose, norm_unembed
 from forbidden_facts.metrics import VocabIndex, answer_logodds
 from forbidden_facts.modeling import encode
-from forbidden_facts.patching import attribute, cumulative, cumulative_rows, first_order_rows
-from forbidden_facts.steps import shard_facts
+from forbidden_facts.patching import (
+    attribute,
+    cumulative,
+    cumulative_rows,
+    first_order_rows,
+    shard_facts,
+)
 
 
 def _decomp(model, tokenizer, prompts, fact_id, kind):

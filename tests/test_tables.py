@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forbidden_facts import io, paper_steps
+from forbidden_facts import io
 from forbidden_facts import tables as T
+from forbidden_facts.steps import paper as paper_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "paper" / "templates"

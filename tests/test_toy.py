@@ -13,7 +13,16 @@ from forbidden_facts.toy import (
     train_toy,
 )
 
-TINY = dict(n_layers=1, d_model=16, n_heads=2, n_kv_heads=1, d_mlp=16, steps=12, batch_size=8, warmup_steps=2)
+TINY = dict(
+    n_layers=1,
+    d_model=16,
+    n_heads=2,
+    n_kv_heads=1,
+    d_mlp=16,
+    steps=12,
+    batch_size=8,
+    warmup_steps=2,
+)
 WORDS = ["apple", "floor", "kettle", "ladder", "pencil", "window", "zipper", "bucket"]
 
 

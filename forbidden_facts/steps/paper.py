@@ -1,9 +1,4 @@
-"""The paper stage's steps: render the tables, compile the paper, archive everything.
-
-Registered in `forbidden_facts.steps.STEPS` like every other step, so the rules
-`tables`, `paper` and `archive` call them through the thin scripts, and
-``forbidden-facts run-step tables ...`` runs them by hand.
-"""
+"""Glue of workflow/rules/paper.smk: render the tables, compile the paper, archive everything."""
 
 from __future__ import annotations
 
@@ -14,8 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import io
-from .steps import step
+from .. import io
+
+__all__ = ["tables", "paper", "archive"]
 
 log = logging.getLogger("forbidden_facts")
 
@@ -63,7 +59,6 @@ def _param(job, name, default=None):
 # tables
 
 
-@step
 def tables(job) -> None:
     """Render every table of `tables.TABLES` and values.tex from all runs' artifacts.
 
@@ -72,7 +67,7 @@ def tables(job) -> None:
     ``cards`` (one per model of `params.models`), ``reference`` (the paper's
     numbers) and ``templates``. Outputs: one per table name, plus ``values``.
     """
-    from . import tables as T
+    from .. import tables as T
 
     pairs = [tuple(p) for p in _param(job, "pairs")]
     per_run = {role: _files(getattr(job.input, role)) for role in T.RUN_FILES}
@@ -186,7 +181,6 @@ def compile_paper(build: Path, timeout: float = 300) -> Path:
     return pdf
 
 
-@step
 def paper(job) -> None:
     """Compile paper/main.tex against the rendered tables, values.tex and figures.
 
@@ -211,10 +205,9 @@ def paper(job) -> None:
 # archive
 
 
-@step
 def archive(job) -> None:
     """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz."""
-    from .archive import build_archive
+    from ..archive import build_archive
 
     files = []
     for value in job.input:

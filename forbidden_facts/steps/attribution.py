@@ -1,0 +1,142 @@
+"""Glue of workflow/rules/attribution.smk: patching shards, ranking, cumulative patching."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .. import io
+from .common import inherit, kept_prompts, load
+
+log = logging.getLogger("forbidden_facts")
+
+__all__ = ["attribution_shard", "merge_attribution", "rank_components", "cumulative_patching"]
+
+
+def attribution_shard(job) -> None:
+    from ..patching import attribute, shard_facts
+
+    shard, n = int(job.wildcards.shard), int(job.wildcards.n)
+    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    order = list(dict.fromkeys(prompts["fact_id"]))
+    mine = set(shard_facts(order, shard, n))
+    prompts = prompts[prompts["fact_id"].isin(mine)]
+    model, tokenizer = load(job, attn_implementation="sdpa")
+    m = job.params.model
+    frames = (
+        list(
+            attribute(
+                model,
+                tokenizer,
+                prompts,
+                batch_size=m.get("attribution_batch_size", 8),
+                row_batch=m.get("row_batch", 4096),
+            )
+        )
+        if len(prompts)
+        else []
+    )
+    columns = ["fact_id", "pair", "direction", "component", "delta_logodds"]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    io.write_parquet(
+        job.output[0], table, provenance=inherit(job.input.inference, shard=f"{shard}-of-{n}")
+    )
+    log.info("shard %d of %d: %d facts, %d rows", shard, n, len(mine), len(table))
+
+
+def merge_attribution(job) -> None:
+    frames = [io.read_parquet(p) for p in job.input]
+    table = pd.concat(frames, ignore_index=True)
+    prov = inherit(job.input[0])
+    prov.pop("shard", None)
+    prov["n_shards"] = len(frames)
+    io.write_parquet(job.output[0], table, provenance=prov)
+
+
+def rank_components(job) -> None:
+    from ..identification import rank_components as rank
+
+    attribution = io.read_parquet(job.input.attribution)
+    labels = list(dict.fromkeys(attribution["component"]))
+    io.write_parquet(
+        job.output[0], rank(attribution, labels), provenance=inherit(job.input.attribution)
+    )
+
+
+def cumulative_patching(job) -> None:
+    from ..identification import (
+        bootstrap_n_star,
+        cumulative_curve,
+        k_shares,
+        promotive_summary,
+    )
+    from ..inference import pair_bayes_factors
+    from ..patching import cumulative_to_n_star
+
+    params = job.params.identification
+    comps = io.read_parquet(job.input.components)
+    inference = io.read_parquet(job.input.inference)
+    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    model, tokenizer = load(job, attn_implementation="sdpa")
+    m = job.params.model
+    order = list(comps["component"])
+    lbf = pair_bayes_factors(inference).set_index(["fact_id", "pair"])["lbf"]
+    values, fact_ids, pairs, effect, ns = cumulative_to_n_star(
+        model,
+        tokenizer,
+        prompts,
+        order,
+        lbf,
+        k_min=params["k_min"],
+        batch_size=m.get("attribution_batch_size", 8),
+        row_batch=m.get("row_batch", 4096),
+    )
+    total = float(effect.mean())
+    k = values.shape[1]
+    curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
+    ci_low, ci_high, ci_share = bootstrap_n_star(
+        values, effect, fact_ids, params["n_bootstrap"], params["seed"]
+    )
+    top = comps.iloc[0]
+    star = comps.iloc[:ns] if ns else comps.iloc[:0]
+    summary = {
+        "model": job.wildcards.model,
+        "dataset": job.wildcards.dataset,
+        "n_kept": int(len(set(fact_ids))),
+        "n_pairs": int(len(fact_ids)),
+        "n_components": int(len(order)),
+        "total_effect_log10": total,
+        "n_star": ns,
+        "n_star_heads": int((star["type"] == "head").sum()),
+        "n_star_mlps": int((star["type"] == "mlp").sum()),
+        "n_star_embed": int((star["type"] == "embed").sum()),
+        "n_star_ci": [ci_low, ci_high],
+        "n_star_ci_share_found": ci_share,
+        **k_shares(curve["mean_log10"].to_numpy(), total),
+        "top_component": top["component"],
+        "top_component_mean_log10": float(top["mean_log10"]),
+        "n_suppressive_significant": int((comps["role"] == "suppressive").sum()),
+        **promotive_summary(comps),
+        "curve_k_max": int(k),
+    }
+    prov = inherit(job.input.components)
+    io.write_parquet(job.output.curve, curve, provenance=prov)
+    with io.atomic_path(job.output.pairs) as tmp:
+        np.savez_compressed(
+            tmp,
+            values_log10=values,
+            fact_id=np.asarray(fact_ids),
+            pair=np.asarray(pairs),
+            components=np.asarray(order[:k]),
+            effect_log10=effect,
+        )
+    io.write_json(job.output.summary, summary, provenance=prov)
+    log.info(
+        "N* = %s of %d components (total effect %.3f log10), top %s",
+        ns,
+        len(order),
+        total,
+        top["component"],
+    )

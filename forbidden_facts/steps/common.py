@@ -1,0 +1,71 @@
+"""Helpers every stage's glue shares (the Python side of workflow/rules/common.smk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import io
+from ..provenance import stamp
+
+
+def model_kwargs(params) -> dict:
+    m = params.model
+    return dict(
+        dtype=m.get("dtype", "float32"),
+        device=m.get("device", "auto"),
+        device_map=m.get("device_map"),
+        allow_cpu_offload=m.get("allow_cpu_offload", False),
+    )
+
+
+def load(job, attn_implementation: str = "eager"):
+    import torch
+
+    from ..modeling import load_model
+
+    torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
+    return load_model(
+        job.input.model, attn_implementation=attn_implementation, **model_kwargs(job.params)
+    )
+
+
+def inherit(path, **extra) -> dict:
+    """Provenance of an input artifact, refreshed with this step's code version."""
+    prov = io.read_provenance(path)
+    fresh = stamp()
+    prov.update(code_version=fresh["code_version"], created=fresh["created"])
+    prov.update(extra)
+    return prov
+
+
+def kept_prompts(prompts_path, inference_path) -> pd.DataFrame:
+    prompts = io.read_parquet(prompts_path)
+    inference = io.read_parquet(inference_path)
+    kept = set(inference.loc[inference["kept"], "fact_id"])
+    return prompts[prompts["fact_id"].isin(kept)].reset_index(drop=True)
+
+
+def words(path) -> list[str]:
+    return [w.strip() for w in Path(path).read_text().splitlines() if w.strip()]
+
+
+def evaluation_words(words_path, model_dir) -> list[str]:
+    """The irrelevant words a model is evaluated on: the organism's held-out ones."""
+    from ..toy import read_training_record
+
+    chosen = words(words_path)
+    record = read_training_record(model_dir)
+    if record is not None:
+        trained = set(record["train_words"])
+        chosen = [w for w in chosen if w not in trained]
+    return chosen
+
+
+def nc1_prompts(prompts: pd.DataFrame) -> pd.DataFrame:
+    return prompts[prompts["kind"] == "nc1"].reset_index(drop=True)
+
+
+def run_title(job) -> str:
+    return f"{job.wildcards.model} / {job.wildcards.dataset}"

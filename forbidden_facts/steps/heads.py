@@ -1,0 +1,59 @@
+"""Glue of workflow/rules/heads.smk: OV scores and forbidden-word attention of every head."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import io
+from .common import inherit, kept_prompts, load
+
+log = logging.getLogger("forbidden_facts")
+
+__all__ = ["heads"]
+
+
+def heads(job) -> None:
+    from ..heads import (
+        attention_example,
+        forbidden_attention,
+        head_table,
+        ov_sample_rows,
+        ov_scores,
+        top_heads,
+    )
+
+    params = job.params.heads
+    comps = io.read_parquet(job.input.components)
+    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    model, tokenizer = load(job, attn_implementation="eager")
+    rows = ov_sample_rows(len(tokenizer), params.get("ov_rows"))
+    ov = ov_scores(model, vocab_chunk=params["vocab_chunk"], rows=rows)
+    attention = forbidden_attention(
+        model, tokenizer, prompts, batch_size=job.params.model.get("attribution_batch_size", 8) * 2
+    )
+    table = head_table(ov, attention, comps)
+    example_fact = params.get("example_fact") or (
+        prompts["fact_id"].iloc[0] if len(prompts) else None
+    )
+    prov = inherit(job.input.components, ov_rows=params.get("ov_rows"))
+    io.write_parquet(job.output.table, table, provenance=prov)
+    example = (
+        attention_example(
+            model, tokenizer, prompts, example_fact, top_heads(comps, params["top_k"])
+        )
+        if example_fact is not None
+        else {"fact_id": "", "heads": []}
+    )
+    with io.atomic_path(job.output.example) as tmp:
+        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in example.items()})
+    top = table.nsmallest(params["top_k"], "rank")
+    log.info(
+        "top-%d heads: OV %.3f vs %.3f, attention(c) %.4f vs %.4f",
+        params["top_k"],
+        top["ov_score"].mean(),
+        table.drop(top.index)["ov_score"].mean(),
+        top["attn_forbidden_c"].mean(),
+        table.drop(top.index)["attn_forbidden_c"].mean(),
+    )

@@ -1,0 +1,94 @@
+"""Glue of workflow/rules/model.smk: download or train a model, write its card."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import io
+from ..provenance import stamp
+from .common import words
+
+log = logging.getLogger("forbidden_facts")
+
+__all__ = ["download_model", "train_toy_model", "model_card"]
+
+
+def download_model(job) -> None:
+    from ..hub import download_model as fetch
+
+    m = job.params.model
+    fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
+
+
+def train_toy_model(job) -> None:
+    from ..datasets import load_facts
+    from ..toy import ToyConfig, train_toy
+
+    params = dict(job.params.toy)
+    params.pop("facts", None)
+    cfg = ToyConfig(**params)
+    facts = load_facts(job.input.facts)
+    facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
+    out = Path(job.output[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed outright
+    # Train into a hidden sibling and rename: a killed run never leaves a half model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        record = train_toy(facts, words(job.input.words), tmp, cfg)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info(
+        "trained the toy in %.1f s, final loss %.4f", record["train_seconds"], record["final_loss"]
+    )
+
+
+def model_card(job) -> None:
+    from transformers import AutoConfig
+
+    from ..toy import read_training_record
+
+    cfg = AutoConfig.from_pretrained(job.input.model)
+    inference = io.read_json(job.input.inference)
+    n_params = 0
+    from safetensors import safe_open
+
+    for f in sorted(Path(job.input.model).glob("*.safetensors")):
+        with safe_open(f, "pt") as st:
+            for key in st.keys():
+                n_params += int(np.prod(st.get_slice(key).get_shape()))
+    card = {
+        "model": job.wildcards.model,
+        "n_params": n_params,
+        "n_layers": cfg.num_hidden_layers,
+        "n_heads": cfg.num_attention_heads,
+        "n_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+        "d_model": cfg.hidden_size,
+        "vocab_size": cfg.vocab_size,
+        "dataset": inference.get("dataset"),
+        "frac_known": inference["n_kept"] / inference["n_facts"] if inference["n_facts"] else None,
+        "n_facts": inference["n_facts"],
+        "n_kept": inference["n_kept"],
+        "total_effect_log10": inference["total_effect_log10"],
+    }
+    record = read_training_record(job.input.model)
+    if record is not None:
+        card["train_seconds"] = record["train_seconds"]
+        card["seed"] = record["config"]["seed"]
+        card["n_train_words"] = len(record["train_words"])
+        card["n_held_out_words"] = len(record["held_out_words"])
+    if len(job.input.mechanism):
+        from ..identification import mechanism_figures
+
+        card["mechanism"] = mechanism_figures(*job.input.mechanism)
+    io.write_json(job.output[0], card, provenance=stamp(job.wildcards.model, job.input.model))

@@ -1,0 +1,101 @@
+"""Glue of workflow/rules/prompts.smk: datasets, prompts and the inference pass."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .. import io
+from ..provenance import sha256_file, stamp
+from .common import evaluation_words, inherit, load
+
+log = logging.getLogger("forbidden_facts")
+
+__all__ = ["download_dataset", "prepare_dataset", "prompts", "inference"]
+
+
+def download_dataset(job) -> None:
+    from ..datasets import download_counterfact
+
+    spec = job.params.dataset
+    info = download_counterfact(
+        spec["url"], job.output.data, sha256=spec.get("sha256"), name=job.wildcards.dataset
+    )
+    io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
+
+
+def prepare_dataset(job) -> None:
+    from ..datasets import load_facts_with_skipped
+
+    source = Path(job.input.source)
+    facts, skipped = load_facts_with_skipped(source)
+    report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
+    max_facts = job.params.dataset.get("max_facts")
+    if max_facts:
+        facts = facts.iloc[:max_facts]
+    checksum = sha256_file(source)
+    report.update(
+        source=str(source), sha256=checksum, n_facts=len(facts), n_skipped=len(report["skipped"])
+    )
+    prov = stamp(dataset=job.wildcards.dataset, dataset_sha256=checksum)
+    io.write_parquet(job.output.facts, facts, provenance=prov)
+    io.write_json(job.output.report, report, provenance=prov)
+    log.info(
+        "dataset %s: %d facts (%d malformed records skipped)",
+        job.wildcards.dataset,
+        len(facts),
+        len(report["skipped"]),
+    )
+
+
+def prompts(job) -> None:
+    from transformers import AutoTokenizer
+
+    from ..prompts import assign_irrelevant_words, build_prompts, single_token_answers
+
+    facts = io.read_parquet(job.input.facts)
+    tokenizer = AutoTokenizer.from_pretrained(job.input.model)
+    words = evaluation_words(job.input.words, job.input.model)
+    kept, reasons = single_token_answers(facts, tokenizer)
+    table = build_prompts(kept, assign_irrelevant_words(kept, words))
+    summary = {
+        "n_facts_in": len(facts),
+        "n_facts": len(kept),
+        "n_dropped": len(facts) - len(kept),
+        "dropped_by_reason": reasons,
+        "n_prompts": len(table),
+        "n_irrelevant_words": len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
+    }
+    prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
+    io.write_parquet(job.output.prompts, table, provenance=prov)
+    io.write_json(job.output.summary, summary, provenance=prov)
+    log.info("%d facts in, %d dropped (%s)", len(facts), len(facts) - len(kept), reasons)
+
+
+def inference(job) -> None:
+    from ..inference import run_inference, total_effect
+
+    model, tokenizer = load(job, attn_implementation="sdpa")
+    prompts = io.read_parquet(job.input.prompts)
+    table = run_inference(
+        model, tokenizer, prompts, batch_size=job.params.model.get("batch_size", 32)
+    )
+    summary = {
+        "dataset": job.wildcards.dataset,
+        "model": job.wildcards.model,
+        **total_effect(table),
+    }
+    relations = prompts.drop_duplicates("fact_id").set_index("fact_id")["relation"]
+    summary["by_relation"] = {
+        rel: total_effect(table[table["fact_id"].isin(set(ids))])
+        for rel, ids in relations.groupby(relations).groups.items()
+    }
+    prov = inherit(job.input.prompts)
+    io.write_parquet(job.output.table, table, provenance=prov)
+    io.write_json(job.output.summary, summary, provenance=prov)
+    log.info(
+        "kept %d of %d facts; total effect %.3f log10",
+        summary["n_kept"],
+        summary["n_facts"],
+        summary["total_effect_log10"],
+    )
