@@ -250,19 +250,73 @@ def _extract_member(wheel: Path, member: str, dest: Path, name: str) -> Path:
     return path
 
 
+# GGUF metadata value types (ggml's gguf_type) and the byte size of the fixed-size ones.
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def read_gguf_architecture(path: str | os.PathLike) -> str | None:
+    """The ``general.architecture`` of a GGUF file, read from its header only.
+
+    ``gguf.GGUFReader`` maps every tensor and metadata array first (seconds on a
+    100 MB file); this walks the key/value pairs and stops at the one it needs
+    (llama.cpp writes it first).
+
+    Raises:
+        ValueError: The file is not a GGUF file (bad magic, or a truncated header).
+    """
+    with open(path, "rb") as fh:
+
+        def read(n: int) -> bytes:
+            data = fh.read(n)
+            if len(data) != n:
+                raise ValueError("truncated GGUF header")
+            return data
+
+        def uint(n: int) -> int:
+            return int.from_bytes(read(n), "little")
+
+        def string() -> bytes:
+            return read(uint(8))
+
+        def skip(kind: int) -> None:
+            if kind == _GGUF_STRING:
+                fh.seek(uint(8), os.SEEK_CUR)
+            elif kind == _GGUF_ARRAY:
+                item, count = uint(4), uint(8)
+                if item in _GGUF_SIZES:
+                    fh.seek(_GGUF_SIZES[item] * count, os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            elif kind in _GGUF_SIZES:
+                fh.seek(_GGUF_SIZES[kind], os.SEEK_CUR)
+            else:
+                raise ValueError(f"unknown GGUF value type {kind}")
+
+        if read(4) != b"GGUF":
+            raise ValueError("no GGUF magic number at the start of the file")
+        version = uint(4)
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is too old (need 2 or later)")
+        uint(8)  # tensor count
+        for _ in range(uint(8)):
+            key = string()
+            kind = uint(4)
+            if key == b"general.architecture" and kind == _GGUF_STRING:
+                return string().decode("utf-8")
+            skip(kind)
+    return None
+
+
 def _gguf_architecture(path: Path, member: str, name: str) -> str:
     """The GGUF file's ``general.architecture``, refusing files we cannot analyse."""
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(path)
-        field = reader.get_field("general.architecture")
-        arch = field.contents() if field is not None else None
-    except Exception as err:  # gguf raises ValueError/struct errors for a foreign file
+        arch = read_gguf_architecture(path)
+    except (ValueError, UnicodeDecodeError) as err:
         raise WheelModelError(
-            f"models.{name}: {member} in the wheel is not a readable GGUF file "
-            f"({type(err).__name__}: {err}). Point models.{name}.file at the wheel's .gguf "
-            "model file."
+            f"models.{name}: {member} in the wheel is not a readable GGUF file ({err}). "
+            f"Point models.{name}.file at the wheel's .gguf model file."
         ) from err
     if arch not in SUPPORTED_ARCHITECTURES:
         raise WheelModelError(
@@ -302,7 +356,9 @@ def _convert(root: Path, member: str, out: Path, name: str) -> None:
         del config.quantization_config
     config.dtype = torch.float32
     # save_pretrained refuses a GGUF-loaded model, so copy its weights into a fresh one.
-    model = LlamaForCausalLM(config)
+    # Its random init would be overwritten anyway (and a missing weight is refused below).
+    with _no_init_weights():
+        model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     if missing or unexpected:
         raise WheelModelError(
@@ -320,6 +376,15 @@ def _convert(root: Path, member: str, out: Path, name: str) -> None:
         config.num_key_value_heads,
         config.vocab_size,
     )
+
+
+def _no_init_weights():
+    """transformers' context that skips random weight init (moved between 4.x and 5.x)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
 
 
 def _transformers_version() -> str:

