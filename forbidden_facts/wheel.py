@@ -359,6 +359,8 @@ def _convert(root: Path, member: str, out: Path, name: str) -> None:
     # Its random init would be overwritten anyway (and a missing weight is refused below).
     with _no_init_weights():
         model = LlamaForCausalLM(config)
+    # Skipping init also skips tying; tie again so tied files save the matrix once.
+    model.tie_weights()
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     if missing or unexpected:
         raise WheelModelError(

@@ -173,6 +173,13 @@ def test_directory_is_a_standard_llama_with_provenance(fetched, links):
     # A plain float32 model: nothing left that would send loaders back to the GGUF path.
     assert "quantization_config" not in cfg and cfg["dtype"] == "float32"
     assert list(out.glob("*.safetensors")) and not list(out.glob("*.bin"))
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", "pt") as st:
+        keys = set(st.keys())
+    # Tied: the unembedding is stored once, as the embedding (the real model's 113 MB saved).
+    assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys
+    assert len(keys) == 2 + N_LAYERS * 9  # embedding, final norm, 9 tensors per layer
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
     prov = json.loads((out / "provenance.json").read_text())
     assert prov == fetched["record"]
