@@ -12,6 +12,14 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Attribution runs as config `attribution.shards` jobs over the facts (one GPU job
+# each on a cluster); `--set-scatter attribution=N` overrides the count.
+scattergather:
+    attribution=config["attribution"]["shards"],
+
+
 include: "workflow/rules/model.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/attribution.smk"

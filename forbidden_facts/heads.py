@@ -1,6 +1,6 @@
 """Head analysis: OV suppression scores and attention to the forbidden word.
 
-OV score (DESIGN §1): unembed each head's OV image of every token embedding
+OV score (docs/science.md § Heads): unembed each head's OV image of every token embedding
 (input RMSNorm of the head's layer, then V, then O, then final norm + lm_head),
 take per-row log-odds in log10, and report mean diagonal minus mean
 off-diagonal. Negative means the head suppresses the token it attends to.

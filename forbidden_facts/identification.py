@@ -1,4 +1,4 @@
-"""Identification of the suppressive components (DESIGN §1, Identification).
+"""Identification of the suppressive components (docs/science.md § Identification).
 
 1. Rank components by their mean nc->c log BF over all 2N pairs (ascending).
 2. Cumulative patching in that order; the per-pair values give the band.
@@ -189,7 +189,7 @@ def promotive_summary(components: pd.DataFrame, top: int = 40) -> dict:
 
 
 def mechanism_figures(summary_path, components_path, heads_path, attack_path) -> dict:
-    """The organism's mechanism in numbers (DESIGN §3 targets), read from the artifacts."""
+    """The organism's mechanism in numbers (the targets of docs/organism.md), read from the artifacts."""
     from . import io
 
     summary = io.read_json(summary_path)

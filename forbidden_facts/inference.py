@@ -2,7 +2,7 @@
 
 One batched forward pass per chunk of prompts; only the final position's logits
 are kept. The kept filter (the model knows the fact) and the total effect of
-forbidding the answer follow DESIGN §1.
+forbidding the answer follow docs/science.md § Metric.
 """
 
 from __future__ import annotations

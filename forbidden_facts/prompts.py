@@ -1,6 +1,6 @@
 """The paper's prompts: the Llama-2-chat template and the c / nc0 / nc1 kinds.
 
-Template (DESIGN §1): the prompt ends with one space after ``[/INST]``; the
+Template (docs/science.md § Template): the prompt ends with one space after ``[/INST]``; the
 tokenizer adds BOS. For each fact, three prompts differ only in the forbidden
 word: ``c`` forbids the correct answer, ``nc0`` a wrong answer of the same
 relation, ``nc1`` an everyday word that is no substring of any answer.

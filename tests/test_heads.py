@@ -9,7 +9,7 @@ from forbidden_facts.heads import forbidden_attention, forbidden_spans, ov_score
 
 
 def _brute_force_ov(model, layer: int, head: int) -> float:
-    """The DESIGN definition, literally: V x V logits through the full d_model path."""
+    """The definition of docs/science.md § Heads, literally: V x V logits through the full d_model path."""
     cfg = model.config
     d_head = cfg.hidden_size // cfg.num_attention_heads
     group = cfg.num_attention_heads // cfg.num_key_value_heads

@@ -1,4 +1,4 @@
-"""p_correct and log-odds follow DESIGN §1 (vocabulary equivalence, float64)."""
+"""p_correct and log-odds follow docs/science.md § Metric (vocabulary equivalence, float64)."""
 
 import math
 

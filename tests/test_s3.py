@@ -18,8 +18,8 @@ import sys
 import pandas as pd
 import pytest
 
-# The tiny configuration (tiny.yaml, the tiny facts file) in a temporary copy of the repo.
-from tests.test_workflow import workdir  # noqa: F401 (a fixture)
+# The one-minute configuration (config/test.yaml) in a temporary copy of the repo.
+from tests.test_workflow import CONFIGFILE, workdir  # noqa: F401 (a fixture)
 
 BUCKET = "forbidden-facts"
 PREFIX = "runs/tiny"
@@ -49,7 +49,8 @@ def s3():
 def test_prepare_dataset_reads_and_writes_the_bucket(workdir, s3):  # noqa: F811
     endpoint, client = s3
     # Every input is read under the prefix, so the facts file goes there first.
-    client.upload_file(str(workdir / "tiny_facts.csv"), BUCKET, f"{PREFIX}/tiny_facts.csv")
+    facts_csv = "data/facts/tiny.csv"  # datasets.tiny.path of config/test.yaml
+    client.upload_file(str(workdir / facts_csv), BUCKET, f"{PREFIX}/{facts_csv}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_EC2_METADATA_DISABLED"] = "true"  # never look for cloud credentials
     cmd = [
@@ -57,7 +58,7 @@ def test_prepare_dataset_reads_and_writes_the_bucket(workdir, s3):  # noqa: F811
         "-m",
         "snakemake",
         # Targets first: the storage options take several values each.
-        "resources/datasets/curated/facts.parquet",
+        "resources/datasets/tiny/facts.parquet",
         "--cores",
         "1",
         "--default-storage-provider",
@@ -72,7 +73,7 @@ def test_prepare_dataset_reads_and_writes_the_bucket(workdir, s3):  # noqa: F811
         KEYS["aws_secret_access_key"],
         # --configfile takes several values too, so it goes last.
         "--configfile",
-        "tiny.yaml",
+        CONFIGFILE,
     ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -80,18 +81,18 @@ def test_prepare_dataset_reads_and_writes_the_bucket(workdir, s3):  # noqa: F811
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX).get("Contents", [])
     keys = {obj["Key"].removeprefix(f"{PREFIX}/") for obj in listed}
     assert {
-        "resources/datasets/curated/facts.parquet",
-        "resources/datasets/curated/facts_report.json",
-        "logs/prepare_dataset/curated.log",
+        "resources/datasets/tiny/facts.parquet",
+        "resources/datasets/tiny/facts_report.json",
+        "logs/prepare_dataset/tiny.log",
     } <= keys, keys
     # Outputs go to the bucket, not to the working directory.
-    assert not (workdir / "resources/datasets/curated/facts.parquet").exists()
+    assert not (workdir / "resources/datasets/tiny/facts.parquet").exists()
 
     def read(key: str) -> bytes:
         return client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["Body"].read()
 
-    facts = pd.read_parquet(io.BytesIO(read("resources/datasets/curated/facts.parquet")))
-    tiny = pd.read_csv(workdir / "tiny_facts.csv", dtype=str)
+    facts = pd.read_parquet(io.BytesIO(read("resources/datasets/tiny/facts.parquet")))
+    tiny = pd.read_csv(workdir / facts_csv, dtype=str)
     assert sorted(facts.fact_id) == sorted(tiny.fact_id)
-    report = json.loads(read("resources/datasets/curated/facts_report.json"))
-    assert report["dataset"] == "curated" and report["n_facts"] == len(facts)
+    report = json.loads(read("resources/datasets/tiny/facts_report.json"))
+    assert report["dataset"] == "tiny" and report["n_facts"] == len(facts)

@@ -15,39 +15,34 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
-
-TINY = {
-    "run": {"models": ["toy"], "datasets": ["curated"], "paper": False},
-    "datasets": {"curated": {"path": "tiny_facts.csv"}},
-    "toy": {
-        "seed": 0,
-        "facts": "tiny_facts.csv",
-        "n_layers": 2,
-        "d_model": 32,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "d_mlp": 64,
-        "steps": 250,
-        "batch_size": 32,
-        "lr": 0.01,
-        "warmup_steps": 20,
-    },
-    "attribution": {"shards": 2},
-    "identification": {"k_min": 5, "n_bootstrap": 20},
-    "heads": {"top_k": 3},
-    "attack": {"top_k_heads": 1, "n_facts": 2, "batch_size": 512},
-}
+# The one-minute configuration of the README; its model and dataset are both `tiny`.
+CONFIGFILE = "config/test.yaml"
+RUN = "results/tiny/tiny"
+# Two shards instead of test.yaml's one, so that a lost shard can be the only thing
+# recomputed; without TeX, everything but the PDF and the archive.
+OPTIONS = ["--set-scatter", "attribution=2"] + (
+    [] if shutil.which("latexmk") else ["--omit-from", "paper"]
+)
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     # --configfile takes several values, so it goes last, after any targets.
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tiny.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        *OPTIONS,
+        *args,
+        "--configfile",
+        CONFIGFILE,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -65,20 +60,13 @@ def workdir(tmp_path_factory) -> Path:
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, work / name)
-    facts = pd.read_csv(ROOT / "data/facts/curated.csv", dtype=str)
-    # Two relations, few facts: enough for the organism to learn some of them in seconds.
-    tiny = (
-        facts[facts.relation.isin(["country_capital", "athlete_sport"])].groupby("relation").head(8)
-    )
-    tiny.to_csv(work / "tiny_facts.csv", index=False)
-    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     return work
 
 
 @pytest.fixture(scope="module")
 def model_dir(workdir) -> Path:
-    snakemake(workdir, "resources/models/toy")
-    return workdir / "resources/models/toy"
+    snakemake(workdir, "resources/models/tiny")
+    return workdir / "resources/models/tiny"
 
 
 def test_model_stage_output_loads_offline_with_transformers(model_dir):
@@ -96,7 +84,7 @@ def test_model_stage_output_loads_offline_with_transformers(model_dir):
 @pytest.fixture(scope="module")
 def finished(workdir, model_dir) -> Path:
     snakemake(workdir)
-    return workdir / "results/toy/curated"
+    return workdir / RUN
 
 
 def test_prompts_and_inference_artifacts(finished):
@@ -180,14 +168,14 @@ def test_heads_attacks_figures_and_card(finished, workdir):
     for fig in ("overview", "cumulative", "top_components", "head_statistics", "attack_vs_control"):
         assert (finished / f"figures/{fig}.png").stat().st_size > 0
         assert (finished / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
-    card = json.loads((workdir / "results/toy/model_card.json").read_text())
+    card = json.loads((workdir / "results/tiny/model_card.json").read_text())
     assert card["n_kv_heads"] < card["n_heads"] and card["train_seconds"] > 0
     assert 0 < card["frac_known"] <= 1
 
 
 def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
-    # As if the run had died while shard 0 was running: shard 1 and everything that
+    # As if the run had died while shard 1 was running: shard 2 and everything that
     # does not depend on the attribution were done, the rest never written.
     keep = (
         "prompts",
@@ -195,16 +183,16 @@ def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished,
         "attack_self_insertion",
         "attack_summary",
         "overview",
-        "shard-1-of-2",
+        "shard-2-of-2",
     )
     for path in finished.rglob("*.*"):
         if not any(k in path.name for k in keep):
             path.unlink()
-    (workdir / "results/toy/model_card.json").unlink()
+    (workdir / "results/tiny/model_card.json").unlink()
     plan = snakemake(workdir, "-n").stdout
     outputs = [line.split("output:")[1].strip() for line in plan.splitlines() if "output:" in line]
-    assert any(o.endswith("shard-0-of-2.parquet") for o in outputs)
-    assert not any(o.endswith("shard-1-of-2.parquet") for o in outputs)
+    assert any(o.endswith("shard-1-of-2.parquet") for o in outputs)
+    assert not any(o.endswith("shard-2-of-2.parquet") for o in outputs)
     assert not any("resources/models" in o or o.endswith("inference.parquet") for o in outputs)
 
 

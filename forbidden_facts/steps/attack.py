@@ -32,7 +32,7 @@ def attack_self_insertion(job) -> None:
         nc1_prompts(prompts),
         pool,
         seed=job.params.attack["seed"],
-        batch_size=job.params.model.get("batch_size", 32),
+        batch_size=job.params.model["batch_size"],
     )
     summary = {"model": job.wildcards.model, "dataset": job.wildcards.dataset, **summary}
     prov = inherit(job.input.inference)

@@ -15,10 +15,24 @@ log = logging.getLogger("forbidden_facts")
 __all__ = ["attribution_shard", "merge_attribution", "rank_components", "cumulative_patching"]
 
 
+def shard_of(scatteritem: str) -> tuple[int, int]:
+    """Shard index (from 0) and shard count of Snakemake's ``{scatteritem}``, ``"<i>-of-<n>"``.
+
+    Snakemake numbers scatter items from 1; `patching.shard_facts` counts from 0.
+    """
+    i, sep, n = scatteritem.partition("-of-")
+    if not (sep and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise ValueError(
+            f"wildcard scatteritem={scatteritem!r} is not '<i>-of-<n>' with 1 <= i <= n "
+            "(e.g. --wildcard scatteritem=1-of-2 for forbidden-facts run-step)"
+        )
+    return int(i) - 1, int(n)
+
+
 def attribution_shard(job) -> None:
     from ..patching import attribute, shard_facts
 
-    shard, n = int(job.wildcards.shard), int(job.wildcards.n)
+    shard, n = shard_of(job.wildcards.scatteritem)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     order = list(dict.fromkeys(prompts["fact_id"]))
     mine = set(shard_facts(order, shard, n))
@@ -31,8 +45,8 @@ def attribution_shard(job) -> None:
                 model,
                 tokenizer,
                 prompts,
-                batch_size=m.get("attribution_batch_size", 8),
-                row_batch=m.get("row_batch", 4096),
+                batch_size=m["attribution_batch_size"],
+                row_batch=m["row_batch"],
             )
         )
         if len(prompts)
@@ -41,9 +55,11 @@ def attribution_shard(job) -> None:
     columns = ["fact_id", "pair", "direction", "component", "delta_logodds"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     io.write_parquet(
-        job.output[0], table, provenance=inherit(job.input.inference, shard=f"{shard}-of-{n}")
+        job.output[0],
+        table,
+        provenance=inherit(job.input.inference, shard=job.wildcards.scatteritem),
     )
-    log.info("shard %d of %d: %d facts, %d rows", shard, n, len(mine), len(table))
+    log.info("shard %d of %d: %d facts, %d rows", shard + 1, n, len(mine), len(table))
 
 
 def merge_attribution(job) -> None:
@@ -90,8 +106,8 @@ def cumulative_patching(job) -> None:
         order,
         lbf,
         k_min=params["k_min"],
-        batch_size=m.get("attribution_batch_size", 8),
-        row_batch=m.get("row_batch", 4096),
+        batch_size=m["attribution_batch_size"],
+        row_batch=m["row_batch"],
     )
     total = float(effect.mean())
     k = values.shape[1]

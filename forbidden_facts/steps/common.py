@@ -13,10 +13,10 @@ from ..provenance import stamp
 def model_kwargs(params) -> dict:
     m = params.model
     return dict(
-        dtype=m.get("dtype", "float32"),
-        device=m.get("device", "auto"),
-        device_map=m.get("device_map"),
-        allow_cpu_offload=m.get("allow_cpu_offload", False),
+        dtype=m["dtype"],
+        device=m["device"],
+        device_map=m["device_map"],
+        allow_cpu_offload=m["allow_cpu_offload"],
     )
 
 

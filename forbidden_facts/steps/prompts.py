@@ -19,7 +19,7 @@ def download_dataset(job) -> None:
 
     spec = job.params.dataset
     info = download_counterfact(
-        spec["url"], job.output.data, sha256=spec.get("sha256"), name=job.wildcards.dataset
+        spec["url"], job.output.data, sha256=spec["sha256"], name=job.wildcards.dataset
     )
     io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
 
@@ -30,7 +30,7 @@ def prepare_dataset(job) -> None:
     source = Path(job.input.source)
     facts, skipped = load_facts_with_skipped(source)
     report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
-    max_facts = job.params.dataset.get("max_facts")
+    max_facts = job.params.dataset["max_facts"]
     if max_facts:
         facts = facts.iloc[:max_facts]
     checksum = sha256_file(source)
@@ -77,9 +77,7 @@ def inference(job) -> None:
 
     model, tokenizer = load(job, attn_implementation="sdpa")
     prompts = io.read_parquet(job.input.prompts)
-    table = run_inference(
-        model, tokenizer, prompts, batch_size=job.params.model.get("batch_size", 32)
-    )
+    table = run_inference(model, tokenizer, prompts, batch_size=job.params.model["batch_size"])
     summary = {
         "dataset": job.wildcards.dataset,
         "model": job.wildcards.model,

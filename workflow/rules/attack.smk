@@ -16,8 +16,6 @@ rule attack_self_insertion:
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=60,
     params:
         model=get_model_params,
@@ -37,12 +35,10 @@ rule attack_tokens:
     log:
         "logs/attack_tokens/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/attack_tokens/{model}/{dataset}.tsv"
+        "logs/benchmarks/attack_tokens/{model}/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=240,
     params:
         model=get_model_params,

