@@ -8,6 +8,7 @@ thing recomputed, and that config mistakes fail before any job runs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -171,6 +172,28 @@ def test_heads_attacks_figures_and_card(finished, workdir):
     card = json.loads((workdir / "results/tiny/model_card.json").read_text())
     assert card["n_kv_heads"] < card["n_heads"] and card["train_seconds"] > 0
     assert 0 < card["frac_known"] <= 1
+
+
+def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
+    """`snakemake --report report.zip` on the finished run, read as a user would."""
+    import zipfile
+
+    snakemake(workdir, "--report", "report.zip")
+    with zipfile.ZipFile(workdir / "report.zip") as z:
+        html = z.read("report/report.html").decode()
+        raw = {Path(n).name: z.read(n) for n in z.namelist() if n.startswith("report/data/raw/")}
+    figures = sorted(finished.glob("figures/*.png"))
+    tables = sorted((workdir / "results/paper").glob("**/*.tex"))
+    assert len(figures) == 10 and len(tables) == 6
+    for path in figures + tables:
+        # The file itself, as the run wrote it ...
+        assert raw[path.name] == path.read_bytes(), path.name
+        # ... and its entry, whose caption starts like its caption file.
+        entry = html.split(f'"{path.relative_to(workdir)}": {{', 1)[1]
+        caption = json.loads(re.search(r'"caption": ("(?:[^"\\]|\\.)*")', entry)[1])
+        rst = "tables" if path.suffix == ".tex" else path.stem
+        first_words = " ".join((workdir / f"workflow/report/{rst}.rst").read_text().split()[:3])
+        assert caption.removeprefix("<p>").startswith(first_words), (path.name, caption[:80])
 
 
 def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):
