@@ -189,7 +189,7 @@ def promotive_summary(components: pd.DataFrame, top: int = 40) -> dict:
 
 
 def mechanism_figures(summary_path, components_path, heads_path, attack_path) -> dict:
-    """The organism's mechanism in numbers (the targets of docs/organism.md), read from the artifacts."""
+    """The organism's mechanism in numbers (docs/organism.md § Targets), read from the artifacts."""
     from . import io
 
     summary = io.read_json(summary_path)

@@ -67,10 +67,10 @@ def cluster():
 def run_snakemake(work: Path, *args: str, timeout: float = 600) -> str:
     """Snakemake's output; on a timeout, SIGINT first, so that it cancels its SLURM jobs."""
     # Two attribution shards (two SLURM jobs); tables, paper and archive are not
-    # compared here (and need no TeX); --configfile takes several values, so it goes last.
-    cmd = [sys.executable, "-m", "snakemake", "--set-scatter", "attribution=2"]
-    cmd += ["--omit-from", "tables", *args]
-    cmd += ["--configfile", CONFIGFILE]
+    # compared here (and need no TeX). --set-scatter, --omit-from and --configfile take
+    # several values each, so they go last.
+    cmd = [sys.executable, "-m", "snakemake", *args, "--set-scatter", "attribution=2"]
+    cmd += ["--omit-from", "tables", "--configfile", CONFIGFILE]
     proc = subprocess.Popen(
         cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

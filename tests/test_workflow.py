@@ -24,23 +24,23 @@ CONFIGFILE = "config/test.yaml"
 RUN = "results/tiny/tiny"
 # Two shards instead of test.yaml's one, so that a lost shard can be the only thing
 # recomputed; without TeX, everything but the PDF and the archive.
-OPTIONS = ["--set-scatter", "attribution=2"] + (
-    [] if shutil.which("latexmk") else ["--omit-from", "paper"]
-)
+HAVE_TEX = shutil.which("latexmk") is not None
+OPTIONS = ["--set-scatter", "attribution=2"] + ([] if HAVE_TEX else ["--omit-from", "paper"])
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # --configfile takes several values, so it goes last, after any targets.
+    # --set-scatter, --omit-from and --configfile take several values each, so they go
+    # last, after any targets.
     cmd = [
         sys.executable,
         "-m",
         "snakemake",
         "--cores",
         "2",
-        *OPTIONS,
         *args,
+        *OPTIONS,
         "--configfile",
         CONFIGFILE,
     ]
@@ -183,15 +183,17 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
         html = z.read("report/report.html").decode()
         raw = {Path(n).name: z.read(n) for n in z.namelist() if n.startswith("report/data/raw/")}
     figures = sorted(finished.glob("figures/*.png"))
-    tables = sorted((workdir / "results/paper").glob("**/*.tex"))
+    paper = workdir / "results/paper"
+    tables = sorted(paper.glob("tables/*.tex")) + [paper / "values.tex"]
+    pdf = [paper / "main.pdf"] if HAVE_TEX else []
     assert len(figures) == 10 and len(tables) == 6
-    for path in figures + tables:
+    for path in figures + tables + pdf:
         # The file itself, as the run wrote it ...
         assert raw[path.name] == path.read_bytes(), path.name
         # ... and its entry, whose caption starts like its caption file.
         entry = html.split(f'"{path.relative_to(workdir)}": {{', 1)[1]
         caption = json.loads(re.search(r'"caption": ("(?:[^"\\]|\\.)*")', entry)[1])
-        rst = "tables" if path.suffix == ".tex" else path.stem
+        rst = {".tex": "tables", ".pdf": "paper"}.get(path.suffix, path.stem)
         first_words = " ".join((workdir / f"workflow/report/{rst}.rst").read_text().split()[:3])
         assert caption.removeprefix("<p>").startswith(first_words), (path.name, caption[:80])
 
