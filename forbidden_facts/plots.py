@@ -7,8 +7,8 @@ redraw any figure from the artifacts alone. Files are written atomically, so a k
 job never leaves a truncated image behind.
 
 Conventions: effects are shown in log10 (every such axis says so), "nc->c" is the
-first-order patching direction that ranks the components (negative = suppressive,
-DESIGN §1), and suppression curves flip that sign so that up means more suppression.
+first-order patching direction that ranks the components (negative = suppressive
+), and suppression curves flip that sign so that up means more suppression.
 """
 
 from __future__ import annotations
