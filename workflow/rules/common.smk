@@ -133,12 +133,8 @@ def get_final_outputs():
                 f"{base}/figures/attack_vs_control.png",
                 f"{base}/figures/attack_tokens.png",
             ]
-    if config["run"]["paper"]:
-        targets += [
-            "results/paper/main.pdf",
-            "results/archive/forbidden-facts-%s.tar.gz" % get_tag(),
-        ]
-    return targets
+    # The archive, and the PDF where TeX is available (workflow/rules/paper.smk).
+    return targets + PAPER_TARGETS
 
 
 def get_tag():
