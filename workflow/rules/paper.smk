@@ -7,7 +7,14 @@ import sys
 
 # The paper's tables, in the order paper/main.tex shows them; each is rendered from
 # paper/templates/<name>.tex.j2 to results/paper/tables/<name>.tex.
-PAPER_TABLES = ["comparison", "kept_facts", "n_star", "top_components", "head_stats", "attack"]
+PAPER_TABLES = [
+    "comparison",
+    "kept_facts",
+    "n_star",
+    "top_components",
+    "head_stats",
+    "attack",
+]
 # The figures paper/main.tex includes (as figures/<file name>).
 PAPER_FIGURES = [
     rules.figure_overview.output.pdf,
