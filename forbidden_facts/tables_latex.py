@@ -121,6 +121,22 @@ def fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
     return _number(text) + (r"\%" if percent else "")
 
 
+def sig(value: Any, digits: int = 2) -> str:
+    """Format a number with `digits` significant digits, as a power of ten when tiny.
+
+    Example:
+        >>> sig(1.0074e-06), sig(0.4123), sig(None)
+        ('\\\\ensuremath{1.0\\\\times10^{-6}}', '0.41', '--')
+    """
+    if _missing(value):
+        return MISSING
+    x = float(value)
+    if x != 0 and abs(x) < 1e-3:
+        mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+        return rf"\ensuremath{{{mantissa}\times10^{{{int(exponent)}}}}}"
+    return _number(f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{digits}f}")
+
+
 def pfmt(value: Any, percent: bool = False) -> str:
     """Format a published number as the paper states it (no added digits).
 
@@ -141,7 +157,7 @@ FORMATS: list[tuple[str, dict]] = [
     (r"ratio", {"digits": 1}),
     (r"frac|share|flipped|_p_(before|after)$", {"digits": 1, "percent": True}),
     (r"attn", {"digits": 4}),
-    (r"top_component_mean|overshoot", {"digits": 3}),
+    (r"top_component_mean", {"digits": 3}),
     (r"n_star_ci", {"digits": 0}),
 ]
 # Text values shortened for a line: 12 hex digits identify a file or commit.
@@ -156,6 +172,8 @@ def format_value(key: str, value: Any, published: bool = False) -> str | None:
     """One value as LaTeX by the rules of `FORMATS`; None for flags (not macros)."""
     if isinstance(value, bool):
         return None
+    if key.endswith("overshoot") and not published:
+        return sig(value)
     spec = _format_for(key)
     if isinstance(value, str) or value is None and not spec:
         if isinstance(value, str) and key in _HASHES:
@@ -261,7 +279,7 @@ def environment(template_dir: str | os.PathLike) -> jinja2.Environment:
         autoescape=False,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(e=latex_escape, fmt=fmt, pfmt=pfmt, slug=slug, run_slug=run_slug)
+    env.filters.update(e=latex_escape, fmt=fmt, pfmt=pfmt, sig=sig, slug=slug, run_slug=run_slug)
     return env
 
 

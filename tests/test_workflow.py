@@ -8,6 +8,7 @@ thing recomputed, and that config mistakes fail before any job runs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -137,8 +138,26 @@ def test_attribution_identification_and_provenance(finished):
         "n_promotive_significant",
         "promotive_sum_log10",
         "total_effect_log10",
+        "n_star_frac",
+        "n_star_degenerate",
     ):
         assert key in summary
+    # Intervals over facts; N* read against the curve it came from.
+    assert summary["ci_unit"] == "fact" and (comps.n_facts == summary["n_kept"]).all()
+    assert comps.set_index("component").loc["EMBED", "role"] == "neutral"
+    suppression = -curve.mean_log10.to_numpy()
+    total = summary["total_effect_log10"]
+    if summary["n_star"] is not None:
+        assert suppression[summary["n_star"] - 1] > total
+        assert (suppression[: summary["n_star"] - 1] <= total).all()
+        assert summary["n_star_frac"] == summary["n_star"] / n_comp
+    overshoot = suppression.max() - total
+    assert summary["n_star_degenerate"] == (
+        total <= 0
+        or summary["n_star"] is None
+        or overshoot < 0.05 * total
+        or summary["n_star"] > n_comp / 2
+    )
     meta = pq.read_schema(finished / "components.parquet").metadata
     prov = json.loads(meta[b"forbidden_facts.provenance"])
     assert (
@@ -183,6 +202,26 @@ def test_heads_attacks_figures_and_card(finished, workdir):
     card = json.loads((workdir / "results/toy/model_card.json").read_text())
     assert card["n_kv_heads"] < card["n_heads"] and card["train_seconds"] > 0
     assert 0 < card["frac_known"] <= 1
+
+
+def test_paper_sources_and_tables_need_no_tex(finished, workdir):
+    # The paper stage on the finished run; TeX may be missing: everything but the PDF.
+    run = '{"models": ["toy"], "datasets": ["curated"], "paper": true}'
+    proc = snakemake(workdir, "results/paper/source", "--config", f"run={run}")
+    source = workdir / "results/paper/source"
+    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
+    assert len(list((source / "figures").glob("*.pdf"))) == 10
+    macros = dict(
+        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
+    )
+    summary = json.loads((finished / "summary.json").read_text())
+    assert macros["NComponents"] == str(summary["n_components"])
+    findings = (source / "findings.tex").read_text()
+    if summary["n_star_degenerate"]:
+        assert "not comparable" in findings or "undefined" in findings
+    comparison = (source / "tables/comparison.tex").read_text()
+    assert "toy" in comparison and "Llama-2-7b-chat" in comparison
+    assert proc.returncode == 0
 
 
 def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):
