@@ -2,7 +2,6 @@
 # Every list of artifacts is defined here once, from the rules' own outputs, and
 # reaches the scripts as named inputs. The tables and values.tex cover every
 # model x dataset of config `run`; the paper's figures are those of the first pair.
-import shutil
 import sys
 
 # The paper's tables, in the order paper/main.tex shows them; each is rendered from
@@ -43,46 +42,6 @@ RUN_ARTIFACTS = [
     *rules.figures_heads.output,
     *rules.figures_attack.output,
 ]
-
-# The (model, dataset) pairs of config `run`, models outer: the tables' row order.
-RUN_MODELS = [m for m in config["run"]["models"] for d in config["run"]["datasets"]]
-RUN_DATASETS = [d for m in config["run"]["models"] for d in config["run"]["datasets"]]
-
-
-def per_run(pattern):
-    """One path per (model, dataset) pair of config `run`, in RUN_MODELS order."""
-    return expand(pattern, zip, model=RUN_MODELS, dataset=RUN_DATASETS)
-
-
-def first_run(pattern):
-    return expand(pattern, model=RUN_MODELS[0], dataset=RUN_DATASETS[0])
-
-
-def tex_available():
-    """latexmk or tectonic on PATH, or conda envs that bring tectonic (envs/latex.yaml)."""
-    if shutil.which("latexmk") or shutil.which("tectonic"):
-        return True
-    methods = getattr(workflow.deployment_settings, "deployment_method", None) or ()
-    return any("conda" in str(m).lower() for m in methods)
-
-
-# run.paper switches the paper stage; without TeX the PDF is left out and the
-# archive still holds every artifact and the rendered .tex sources.
-BUILD_PDF = config["run"]["paper"] and tex_available()
-PDF_SKIPPED = (
-    "forbidden-facts: results/paper/main.pdf is skipped (no latexmk or tectonic on PATH); "
-    "everything else and the archive are built. For the PDF install TeX "
-    "(sudo apt-get install -y latexmk texlive-latex-base texlive-latex-recommended "
-    "texlive-fonts-recommended) or run with --sdm conda, then rerun snakemake."
-)
-PAPER_TARGETS = (
-    [
-        "results/archive/forbidden-facts-%s.tar.gz" % get_tag(),
-        *(["results/paper/main.pdf"] if BUILD_PDF else []),
-    ]
-    if config["run"]["paper"]
-    else []
-)
 
 
 onstart:
