@@ -1,5 +1,11 @@
 """Identification of the suppressive components (docs/science.md § Identification).
 
+Statistics are over facts: a fact's nc0 and nc1 effects are strongly correlated, so
+every confidence interval is a t-interval over the per-fact means of its pairs
+(N - 1 degrees of freedom) and every resampling (the N* interval) is a cluster
+bootstrap over facts. An effect below the float-noise tolerance of the model's dtype
+(`noise_tolerance`) is neutral.
+
 1. Rank components by their mean nc->c log BF over all 2N pairs (ascending).
 2. Cumulative patching in that order; the per-pair values give the band.
 3. N* is the smallest k whose mean cumulative suppression exceeds the total effect;
@@ -22,20 +28,98 @@ from .metrics import to_log10
 SHARES = {"k50": 0.5, "k80": 0.8, "k90": 0.9, "k95": 0.95}
 
 
+# Float noise: a component whose |mean| nc->c effect (natural log-odds) is below
+# eps(dtype) * max(1, typical |log-odds|) is neutral. Rounding a residual of the
+# model's dtype moves the log-odds by about eps times their magnitude: measured
+# per-row patching errors against float32 on the organism are a median 5.8e-4
+# (p95 2.8e-3) in float16 and 3.2e-3 (p95 2.2e-2) in bfloat16, i.e. below this
+# tolerance (9.8e-4 and 7.8e-3 times the log-odds scale); in float32 it is
+# about 1e-6, far above EMBED's 2e-10 at the last position, where every prompt
+# ends in the same token.
+DTYPE_EPS = {"float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7, "float64": 2.0**-52}
+
+
+def noise_tolerance(dtype: str, logodds_scale: float) -> float:
+    """The |mean effect| (natural log-odds) below which a component is float noise.
+
+    Args:
+        dtype: The precision the model ran in (``float32``, ``float16``, ``bfloat16``).
+        logodds_scale: Typical magnitude of the answer's natural log-odds (the median
+            |log-odds| of the non-competing prompts).
+
+    Returns:
+        ``eps(dtype) * max(1, logodds_scale)``.
+
+    Example:
+        >>> round(noise_tolerance("float32", 4.0) * 1e7, 3)
+        4.768
+    """
+    if dtype not in DTYPE_EPS:
+        raise ValueError(f"noise_tolerance: unknown dtype {dtype!r}; use one of {list(DTYPE_EPS)}")
+    scale = float(logodds_scale) if np.isfinite(logodds_scale) else 1.0
+    return DTYPE_EPS[dtype] * max(1.0, abs(scale))
+
+
+def fact_means(attribution: pd.DataFrame, direction: str = "nc_to_c") -> pd.DataFrame:
+    """Per-fact mean of each component's effect over the fact's pairs (natural log-odds).
+
+    A fact's nc0 and nc1 effects correlate (0.9 for the top components of the organism),
+    so the fact, not the pair, is the independent unit of every interval and test.
+
+    Returns:
+        A [facts, components] frame (columns in first-seen order).
+    """
+    rows = attribution[attribution["direction"] == direction]
+    wide = rows.pivot_table(
+        index="fact_id", columns="component", values="delta_logodds", aggfunc="mean", sort=False
+    )
+    return wide[list(dict.fromkeys(rows["component"]))]
+
+
+def t_interval(per_fact: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of the mean over facts (rows); NaN bounds for one fact.
+
+    Args:
+        per_fact: [facts, ...] one value per fact (the mean of its pairs).
+
+    Returns:
+        (mean, low, high), each shaped like ``per_fact[0]``.
+    """
+    x = np.asarray(per_fact, dtype=float)
+    n = x.shape[0]
+    mean = x.mean(axis=0)
+    if n < 2:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan
+    half = _t_crit(n - 1) * x.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
 def rank_components(
-    attribution: pd.DataFrame, label_order: list[str] | None = None
+    attribution: pd.DataFrame,
+    label_order: list[str] | None = None,
+    tolerance: float = 0.0,
 ) -> pd.DataFrame:
-    """Per-component mean nc->c effect (log10) over all pairs, with a 95% CI and roles.
+    """Per-component mean nc->c effect (log10) over all pairs, with a 95% CI over facts.
+
+    The mean is over all 2N (fact, pair) rows. The interval is a t-interval over facts:
+    each fact contributes the mean of its pairs (its nc0 and nc1 effects are not
+    independent), so the interval has N - 1 degrees of freedom. A component is
+    suppressive when the interval lies below 0, promotive when above, and neutral
+    otherwise or when its |mean| is below `tolerance` (float noise, see
+    `noise_tolerance`).
 
     Args:
         attribution: Long table with ``fact_id``, ``pair``, ``direction``, ``component``,
             ``delta_logodds`` (natural log).
         label_order: Residual order of the labels (ties are broken by it).
+        tolerance: |mean| (natural log-odds) at or below which an effect is float noise.
 
     Returns:
-        ``component``, ``layer``, ``head``, ``type``, ``mean_log10``, ``ci_low``, ``ci_high``,
-        ``std_log10``, ``n_pairs``, ``mean_c_to_nc_log10``, ``rank`` (0 = most suppressive)
-        and ``role`` (suppressive / promotive / neutral by the CI).
+        ``component``, ``layer``, ``head``, ``type``, ``mean_log10``, ``ci_low``, ``ci_high``
+        (over facts), ``std_log10`` (over pairs), ``n_pairs``, ``n_facts``,
+        ``mean_c_to_nc_log10``, ``rank`` (0 = most suppressive), ``role`` (suppressive /
+        promotive / neutral) and ``within_noise``.
     """
     nc_to_c = attribution[attribution["direction"] == "nc_to_c"]
     grouped = nc_to_c.groupby("component", sort=False)["delta_logodds"]
@@ -52,11 +136,15 @@ def rank_components(
         .mean()
     )
     table["mean_c_to_nc_log10"] = to_log10(c_to_nc.reindex(table.index))
-    n = table["n_pairs"].to_numpy()
-    sem = table["std_log10"].to_numpy() / np.sqrt(n)
-    tcrit = np.array([_t_crit(k - 1) for k in n])
-    table["ci_low"] = table["mean_log10"] - tcrit * sem
-    table["ci_high"] = table["mean_log10"] + tcrit * sem
+    per_fact = to_log10(fact_means(attribution).reindex(columns=table.index).to_numpy())
+    _, low, high = t_interval(per_fact)
+    # Every kept fact has both pairs, so the mean over facts equals the mean over pairs;
+    # the half-width is the facts' (a pair-level interval would be too narrow).
+    half = (high - low) / 2
+    table["ci_low"] = table["mean_log10"].to_numpy() - half
+    table["ci_high"] = table["mean_log10"].to_numpy() + half
+    table["n_facts"] = int(per_fact.shape[0])
+    table["within_noise"] = np.abs(grouped.mean().to_numpy()) <= tolerance
     order = label_order or list(table.index)
     table["residual_index"] = [order.index(c) for c in table.index]
     table = table.reset_index(names="component")
@@ -68,9 +156,10 @@ def rank_components(
     table["type"] = [p[0] for p in parsed]
     table["layer"] = pd.array([p[1] for p in parsed], dtype="Int64")
     table["head"] = pd.array([p[2] for p in parsed], dtype="Int64")
-    table["role"] = np.where(
+    role = np.where(
         table["ci_high"] < 0, "suppressive", np.where(table["ci_low"] > 0, "promotive", "neutral")
     )
+    table["role"] = np.where(table["within_noise"], "neutral", role)
     cols = [
         "component",
         "layer",
@@ -84,6 +173,8 @@ def rank_components(
         "mean_c_to_nc_log10",
         "rank",
         "role",
+        "n_facts",
+        "within_noise",
     ]
     return table[cols]
 
@@ -92,6 +183,24 @@ def _t_crit(dof: int) -> float:
     if dof < 1:
         return math.nan
     return float(_stats.t.ppf(0.975, dof))
+
+
+def fact_interval(values_log10: np.ndarray, fact_ids: list[str]) -> tuple[float, float, float]:
+    """Mean over pairs and 95% t-interval over facts of one per-pair quantity (log10).
+
+    Args:
+        values_log10: [pairs] one value per (fact, pair).
+        fact_ids: The fact of each pair.
+
+    Returns:
+        (mean over pairs, low, high); the interval's half-width comes from the per-fact
+        means (N - 1 degrees of freedom).
+    """
+    frame = pd.DataFrame({"fact": list(fact_ids), "v": np.asarray(values_log10, dtype=float)})
+    per_fact = frame.groupby("fact", sort=False)["v"].mean().to_numpy()
+    mean_f, low, high = t_interval(per_fact)
+    mean = float(frame["v"].mean())
+    return mean, float(mean - (mean_f - low)), float(mean + (high - mean_f))
 
 
 def curve_length(n_components: int, n_star: int | None, k_min: int) -> int:
@@ -124,18 +233,77 @@ def cumulative_curve(
 
 
 def n_star(mean_curve_log10: np.ndarray, total_effect_log10: float) -> int | None:
-    """Smallest k whose mean cumulative suppression exceeds the total effect (None if none)."""
+    """Smallest k whose mean cumulative suppression exceeds the total effect.
+
+    None when no k does, and when the total effect is not positive: a model that does not
+    suppress the forbidden answer has nothing for the components to explain.
+    """
+    if not total_effect_log10 > 0:
+        return None
     hits = np.nonzero(-np.asarray(mean_curve_log10) > total_effect_log10)[0]
     return int(hits[0]) + 1 if len(hits) else None
 
 
 def k_shares(mean_curve_log10: np.ndarray, total_effect_log10: float) -> dict[str, int | None]:
-    """Smallest k reaching 50/80/90/95% of the total effect."""
+    """Smallest k reaching 50/80/90/95% of the total effect (all None if it is not positive)."""
+    if not total_effect_log10 > 0:
+        return dict.fromkeys(SHARES)
     out = {}
     for name, share in SHARES.items():
         hits = np.nonzero(-np.asarray(mean_curve_log10) >= share * total_effect_log10)[0]
         out[name] = int(hits[0]) + 1 if len(hits) else None
     return out
+
+
+# N* is "clearly" reached only when the curve overshoots the total effect by at least
+# this share of it; a curve that merely creeps up to the total (no promotive
+# components to outweigh) crosses it by rounding and says nothing.
+OVERSHOOT_MARGIN = 0.05
+
+
+def n_star_context(
+    mean_curve_log10: np.ndarray, total_effect_log10: float, n_star_k: int | None, n_components: int
+) -> dict:
+    """N* as a share of the components, and whether it is degenerate (and why).
+
+    N* is degenerate when the total effect is not positive (nothing to explain), when the
+    curve never exceeds the total effect, when the largest overshoot of the total is below
+    `OVERSHOOT_MARGIN` of it, or when N* is more than half the components. A degenerate N*
+    is not comparable with the paper's (35 of 1057 components for Llama-2-7b); k90 is.
+
+    Returns:
+        ``n_star_frac``, ``n_star_degenerate``, ``n_star_degenerate_reason`` (None when
+        not degenerate) and ``max_overshoot_log10`` (largest cumulative suppression minus
+        the total effect).
+    """
+    suppression = -np.asarray(mean_curve_log10, dtype=float)
+    overshoot = float(suppression.max() - total_effect_log10) if len(suppression) else None
+    reason = None
+    if not total_effect_log10 > 0:
+        reason = "the total effect is not positive: the model does not suppress the answer"
+    elif n_star_k is None:
+        reason = "the cumulative curve never exceeds the total effect"
+    elif overshoot is not None and overshoot < OVERSHOOT_MARGIN * total_effect_log10:
+        reason = (
+            f"the cumulative curve exceeds the total effect by less than "
+            f"{OVERSHOOT_MARGIN:.0%} of it"
+        )
+    elif n_star_k > n_components / 2:
+        reason = "N* is more than half of the components"
+    return {
+        "n_star_frac": n_star_k / n_components if n_star_k and n_components else None,
+        "n_star_degenerate": reason is not None,
+        "n_star_degenerate_reason": reason,
+        "max_overshoot_log10": overshoot,
+    }
+
+
+def logodds_scale(inference: pd.DataFrame) -> float:
+    """Median |natural log-odds| of the answer in the kept facts' non-competing prompts."""
+    kept = inference[inference["kept"].astype(bool) & inference["kind"].isin(["nc0", "nc1"])]
+    values = np.abs(kept["logodds"].to_numpy(dtype=float))
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else 1.0
 
 
 def bootstrap_n_star(
@@ -176,7 +344,7 @@ def bootstrap_n_star(
 def promotive_summary(components: pd.DataFrame, top: int = 40) -> dict:
     """Waluigi components: how many are significantly positive and their summed effect."""
     promo = components[components["role"] == "promotive"]
-    positive = components[components["mean_log10"] > 0]
+    positive = components[(components["mean_log10"] > 0) & ~_noise(components)]
     return {
         "n_promotive_significant": int(len(promo)),
         "n_positive_mean": int(len(positive)),
@@ -188,6 +356,21 @@ def promotive_summary(components: pd.DataFrame, top: int = 40) -> dict:
     }
 
 
+def _noise(components: pd.DataFrame) -> pd.Series:
+    if "within_noise" in components:
+        return components["within_noise"].astype(bool)
+    return pd.Series(False, index=components.index)
+
+
+def head_share(components: pd.DataFrame) -> float | None:
+    """Share of the summed negative mean effects (suppression) carried by attention heads."""
+    neg = components[(components["mean_log10"] < 0) & ~_noise(components)]
+    total = float(neg["mean_log10"].sum())
+    if total == 0:
+        return None
+    return float(neg.loc[neg["type"] == "head", "mean_log10"].sum() / total)
+
+
 def mechanism_figures(summary_path, components_path, heads_path, attack_path) -> dict:
     """The organism's mechanism in numbers (docs/organism.md § Targets), read from the artifacts."""
     from . import io
@@ -196,17 +379,16 @@ def mechanism_figures(summary_path, components_path, heads_path, attack_path) ->
     comps = io.read_parquet(components_path)
     heads = io.read_parquet(heads_path)
     attack = io.read_json(attack_path)
-    neg = comps[comps["mean_log10"] < 0]
-    head_share = float(neg.loc[neg["type"] == "head", "mean_log10"].sum() / neg["mean_log10"].sum())
     top = heads.nsmallest(10, "rank")
     rest = heads.drop(top.index)
     n_comp = len(comps)
     return {
         "n_components": n_comp,
-        "head_share_of_suppression": head_share,
+        "head_share_of_suppression": head_share(comps),
         "n_promotive_significant": summary["n_promotive_significant"],
         "n_star": summary["n_star"],
         "n_star_frac": summary["n_star"] / n_comp if summary["n_star"] else None,
+        "n_star_degenerate": summary.get("n_star_degenerate"),
         "k90": summary["k90"],
         "k90_frac": summary["k90"] / n_comp if summary["k90"] else None,
         "top10_heads_ov_score": float(top["ov_score"].mean()),

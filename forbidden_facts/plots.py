@@ -214,7 +214,7 @@ def top_components(
             fontsize="small",
         )
     ax.axvline(0.0, color="0.3", linewidth=0.8)
-    ax.set_xlabel(f"{NC_TO_C_LOG10}, 95% CI (negative = suppressive)")
+    ax.set_xlabel(f"{NC_TO_C_LOG10}, 95% CI over facts (negative = suppressive)")
     ax.set_ylabel("component (by rank)")
     _title(fig, f"Top {n} suppressive components", title)
     fig.tight_layout()
@@ -233,7 +233,9 @@ def cumulative(
     Args:
         curve: ``k``, ``mean_log10``, ``q025_log10``, ``q975_log10`` (natural direction:
             negative = suppressive).
-        summary: ``total_effect_log10`` (positive), ``n_star`` and ``k90`` (int or None).
+        summary: ``total_effect_log10`` (may be <= 0: then N* and k90 are None and the
+            figure says the model does not suppress the answer), ``n_star``, ``k90``
+            and ``n_star_degenerate``/``n_star_degenerate_reason``.
         png: Output PNG path.
         pdf: Output PDF path.
         title: Model / dataset name for the figure title.
@@ -264,7 +266,13 @@ def cumulative(
         if total is not None and np.isfinite(total):
             ax.axhline(total, color="black", linestyle="--", label=f"total effect = {total:.2f}")
         if n_star is not None:
-            ax.axvline(n_star, color=PROMOTIVE_COLOR, linestyle=":", label=f"N* = {int(n_star)}")
+            degenerate = " (degenerate)" if summary.get("n_star_degenerate") else ""
+            ax.axvline(
+                n_star,
+                color=PROMOTIVE_COLOR,
+                linestyle=":",
+                label=f"N* = {int(n_star)}{degenerate}",
+            )
         if k90 is not None and int(k90) in set(k.tolist()):
             y90 = suppression[list(k).index(int(k90))]
             ax.plot(
@@ -278,22 +286,40 @@ def cumulative(
             )
         ax.legend(loc="best", fontsize="small")
         ax.set_xlim(0.5, k.max() + 0.5)
-    if n_star is None:
+    note = cumulative_note(summary)
+    if note:
         ax.text(
             0.02,
             0.98,
-            "N* not reached",
+            note,
             transform=ax.transAxes,
             ha="left",
             va="top",
             fontsize="small",
             color="0.3",
+            wrap=True,
         )
     ax.set_xlabel("k (top-k components patched together, in rank order)")
     ax.set_ylabel("suppression of the answer (\u2212log10 BF)")
     _title(fig, "Cumulative patching", title)
     fig.tight_layout()
     _save(fig, png, pdf)
+
+
+def cumulative_note(summary: Mapping[str, Any]) -> str:
+    """Why N* is missing or not comparable, in words for the figure ("" when it is fine)."""
+    total = summary.get("total_effect_log10")
+    if total is None or not np.isfinite(total) or total <= 0:
+        return (
+            "total effect <= 0: the model does not suppress the forbidden answer;\n"
+            "N* and k-shares undefined"
+        )
+    if summary.get("n_star") is None:
+        return "N* not reached"
+    if summary.get("n_star_degenerate"):
+        reason = summary.get("n_star_degenerate_reason") or "degenerate"
+        return f"N* degenerate ({reason});\nread k90"
+    return ""
 
 
 def independence(curve: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> None:
@@ -436,7 +462,8 @@ def luigi_waluigi(
     """The most suppressive ("Luigi") and most promotive ("Waluigi") components.
 
     Left, the `top_n` most negative mean nc->c effects; right, the `top_n` most positive
-    (fewer if fewer are positive). Filled, starred bars: the 95% CI excludes 0.
+    (fewer if fewer are positive); effects within float noise are left out. Filled,
+    starred bars: the 95% CI over facts excludes 0.
 
     Args:
         components: ``component``, ``mean_log10``, ``ci_low``, ``ci_high`` and ``role``
@@ -446,8 +473,12 @@ def luigi_waluigi(
         top_n: How many of each kind to show.
         title: Model / dataset name for the figure title.
     """
-    neg = components[components["mean_log10"] < 0].nsmallest(top_n, "mean_log10")
-    pos = components[components["mean_log10"] > 0].nlargest(top_n, "mean_log10")
+    # Effects within float noise (EMBED at the last position) are neither kind.
+    real = components
+    if "within_noise" in components:
+        real = components[~components["within_noise"].astype(bool)]
+    neg = real[real["mean_log10"] < 0].nsmallest(top_n, "mean_log10")
+    pos = real[real["mean_log10"] > 0].nlargest(top_n, "mean_log10")
     n_sig_neg = int((components["role"] == "suppressive").sum())
     n_sig_pos = int((components["role"] == "promotive").sum())
     rows = max(len(neg), len(pos), 4)
@@ -457,7 +488,7 @@ def luigi_waluigi(
     ax_n.set_title(f"suppressive (top {len(neg)}; {n_sig_neg} significant)")
     ax_p.set_title(f"promotive (top {len(pos)}; {n_sig_pos} significant)")
     for ax in (ax_n, ax_p):
-        ax.set_xlabel(f"{NC_TO_C_LOG10}, 95% CI")
+        ax.set_xlabel(f"{NC_TO_C_LOG10}, 95% CI over facts")
     handles = [
         Patch(facecolor="0.4", edgecolor="0.4", label="* 95% CI excludes 0"),
         Patch(facecolor="none", edgecolor="0.4", label="not significant"),

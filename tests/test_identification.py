@@ -12,6 +12,8 @@ from forbidden_facts.identification import (
     curve_length,
     k_shares,
     n_star,
+    n_star_context,
+    noise_tolerance,
     promotive_summary,
     rank_components,
 )
@@ -89,3 +91,76 @@ def test_promotive_summary_counts_significant_waluigis():
     assert out["n_promotive_significant"] == 2
     assert out["promotive_sum_log10"] == pytest.approx(0.8, abs=0.05)
     assert out["top_promotive"][0] == "L0H1ATN"
+
+
+def test_intervals_are_over_facts_not_pairs():
+    # A fact's two pairs share its effect exactly: 2N pairs carry only N facts' information.
+    rng = np.random.default_rng(1)
+    n_facts = 30
+    fact_effect = -0.2 + 0.3 * rng.standard_normal(n_facts)
+    rows = []
+    for f, value in enumerate(fact_effect):
+        for pair in ("nc0", "nc1"):
+            rows.append((f"f{f}", pair, "nc_to_c", "L0H0ATN", value * LN10))
+    comps = rank_components(
+        pd.DataFrame(rows, columns=["fact_id", "pair", "direction", "component", "delta_logodds"])
+    )
+    row = comps.iloc[0]
+    half = 0.5 * (row.ci_high - row.ci_low)
+    expected = stats_t(n_facts - 1) * fact_effect.std(ddof=1) / math.sqrt(n_facts)
+    assert half == pytest.approx(expected, rel=1e-9)
+    assert row.n_facts == n_facts and row.n_pairs == 2 * n_facts
+    # A cluster bootstrap over facts agrees with the t-interval.
+    boots = [fact_effect[rng.integers(0, n_facts, n_facts)].mean() for _ in range(4000)]
+    low, high = np.quantile(boots, [0.025, 0.975])
+    assert 0.5 * (high - low) == pytest.approx(half, rel=0.15)
+
+
+def stats_t(dof):
+    from scipy import stats
+
+    return stats.t.ppf(0.975, dof)
+
+
+def test_float_noise_is_neutral_whatever_its_interval():
+    # EMBED at the last position: the same token in every prompt, a rounding-level effect
+    # whose interval still excludes 0.
+    means = {"EMBED": 2e-10, "L0H0ATN": -1.0, "L0H1ATN": 0.5}
+    attribution = _attribution(means, noise=1e-12)
+    tolerance = noise_tolerance("float32", 5.0)
+    comps = rank_components(attribution, list(means), tolerance=tolerance).set_index("component")
+    assert comps.loc["EMBED", "ci_low"] > 0  # "significant" by the interval alone
+    assert comps.loc["EMBED", "role"] == "neutral" and comps.loc["EMBED", "within_noise"]
+    assert comps.loc["L0H1ATN", "role"] == "promotive"
+    assert "EMBED" not in promotive_summary(comps.reset_index())["top_promotive"]
+    # The tolerance follows the dtype's precision.
+    assert noise_tolerance("float16", 5.0) / noise_tolerance("float32", 5.0) == 2.0**13
+    assert noise_tolerance("bfloat16", 0.1) == 2.0**-7
+
+
+def test_negative_total_effect_has_no_n_star_and_no_shares():
+    # The model raises the forbidden answer: nothing for the components to explain.
+    curve = -np.array([0.5, 0.2, -0.1])
+    assert n_star(curve, -0.8) is None
+    assert n_star(curve, 0.0) is None
+    assert set(k_shares(curve, -0.8).values()) == {None}
+    ctx = n_star_context(curve, -0.8, None, 3)
+    assert ctx["n_star_degenerate"] and "not positive" in ctx["n_star_degenerate_reason"]
+    assert ctx["n_star_frac"] is None
+
+
+def test_n_star_degenerate_rules():
+    # The organism's case: the curve creeps up to the total and crosses it by rounding.
+    creeping = -np.linspace(0.1, 3.5008, 37)
+    ns = n_star(creeping, 3.5)
+    ctx = n_star_context(creeping, 3.5, ns, 37)
+    assert ns == 37 and ctx["n_star_degenerate"]
+    assert ctx["max_overshoot_log10"] == pytest.approx(8e-4, abs=1e-9)
+    # The paper's case: a clear overshoot early on, then promotive components pull it back.
+    clear = -np.concatenate([np.linspace(0.4, 3.6, 35), np.linspace(3.7, 3.1, 35)])
+    ctx = n_star_context(clear, 3.05, n_star(clear, 3.05), 1057)
+    assert not ctx["n_star_degenerate"] and ctx["n_star_degenerate_reason"] is None
+    assert ctx["n_star_frac"] == pytest.approx(n_star(clear, 3.05) / 1057)
+    # Clear overshoot but more than half the components.
+    ctx = n_star_context(clear, 3.05, n_star(clear, 3.05), 40)
+    assert ctx["n_star_degenerate"] and "half" in ctx["n_star_degenerate_reason"]

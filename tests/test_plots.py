@@ -247,6 +247,14 @@ def test_cumulative_without_n_star(tmp_path, components):
     assert_written(tmp_path, "cumulative")
 
 
+def test_cumulative_with_a_negative_total_effect(tmp_path, components):
+    # SmolLM2-135M raises the forbidden answer: no N*, no k90, the line below zero.
+    curve = make_curve(components)
+    summary = {"total_effect_log10": -0.8, "n_star": None, "k90": None}
+    plots.cumulative(curve, summary, *paths(tmp_path, "cumulative"), title=TITLE)
+    assert_written(tmp_path, "cumulative")
+
+
 def test_independence(tmp_path, components):
     plots.independence(make_curve(components), *paths(tmp_path, "independence"), title=TITLE)
     assert_written(tmp_path, "independence")
@@ -312,3 +320,17 @@ def test_nested_output_directory_is_created(tmp_path, components):
     out = tmp_path / "results" / "figures"
     plots.layer_head_heatmap(components, out / "h.png", out / "h.pdf")
     assert_written(out, "h")
+
+
+def test_cumulative_note_explains_a_missing_or_degenerate_n_star():
+    from forbidden_facts.plots import cumulative_note
+
+    assert "does not suppress" in cumulative_note({"total_effect_log10": -0.8, "n_star": None})
+    degenerate = {
+        "total_effect_log10": 3.5,
+        "n_star": 32,
+        "n_star_degenerate": True,
+        "n_star_degenerate_reason": "N* is more than half of the components",
+    }
+    assert "degenerate" in cumulative_note(degenerate) and "k90" in cumulative_note(degenerate)
+    assert cumulative_note({"total_effect_log10": 3.0, "n_star": 35}) == ""

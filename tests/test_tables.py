@@ -1,8 +1,10 @@
-"""Tables, values.tex and the paper: rendered from small synthetic artifacts.
+"""Tables, values.tex, findings.tex and the paper: rendered from small synthetic artifacts.
 
 The artifacts are written the way the workflow writes them (same files, keys and
 columns, provenance included), so these tests also pin the contract between the
-analysis rules and the paper stage.
+analysis rules and the paper stage. Whether the rules provide every file main.tex
+refers to is checked where it happens: rule `paper_sources` stages them and fails
+otherwise (a real snakemake run in tests/test_workflow.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,15 +22,26 @@ import pytest
 
 from forbidden_facts import io
 from forbidden_facts import tables as T
+from forbidden_facts import tables_latex as L
 from forbidden_facts.steps import paper as paper_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "paper" / "templates"
 MAIN_TEX = ROOT / "paper" / "main.tex"
-PAPER_SMK = ROOT / "workflow" / "rules" / "paper.smk"
 REFERENCE = ROOT / "config" / "paper_reference.yaml"
+TEMPLATE_NAMES = sorted(p.name.removesuffix(".tex.j2") for p in TEMPLATES.glob("*.tex.j2"))
 
 N_LAYERS, N_HEADS = 3, 4
+
+
+def _strip_comments(tex: str) -> str:
+    return re.sub(r"(?<!\\)%.*", "", tex)
+
+
+# The figures main.tex includes: read from main.tex itself, to stage fake PDFs for them.
+FIGURE_NAMES = re.findall(
+    r"\\includegraphics(?:\[[^\]]*\])?\{figures/(\w+)\.pdf\}", _strip_comments(MAIN_TEX.read_text())
+)
 
 
 # ---------------------------------------------------------------------------
@@ -80,6 +94,8 @@ def write_synthetic_run(
     seed: int = 0,
     n_star: int | None = 5,
     figures: bool = False,
+    total: float | None = None,
+    degenerate: bool = False,
 ) -> dict[str, Path]:
     """Write one (model, dataset)'s artifacts under `root/results/`; return their paths by role."""
     rng = np.random.default_rng(seed)
@@ -110,6 +126,8 @@ def write_synthetic_run(
     comps["role"] = np.where(
         comps["ci_high"] < 0, "suppressive", np.where(comps["ci_low"] > 0, "promotive", "neutral")
     )
+    comps["n_facts"] = 10
+    comps["within_noise"] = False
     # A component name with an underscore, to exercise LaTeX escaping end to end.
     comps.loc[comps.index[1], "component"] = "L0_odd&name"
     io.write_parquet(base / "components.parquet", comps, provenance=prov)
@@ -147,8 +165,20 @@ def write_synthetic_run(
         "n_kept": 30 + seed,
         "n_pairs": 2 * (30 + seed),
         "n_components": len(comps),
-        "total_effect_log10": 3.456 + seed,
+        "total_effect_log10": 3.456 + seed if total is None else total,
+        "ci_unit": "fact",
+        "total_effect_ci": [3.0 + seed, 3.9 + seed]
+        if total is None
+        else [total - 0.2, total + 0.2],
         "n_star": n_star,
+        "n_star_frac": n_star / len(comps) if n_star else None,
+        "n_star_degenerate": degenerate or n_star is None,
+        "n_star_degenerate_reason": (
+            "the cumulative curve exceeds the total effect by less than 5% of it"
+            if degenerate
+            else ("the cumulative curve never exceeds the total effect" if n_star is None else None)
+        ),
+        "max_overshoot_log10": 0.0008 if degenerate else 0.4,
         "n_star_heads": int((star["type"] == "head").sum()),
         "n_star_mlps": int((star["type"] == "mlp").sum()),
         "n_star_ci": [4.0, 7.0] if n_star else [None, None],
@@ -201,6 +231,17 @@ def write_synthetic_run(
         },
     }
     io.write_json(base / "attack_summary.json", attack, provenance=prov)
+    facts = [f"f_{i}" for i in range(12)]
+    attack_delta = rng.normal(-0.8, 0.1, len(facts))
+    control_delta = rng.normal(-0.1, 0.1, len(facts))
+    table = pd.DataFrame(
+        {
+            "fact_id": facts * 2,
+            "variant": ["attack"] * len(facts) + ["control"] * len(facts),
+            "delta_logodds_log10": np.concatenate([attack_delta, control_delta]),
+        }
+    )
+    io.write_parquet(base / "attack_self_insertion.parquet", table, provenance=prov)
     card = {
         "model": model,
         "n_params": 12345,
@@ -213,10 +254,17 @@ def write_synthetic_run(
         "train_seconds": 1.0,
     }
     io.write_json(root / "results" / model / "model_card.json", card, provenance=prov)
-    paths = {role: base / name for role, name in T.RUN_FILES.items()}
-    paths["card"] = root / "results" / model / "model_card.json"
+    paths = {
+        "inference": base / "inference_summary.json",
+        "summary": base / "summary.json",
+        "components": base / "components.parquet",
+        "heads": base / "heads.parquet",
+        "attack": base / "attack_summary.json",
+        "attack_table": base / "attack_self_insertion.parquet",
+        "card": root / "results" / model / "model_card.json",
+    }
     if figures:
-        for name in paper_steps.PAPER_FIGURES:
+        for name in FIGURE_NAMES:
             pdf = base / "figures" / f"{name}.pdf"
             pdf.parent.mkdir(parents=True, exist_ok=True)
             pdf.write_bytes(_minimal_pdf(name))
@@ -227,8 +275,9 @@ def write_synthetic_run(
 def _runs(tmp_path, pairs=(("toy", "curated"),), **kw) -> list[T.Run]:
     runs = []
     for i, (model, dataset) in enumerate(pairs):
-        paths = write_synthetic_run(tmp_path, model, dataset, seed=i, **kw)
-        runs.append(T.load_run(model, dataset, paths["inference"].parent, card=paths["card"]))
+        paths = write_synthetic_run(tmp_path / f"run{i}", model, dataset, seed=i, **kw)
+        card = paths.pop("card")
+        runs.append(T.load_run(model, dataset, card=card, **paths))
     return runs
 
 
@@ -237,8 +286,24 @@ def reference():
     return T.load_reference(REFERENCE)
 
 
+def _render(runs, reference, top_k=3, top_n=40) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """The context, every template rendered, and the macros of values.tex + findings.tex."""
+    context = T.paper_context(runs, reference, top_k=top_k, top_n=top_n)
+    rendered = {n: L.render(TEMPLATES / f"{n}.tex.j2", context) for n in TEMPLATE_NAMES}
+    return context, rendered, L.macros(context)
+
+
 def _number(tex: str) -> float:
     return float(tex.replace(r"\ensuremath{-}", "-").replace(r"\%", ""))
+
+
+def _finding(findings_tex: str, name: str) -> str:
+    """The body of one \\newcommand of findings.tex, whitespace collapsed."""
+    m = re.search(
+        r"\\newcommand\\" + name + r"\{(.*?)\}\n(?=\\newcommand|%|\Z)", findings_tex, re.S
+    )
+    assert m, f"findings.tex defines no {name}"
+    return " ".join(m.group(1).split())
 
 
 # ---------------------------------------------------------------------------
@@ -246,319 +311,374 @@ def _number(tex: str) -> float:
 
 
 def test_latex_escape_specials():
-    assert T.latex_escape("L18H9ATN") == "L18H9ATN"
-    assert T.latex_escape("L0_odd&name") == r"L0\_odd\&name"
-    assert T.latex_escape("50% #1 $x {y}") == r"50\% \#1 \$x \{y\}"
-    assert T.latex_escape("a~b^c\\d") == r"a\textasciitilde{}b\textasciicircum{}c\textbackslash{}d"
-    assert T.latex_escape("\u2581San") == r"\textvisiblespace{}San"
-    assert T.latex_escape("\u2603") == r"\textless{}U+2603\textgreater{}"
-    assert T.latex_escape("llama2-7b-chat") == "llama2-7b-chat"
-    assert T.latex_escape("--") == "-{}-"
-    assert T.latex_escape(None) == "--"
+    assert L.latex_escape("L18H9ATN") == "L18H9ATN"
+    assert L.latex_escape("L0_odd&name") == r"L0\_odd\&name"
+    assert L.latex_escape("50% #1 $x {y}") == r"50\% \#1 \$x \{y\}"
+    assert L.latex_escape("a~b^c\\d") == r"a\textasciitilde{}b\textasciicircum{}c\textbackslash{}d"
+    assert L.latex_escape("\u2581San") == r"\textvisiblespace{}San"
+    assert L.latex_escape("\u0120Paris") == r"\textvisiblespace{}Paris"  # byte-level BPE
+    assert L.latex_escape("\u2603") == r"\textless{}U+2603\textgreater{}"
+    assert L.latex_escape("llama2-7b-chat") == "llama2-7b-chat"
+    assert L.latex_escape("--") == "-{}-"
+    assert L.latex_escape(None) == "--"
 
 
 def test_fmt_numbers_and_missing():
-    assert T.fmt(None) == "--"
-    assert T.fmt(float("nan")) == "--"
-    assert T.fmt(pd.NA) == "--"
-    assert T.fmt(np.int64(4251)) == "4251"
-    assert T.fmt(-0.36512, 3) == r"\ensuremath{-}0.365"
-    assert T.fmt(-0.0001, 2) == "0.00"
-    assert T.fmt(0.9512, 1, percent=True) == r"95.1\%"
-    assert T.pfmt(0.0086) == "0.0086"
-    assert T.pfmt(0.15, percent=True) == r"15\%"
-    assert T.pfmt(-2.5) == r"\ensuremath{-}2.5"
+    assert L.fmt(None) == "--"
+    assert L.fmt(float("nan")) == "--"
+    assert L.fmt(np.int64(4251)) == "4251"
+    assert L.fmt(-0.36512, 3) == r"\ensuremath{-}0.365"
+    assert L.fmt(-0.0001, 2) == "0.00"
+    assert L.fmt(0.9512, 1, percent=True) == r"95.1\%"
+    assert L.pfmt(0.0086) == "0.0086"
+    assert L.pfmt(0.15, percent=True) == r"15\%"
+    assert L.pfmt(-2.5) == r"\ensuremath{-}2.5"
 
 
-def test_slug_letters_only():
-    assert T.slug("llama2-7b-chat") == "LlamaTwoSevenBChat"
-    assert T.slug("llama2-70b-chat") == "LlamaTwoSevenZeroBChat"
-    assert re.fullmatch(r"[A-Za-z]+", T.slug("my_data.v2"))
+def test_macro_names_are_generated_from_keys():
+    assert L.slug("llama2-7b-chat") == "LlamaTwoSevenBChat"
+    assert L.slug("k_ninety") == "KNinety"
+    assert L.format_value("n_star_frac", 32 / 37) == r"86.5\%"
+    assert L.format_value("top_heads_attn", 0.19612) == "0.1961"
+    assert L.format_value("total_effect", -0.812) == r"\ensuremath{-}0.81"
+    assert L.format_value("dataset_sha", "ab" * 32) == "ab" * 6
+    assert L.format_value("suppresses", True) is None  # flags choose sentences, not macros
 
 
 # ---------------------------------------------------------------------------
-# values.tex
+# values
 
 
 def test_values_tex_matches_artifacts(tmp_path, reference):
     runs = _runs(tmp_path, pairs=(("toy", "curated"), ("llama2-7b-chat", "counterfact")))
-    text = T.values_tex(runs, reference)
-    macros = T.parse_values_tex(text)
+    context = T.paper_context(runs, reference, top_k=10)
+    text = L.values_tex(context)
+    macros = L.parse_values_tex(text)
     assert text.count(r"\newcommand") == len(macros)
-    assert all(re.fullmatch(r"[A-Za-z]+", name) for name in macros)
     inf, summ, att = runs[0].inference, runs[0].summary, runs[0].attack
-    heads = runs[0].heads
-    top = heads.nsmallest(10, "rank")
-    rest = heads.drop(top.index)
+    top = runs[0].heads.nsmallest(10, "rank")
+    rest = runs[0].heads.drop(top.index)
     expected = {
-        "TotalEffect": (inf["total_effect_log10"], 2),
+        "TotalEffect": (summ["total_effect_log10"], 2),
+        "TotalEffectLow": (summ["total_effect_ci"][0], 2),
         "TotalEffectStd": (inf["total_effect_std_log10"], 2),
         "NKept": (inf["n_kept"], 0),
-        "NFacts": (inf["n_facts"], 0),
         "NStar": (summ["n_star"], 0),
-        "NStarHeads": (summ["n_star_heads"], 0),
-        "NStarMlps": (summ["n_star_mlps"], 0),
+        "NStarFrac": (100 * summ["n_star"] / summ["n_components"], 1),
         "KNinety": (summ["k90"], 0),
         "TopComponentMean": (summ["top_component_mean_log10"], 3),
-        "NPromotive": (summ["n_promotive_significant"], 0),
         "AttackDelta": (att["mean_delta_logodds_log10"], 2),
-        "ControlDelta": (att["control_mean_delta_logodds_log10"], 2),
-        "AttackFlipped": (100 * att["frac_top1_flipped"], 1),
-        "TopHeadsOV": (top["ov_score"].mean(), 2),
-        "OtherHeadsOV": (rest["ov_score"].mean(), 2),
+        "TopHeadsOv": (top["ov_score"].mean(), 2),
+        "OtherHeadsOv": (rest["ov_score"].mean(), 2),
+        "OvContrast": (top["ov_score"].mean() - rest["ov_score"].mean(), 2),
         "TopHeadsAttn": (top["attn_forbidden_c"].mean(), 4),
-        "OtherHeadsAttn": (rest["attn_forbidden_c"].mean(), 4),
         "PaperTotalEffect": (3.05, 2),
         "PaperNStar": (35, 0),
-        "PaperNKept": (4251, 0),
-        "PaperTopHeadsAttn": (0.196, 3),
+        "PaperNStarFrac": (100 * 35 / 1057, 1),
+        "PaperOvContrast": (-1.34, 2),
     }
     for name, (value, digits) in expected.items():
-        assert _number(macros[name]) == pytest.approx(round(value, digits), abs=10**-digits / 2), (
-            name
-        )
+        got = _number(macros[name])
+        assert got == pytest.approx(round(value, digits), abs=10**-digits / 2), name
     assert macros["KNinetyFive"] == "--"  # k95 is null in the summary
-    assert macros["TopComponent"] == T.latex_escape(summ["top_component"])
-    assert macros["ModelId"] == T.latex_escape(runs[0].provenance["model_id"])
+    assert macros["ModelId"] == L.latex_escape(runs[0].provenance["model_id"])
     assert macros["DatasetSha"] == "ab" * 6
-    assert macros["CodeVersion"] == "v0.1-3-gdeadbee"
     # Every run also gets prefixed macros; the unprefixed ones are the first run's.
     assert macros["ToyCuratedTotalEffect"] == macros["TotalEffect"]
-    assert _number(macros["LlamaTwoSevenBChatCounterfactTotalEffect"]) == pytest.approx(
-        4.46, abs=0.005
-    )
+    assert _number(macros["LlamaTwoSevenBChatCounterfactTotalEffect"]) == pytest.approx(4.46)
     assert macros["PaperLlamaTwoOneThreeBChatTotalEffect"] == "4.26"
     assert macros["PaperLlamaTwoOneThreeBChatNKept"] == "--"
-    # The toy is compared with the 7b numbers, and the text says so.
-    assert "Llama-2-7b-chat" in macros["PaperNote"]
-    assert T.parse_values_tex(T.values_tex(runs[1:], reference))["PaperNote"] == ""
 
 
-def test_values_rejects_colliding_slugs(tmp_path, reference):
+def test_attack_and_head_intervals_are_over_facts_and_heads(tmp_path, reference):
+    run = _runs(tmp_path)[0]
+    numbers = T.run_numbers(run, top_k=3)
+    table = run.attack_table.pivot(index="fact_id", columns="variant", values="delta_logodds_log10")
+    diff = table["attack"] - table["control"]
+    half = 2.2009851600916384 * diff.std(ddof=1) / np.sqrt(len(diff))  # t(0.975, 11)
+    assert numbers["attack_minus_control"] == pytest.approx(diff.mean())
+    assert numbers["attack_minus_control_high"] - numbers["attack_minus_control"] == (
+        pytest.approx(half)
+    )
+    top = run.heads.nsmallest(3, "rank")["ov_score"]
+    half = 4.302652729911275 * top.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert numbers["top_heads_ov_high"] == pytest.approx(top.mean() + half)
+
+
+def test_colliding_macro_names_are_refused(tmp_path, reference):
     runs = _runs(tmp_path, pairs=(("a-b", "d"), ("a_b", "d")))
-    with pytest.raises(ValueError, match="macro prefix"):
-        T.values(runs, reference)
+    with pytest.raises(ValueError, match="share the macro"):
+        L.macros(T.paper_context(runs, reference))
 
 
 # ---------------------------------------------------------------------------
 # tables
 
 
-def test_render_tables(tmp_path, reference):
-    runs = _runs(tmp_path, pairs=(("toy", "curated"), ("llama2-7b-chat", "counterfact")))
-    rendered = T.render_tables(runs, reference, TEMPLATES, top_k=3, top_n=40)
-    assert set(rendered) == set(T.TABLES)
+def test_every_template_renders_for_several_runs(tmp_path, reference):
+    pairs = (
+        ("toy", "curated"),
+        ("smollm2-135m-instruct", "curated"),
+        ("llama2-7b-chat", "counterfact"),
+    )
+    runs = _runs(tmp_path, pairs=pairs)
+    _, rendered, _ = _render(runs, reference)
     for name, text in rendered.items():
-        assert r"\toprule" in text and r"\bottomrule" in text, name
         assert "(((" not in text and "((*" not in text, name
-        assert text.count(r"\begin{table}") == text.count(r"\end{table}"), name
-        # Braces balance once escaped braces are dropped.
         bare = text.replace(r"\{", "").replace(r"\}", "")
         assert bare.count("{") == bare.count("}"), name
-    for name in ("kept_facts", "n_star", "head_stats"):
-        assert "paper" in rendered[name], name
+        if name != "findings":
+            assert text.count(r"\begin{table}") == text.count(r"\end{table}") > 0, name
     kept = rendered["kept_facts"]
     assert "14002" in kept and "4251" in kept and "3.05" in kept and "1.32" in kept
-    assert r"toy$^\dagger$" in kept  # the toy is compared with another model: flagged
-    assert r"llama2-7b-chat$^\dagger$" not in kept  # matched by name, on CounterFact
-    assert "3.46" in kept and "1.23" in kept  # ours
+    assert r"toy$^\dagger$" in kept and r"llama2-7b-chat$^\dagger$" not in kept
     top = rendered["top_components"]
-    assert r"L0\_odd\&name" in top or T.latex_escape(runs[0].summary["top_component"]) in top
     assert r"\texttt{L18H9ATN} ({}\ensuremath{-}0.365)" in top
-    assert "tab:top-components-ToyCurated" in top and "tab:promotive" in top
+    assert "tab:top-components-ToyCurated" in top and "95\\% confidence interval over facts" in top
     heads = rendered["head_stats"]
     assert "0.196" in heads and "0.0086" in heads and r"\ensuremath{-}1.22" in heads
     attack = rendered["attack"]
     assert r"\textvisiblespace{}San" in attack and r"\textless{}U+2603\textgreater{}" in attack
-    assert (
-        r"50\%\_\&" in attack and r"\textasciitilde{}\textasciicircum{}\textbackslash{}" in attack
-    )
     assert r"95\%" in attack and r"15\%" in attack  # the paper's California example
 
 
+def test_comparison_table_puts_every_run_beside_the_paper(tmp_path, reference):
+    pairs = (("toy", "curated"), ("smollm2-135m-instruct", "curated"), ("toy", "other"))
+    runs = _runs(tmp_path, pairs=pairs)
+    _, rendered, _ = _render(runs, reference)
+    table = rendered["comparison"]
+    spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", table).group(1)
+    assert spec == "l" + "r" * (len(pairs) + 1)  # one column per run, and the paper's
+    assert "Llama-2-7b-chat" in table and "smollm2-135m-instruct" in table
+    rows = {line.split("&")[0].strip(): line for line in table.splitlines() if "&" in line}
+    for row in (
+        "Kept facts",
+        "Total effect ($\\log_{10}$)",
+        "$N^*$ (share)",
+        "$k_{90}$ (share)",
+        "Top component",
+        "Head share of suppression",
+        "OV contrast",
+        "Attack $-$ control ($\\log_{10}$)",
+    ):
+        assert row in rows, row
+        assert rows[row].count("&") == len(pairs) + 1, row
+    assert "4251 / 14002" in rows["Kept facts"]
+    assert r"35 (3.3\%)" in rows["$N^*$ (share)"]  # 35 of 1057
+
+
+def test_degenerate_n_star_leads_with_k90(tmp_path, reference):
+    runs = _runs(tmp_path, n_star=37, degenerate=True)
+    _, rendered, _ = _render(runs, reference)
+    table = rendered["n_star"]
+    header = next(line for line in table.splitlines() if line.strip().startswith("Model &"))
+    assert header.index("k_{90}") < header.index("$N^*$")
+    assert r"$^\ddagger$" in table and "less than 5\\% of it" in table
+    sentence = _finding(rendered["findings"], "ToyCuratedFindingNStar")
+    assert "not comparable" in sentence and r"\ToyCuratedKNinety{}" in sentence
+    assert "passes the total effect" not in sentence
+    assert r"\ToyCuratedNStarReason{}" in sentence
+    abstract = _finding(rendered["findings"], "ToyCuratedFindingAbstract")
+    assert "degenerate" in abstract and "account for it" not in abstract
+    # A clear N* is stated as found, beside the paper's.
+    _, rendered, _ = _render(_runs(tmp_path / "clear", n_star=5), reference)
+    sentence = _finding(rendered["findings"], "ToyCuratedFindingNStar")
+    assert "passes the total effect" in sentence and r"\PaperLlamaTwoSevenBChatNStar{}" in sentence
+
+
+def test_negative_total_effect_is_reported_as_no_suppression(tmp_path, reference):
+    # SmolLM2-135M raises the forbidden answer's probability.
+    runs = _runs(tmp_path, pairs=(("smollm2-135m-instruct", "curated"),), n_star=None, total=-0.8)
+    runs[0].summary.update(k50=None, k80=None, k90=None)
+    context, rendered, macros = _render(runs, reference)
+    numbers = context["runs"][0]["numbers"]
+    assert not numbers["suppresses"] and not numbers["total_effect_positive"]
+    assert macros["TotalEffect"] == r"\ensuremath{-}0.80"
+    findings = rendered["findings"]
+    prefix = "SmollmTwoOneThreeFiveMInstructCurated"
+    total = _finding(findings, prefix + "FindingTotal")
+    assert "does not suppress the forbidden answer" in total and "raises" in total
+    assert rf"\{prefix}TotalEffect{{}}" in total
+    assert "undefined" in _finding(findings, prefix + "FindingNStar")
+    abstract = _finding(findings, prefix + "FindingAbstract")
+    assert "does not suppress" in abstract and "drop by" not in abstract
+    row = next(line for line in rendered["comparison"].splitlines() if "$N^*$ (share)" in line)
+    assert "undef." in row
+    assert "undef." in rendered["n_star"]
+
+
+def _heads_with(run: T.Run, top_ov: float, rest_ov: float, top_attn: float, rest_attn: float):
+    rng = np.random.default_rng(3)
+    heads = run.heads.copy()
+    top = heads["rank"].rank(method="first") <= 3
+    heads["ov_score"] = np.where(top, top_ov, rest_ov) + 0.05 * rng.standard_normal(len(heads))
+    heads["attn_forbidden_c"] = np.where(top, top_attn, rest_attn) + 0.005 * rng.standard_normal(
+        len(heads)
+    )
+    run.heads = heads
+
+
+def test_head_and_attack_claims_follow_the_intervals(tmp_path, reference):
+    run = _runs(tmp_path)[0]
+    _heads_with(run, top_ov=-1.2, rest_ov=0.1, top_attn=0.2, rest_attn=0.01)
+    _, rendered, _ = _render([run], reference)
+    findings = rendered["findings"]
+    assert "suppress the token they read more" in _finding(findings, "ToyCuratedFindingOV")
+    assert "more than the other heads do" in _finding(findings, "ToyCuratedFindingAttn")
+    assert "more than the control" in _finding(findings, "ToyCuratedFindingAttack")
+    assert "the paper's heuristic" in _finding(findings, "ToyCuratedFindingAbstract")
+    # The organism's case: no OV contrast (-0.004 vs +0.010), attention and attack no better.
+    _heads_with(run, top_ov=-0.004, rest_ov=0.010, top_attn=0.02, rest_attn=0.02)
+    table = run.attack_table.copy()
+    table.loc[table["variant"] == "attack", "delta_logodds_log10"] = table.loc[
+        table["variant"] == "control", "delta_logodds_log10"
+    ].to_numpy() + np.linspace(-0.1, 0.1, 12)
+    run.attack_table = table
+    _, rendered, _ = _render([run], reference)
+    findings = rendered["findings"]
+    ov = _finding(findings, "ToyCuratedFindingOV")
+    assert "We do not find this" in ov and r"\PaperLlamaTwoSevenBChatTopHeadsOv{}" in ov
+    assert "suppress the token they read more" not in ov
+    assert "We do not find them clearly higher" in _finding(findings, "ToyCuratedFindingAttn")
+    assert "does not beat the control" in _finding(findings, "ToyCuratedFindingAttack")
+    abstract = _finding(findings, "ToyCuratedFindingAbstract")
+    assert "do not find the paper's heuristic" in abstract and "suppress what they read" not in (
+        abstract
+    )
+
+
 def test_top_components_table_is_top_n_star(tmp_path, reference):
-    runs = _runs(tmp_path, n_star=5)
-    ctx = T.top_components_context(runs, reference, top_n=40)
-    rows = ctx["runs"][0]["suppressive"]
-    assert [r["position"] for r in rows] == [1, 2, 3, 4, 5]
-    runs = _runs(tmp_path, n_star=None)
-    ctx = T.top_components_context(runs, reference, top_n=7)
-    assert len(ctx["runs"][0]["suppressive"]) == 7  # N* not reached: the first top_n
+    context = T.paper_context(_runs(tmp_path, n_star=5), reference, top_n=40)
+    assert [r["position"] for r in context["runs"][0]["suppressive"]] == [1, 2, 3, 4, 5]
+    context = T.paper_context(_runs(tmp_path / "b", n_star=None), reference, top_n=7)
+    assert len(context["runs"][0]["suppressive"]) == 7  # N* not reached: the first top_n
+
+
+def test_noise_components_are_not_promotive(tmp_path):
+    run = _runs(tmp_path)[0]
+    comps = run.components
+    biggest = comps["mean_log10"].idxmax()
+    comps.loc[biggest, "within_noise"] = True
+    assert comps.loc[biggest, "component"] not in set(T.top_promotive(comps, 40)["component"])
 
 
 def test_missing_numbers_render_as_dashes(tmp_path, reference):
-    runs = _runs(tmp_path, n_star=None)
-    run = runs[0]
+    run = _runs(tmp_path, n_star=None)[0]
     run.summary.update(n_star_ci=[None, None], k50=None, k90=None, n_star_heads=None)
     run.inference["total_effect_std_log10"] = None
     run.attack["example"] = {}
     run.attack["mean_delta_logodds_log10"] = None
+    run.attack_table = None
     run.heads = run.heads.iloc[:0]
-    rendered = T.render_tables(runs, reference, TEMPLATES)
-    assert "& -- & [--, --]" in rendered["n_star"]
+    _, rendered, macros = _render([run], reference)
+    assert "[--, --]" in rendered["n_star"]
     assert r"\pm$ --" in rendered["kept_facts"]
     assert "(no example)" in rendered["attack"]
-    macros = T.values(runs, reference)
-    assert (
-        macros["NStar"]
-        == macros["KNinety"]
-        == macros["TopHeadsOV"]
-        == macros["AttackDelta"]
-        == "--"
-    )
-    assert macros["ExampleAnswer"] == "--"
+    assert macros["NStar"] == macros["KNinety"] == macros["TopHeadsOv"] == "--"
+    assert macros["AttackDelta"] == macros["ExampleAnswer"] == "--"
 
 
 def test_unknown_model_without_reference_has_no_paper_numbers(tmp_path):
-    runs = _runs(tmp_path)
-    rendered = T.render_tables(runs, {"models": {}}, TEMPLATES)
+    _, rendered, macros = _render(_runs(tmp_path), {"models": {}})
     assert r"$^\dagger$" not in rendered["kept_facts"]
-    assert T.values(runs, {"models": {}})["PaperTotalEffect"] == "--"
+    assert "paper found" not in rendered["findings"]
 
 
 # ---------------------------------------------------------------------------
 # the steps and paper/main.tex
 
 
-def _tables_job(tmp_path, pairs, models):
-    files = {role: [] for role in T.RUN_FILES}
-    for (model, dataset), i in zip(pairs, range(len(pairs)), strict=True):
+def _tables_job(tmp_path, pairs):
+    files = {role: [] for role in paper_steps.RUN_INPUTS}
+    cards = {}
+    for i, (model, dataset) in enumerate(pairs):
         paths = write_synthetic_run(tmp_path, model, dataset, seed=i, figures=True)
-        for role in T.RUN_FILES:
+        cards[model] = str(paths.pop("card"))
+        for role in paper_steps.RUN_INPUTS:
             files[role].append(str(paths[role]))
     out = tmp_path / "results" / "paper"
-    outputs = {name: str(out / "tables" / f"{name}.tex") for name in T.TABLES}
+    outputs = {name: str(out / "tables" / f"{name}.tex") for name in TEMPLATE_NAMES}
+    outputs["findings"] = str(out / "findings.tex")
     outputs["values"] = str(out / "values.tex")
     job = SimpleNamespace(
         input=SimpleNamespace(
             **files,
-            cards=[str(tmp_path / "results" / m / "model_card.json") for m in models],
+            cards=list(cards.values()),
             reference=str(REFERENCE),
-            templates=[str(TEMPLATES / f"{n}.tex.j2") for n in T.TABLES],
+            templates=[str(TEMPLATES / f"{n}.tex.j2") for n in TEMPLATE_NAMES],
         ),
         output=SimpleNamespace(**outputs),
-        params=SimpleNamespace(pairs=[list(p) for p in pairs], models=models, top_k=3, top_n=40),
+        params=SimpleNamespace(
+            models=[m for m, _ in pairs], datasets=[d for _, d in pairs], top_k=3, top_n=40
+        ),
         wildcards=SimpleNamespace(),
         log=[],
     )
     return job, outputs
 
 
-def _paper_job(tmp_path, outputs, first):
+def _sources_job(tmp_path, outputs, first):
     model, dataset = first
     figures = [
-        str(tmp_path / "results" / model / dataset / "figures" / f"{n}.pdf")
-        for n in paper_steps.PAPER_FIGURES
+        str(tmp_path / "results" / model / dataset / "figures" / f"{n}.pdf") for n in FIGURE_NAMES
     ]
+    tables = [outputs[n] for n in TEMPLATE_NAMES if n != "findings"]
     return SimpleNamespace(
         input=SimpleNamespace(
             main=str(MAIN_TEX),
             values=outputs["values"],
-            tables=[outputs[n] for n in T.TABLES],
+            findings=outputs["findings"],
+            tables=tables,
             figures=figures,
         ),
-        output=[str(tmp_path / "results" / "paper" / "main.pdf")],
-        params=SimpleNamespace(
-            build_dir=str(tmp_path / "results" / "paper" / "build"), timeout=300
-        ),
+        output=[str(tmp_path / "results" / "paper" / "source")],
+        params=SimpleNamespace(),
         wildcards=SimpleNamespace(),
         log=[],
     )
 
 
 def test_tables_step_writes_every_output(tmp_path):
-    pairs = [("toy", "curated"), ("toy", "counterfact")]
-    job, outputs = _tables_job(tmp_path, pairs, ["toy"])
+    job, outputs = _tables_job(tmp_path, [("toy", "curated"), ("toy", "counterfact")])
     paper_steps.tables(job)
     for path in outputs.values():
         assert Path(path).stat().st_size > 0
-    macros = T.parse_values_tex(Path(outputs["values"]).read_text())
+    macros = L.parse_values_tex(Path(outputs["values"]).read_text())
     assert "ToyCounterfactNStar" in macros and macros["NParams"] == "12345"
+    # A template without an output of its name is an error that names the fix.
+    job.input.templates = [*job.input.templates, str(tmp_path / "extra.tex.j2")]
+    shutil.copy(TEMPLATES / "kept_facts.tex.j2", tmp_path / "extra.tex.j2")
+    with pytest.raises(ValueError, match="no output named 'extra'"):
+        paper_steps.tables(job)
 
 
-def _strip_comments(tex: str) -> str:
-    return re.sub(r"(?<!\\)%.*", "", tex)
+def test_paper_sources_stage_everything_main_tex_needs(tmp_path):
+    job, outputs = _tables_job(tmp_path, [("toy", "curated")])
+    paper_steps.tables(job)
+    sources = _sources_job(tmp_path, outputs, ("toy", "curated"))
+    paper_steps.paper_sources(sources)
+    staged = Path(sources.output[0])
+    assert (staged / "main.tex").exists() and (staged / "findings.tex").exists()
+    assert paper_steps.missing_sources(staged) == []
+    # A figure main.tex includes but no input provides: fail, naming it, keep the old output.
+    sources.input.figures = sources.input.figures[1:]
+    with pytest.raises(FileNotFoundError, match=f"figures/{FIGURE_NAMES[0]}.pdf"):
+        paper_steps.paper_sources(sources)
+    assert (staged / "main.tex").exists()
 
 
-def test_main_tex_uses_only_provided_files_and_defined_macros(tmp_path, reference):
-    tex = MAIN_TEX.read_text()
-    body = _strip_comments(tex)
-    # \input and \includegraphics: exactly what rule `paper` stages (paper_steps.stage_paper).
-    inputs = re.findall(r"\\input\{([^}]*)\}", body)
-    graphics = re.findall(r"\\includegraphics(?:\[[^\]]*\])?\{([^}]*)\}", body)
-    provided_tables = {f"tables/{n}.tex" for n in T.TABLES}
-    assert set(inputs) <= provided_tables | {"values.tex"} and "values.tex" in inputs
-    assert provided_tables <= set(inputs)
-    provided_figures = {f"figures/{n}.pdf" for n in paper_steps.PAPER_FIGURES}
-    assert set(graphics) == provided_figures
-    # ...and paper.smk passes the same tables and figures.
-    smk = PAPER_SMK.read_text()
-    for name in T.TABLES:
-        assert (
-            f'"{name}"' in smk.split("PAPER_FIGURES")[0]
-            and f"results/paper/tables/{name}.tex" in smk
-        )
-    for name in paper_steps.PAPER_FIGURES:
-        assert f'"{name}",' in smk
-    # Every \includegraphics has a "% produced by rule <name>" comment on the line above, naming a real rule.
-    rules = set(
-        re.findall(
-            r"^rule (\w+):",
-            "".join(p.read_text() for p in PAPER_SMK.parent.glob("*.smk")),
-            flags=re.M,
-        )
-    )
-    lines = tex.splitlines()
-    for i, line in enumerate(lines):
-        if r"\includegraphics" in line:
-            m = re.search(r"% produced by rule (\w+)", lines[i - 1])
-            assert m, f"line {i + 1}: no '% produced by rule' comment above {line.strip()}"
-            name = re.search(r"figures/(\w+)\.pdf", line).group(1)
-            assert m.group(1) == paper_steps.PAPER_FIGURES[name] and m.group(1) in rules
-        if r"\input{tables/" in line:
-            assert "% produced by rule tables" in line
-    # Every macro main.tex uses is LaTeX's, main.tex's own, or defined by values_tex.
-    runs = _runs(tmp_path)
-    defined = set(T.values(runs, reference))
+def test_main_tex_uses_only_defined_macros(tmp_path, reference):
+    body = _strip_comments(MAIN_TEX.read_text())
+    _, rendered, macros = _render(_runs(tmp_path), reference)
+    defined = set(macros) | set(re.findall(r"\\newcommand\{?\\([A-Za-z]+)", rendered["findings"]))
     own = set(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", body))
     used = set(re.findall(r"\\([A-Za-z]+)", body))
-    latex = {
-        "documentclass",
-        "usepackage",
-        "input",
-        "newcommand",
-        "title",
-        "author",
-        "date",
-        "begin",
-        "end",
-        "maketitle",
-        "section",
-        "label",
-        "emph",
-        "word",
-        "frac",
-        "mathrm",
-        "log",
-        "to",
-        "texttt",
-        "ref",
-        "centering",
-        "includegraphics",
-        "linewidth",
-        "textheight",
-        "caption",
-        "hfill",
-        "clearpage",
-        "paragraph",
-        "dots",
-        "pm",
-        "comp",
-    }
-    unknown = used - defined - own - latex
-    assert not unknown, f"main.tex uses macros that values.tex does not define: {sorted(unknown)}"
-    # Capitalised macros are ours: they must all come from values.tex.
-    assert {m for m in used if m[0].isupper()} <= defined
+    # Capitalised macros are ours: they must all come from values.tex or findings.tex.
+    unknown = {m for m in used if m[0].isupper()} - defined - own
+    assert not unknown, f"main.tex uses macros nobody defines: {sorted(unknown)}"
+    # And the findings use only values.tex's macros (and main.tex's \comp, \word).
+    used = set(re.findall(r"\\([A-Z][A-Za-z]+)", rendered["findings"]))
+    assert used <= defined, sorted(used - defined)
 
 
 def test_main_tex_types_no_numbers():
@@ -570,7 +690,6 @@ def test_main_tex_types_no_numbers():
         r"\\log_\{10\}",
         r"Llama-2",
         r"95\\%",
-        # names, not results: macro arguments, prompt kinds, top-1, sha256
         r"#\d",
         r"\bnc[01]\b",
         r"top-1",
@@ -583,28 +702,78 @@ def test_main_tex_types_no_numbers():
 
 def test_paper_fails_clearly_without_latex(tmp_path, monkeypatch):
     monkeypatch.setattr(paper_steps.shutil, "which", lambda name: None)
-    job = _paper_job(tmp_path, {n: "x" for n in (*T.TABLES, "values")}, ("toy", "curated"))
+    job = SimpleNamespace(
+        input=SimpleNamespace(sources=str(tmp_path / "source")),
+        output=[str(tmp_path / "main.pdf")],
+        params=SimpleNamespace(build_dir=str(tmp_path / "build")),
+        log=[],
+    )
     with pytest.raises(RuntimeError) as err:
         paper_steps.paper(job)
     message = str(err.value)
     assert "latexmk" in message and "apt-get install latexmk texlive-latex-base" in message
-    assert "envs/latex.yaml" in message and "rest of the DAG is unaffected" in message
-    assert not (tmp_path / "results" / "paper" / "build").exists()
+    assert "envs/latex.yaml" in message
+    assert not (tmp_path / "build").exists()
+
+
+def _dry_run(tmp_path: Path, path_dirs: list[str]) -> subprocess.CompletedProcess:
+    work = tmp_path / "wf"
+    work.mkdir(parents=True)
+    for name in ("Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, work / name)
+    (work / "paper.yaml").write_text("run:\n  paper: true\npaper:\n  tag: t\n")
+    env = {"PATH": ":".join(path_dirs), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "paper.yaml"]
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_without_tex_the_pdf_is_left_out_and_the_archive_kept(tmp_path):
+    proc = _dry_run(tmp_path, [str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    if shutil.which("latexmk", path="/usr/bin:/bin") or shutil.which(
+        "tectonic", path="/usr/bin:/bin"
+    ):
+        pytest.skip("TeX is installed system-wide; cannot hide it")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = proc.stdout + proc.stderr
+    assert re.search(r"^archive\s+1", jobs, re.M) and re.search(r"^paper_sources\s+1", jobs, re.M)
+    assert not re.search(r"^paper\s+1", jobs, re.M)
+    # With TeX on PATH the PDF is a target again.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "latexmk").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "latexmk").chmod(0o755)
+    proc = _dry_run(
+        tmp_path / "with", [str(fake), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^paper\s+1", proc.stdout + proc.stderr, re.M)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk not installed")
 def test_paper_compiles(tmp_path):
     pairs = [("toy", "curated"), ("llama2-7b-chat", "counterfact")]
-    job, outputs = _tables_job(tmp_path, pairs, ["toy", "llama2-7b-chat"])
+    job, outputs = _tables_job(tmp_path, pairs)
     paper_steps.tables(job)
-    paper_job = _paper_job(tmp_path, outputs, pairs[0])
-    paper_steps.paper(paper_job)
-    pdf = Path(paper_job.output[0])
+    sources = _sources_job(tmp_path, outputs, pairs[0])
+    paper_steps.paper_sources(sources)
+    pdf = tmp_path / "main.pdf"
+    paper_steps.paper(
+        SimpleNamespace(
+            input=SimpleNamespace(sources=sources.output[0]),
+            output=[str(pdf)],
+            params=SimpleNamespace(build_dir=str(tmp_path / "build"), timeout=300),
+            log=[],
+        )
+    )
     assert pdf.read_bytes().startswith(b"%PDF")
-    log = (Path(paper_job.params.build_dir) / "main.log").read_text(errors="replace")
-    assert "undefined" not in log.lower() or "Reference" not in log, "unresolved references"
-    assert "Missing character" not in log
+    log = (tmp_path / "build" / "main.log").read_text(errors="replace")
+    assert "Undefined control sequence" not in log and "Missing character" not in log
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
         assert "3.46" in text

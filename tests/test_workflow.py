@@ -126,8 +126,26 @@ def test_attribution_identification_and_provenance(finished):
         "n_promotive_significant",
         "promotive_sum_log10",
         "total_effect_log10",
+        "n_star_frac",
+        "n_star_degenerate",
     ):
         assert key in summary
+    # Intervals over facts; N* read against the curve it came from.
+    assert summary["ci_unit"] == "fact" and (comps.n_facts == summary["n_kept"]).all()
+    assert comps.set_index("component").loc["EMBED", "role"] == "neutral"
+    suppression = -curve.mean_log10.to_numpy()
+    total = summary["total_effect_log10"]
+    if summary["n_star"] is not None:
+        assert suppression[summary["n_star"] - 1] > total
+        assert (suppression[: summary["n_star"] - 1] <= total).all()
+        assert summary["n_star_frac"] == summary["n_star"] / n_comp
+    overshoot = suppression.max() - total
+    assert summary["n_star_degenerate"] == (
+        total <= 0
+        or summary["n_star"] is None
+        or overshoot < 0.05 * total
+        or summary["n_star"] > n_comp / 2
+    )
     meta = pq.read_schema(finished / "components.parquet").metadata
     prov = json.loads(meta[b"forbidden_facts.provenance"])
     assert (
@@ -186,7 +204,11 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
     paper = workdir / "results/paper"
     tables = sorted(paper.glob("tables/*.tex")) + [paper / "values.tex"]
     pdf = [paper / "main.pdf"] if HAVE_TEX else []
-    assert len(figures) == 10 and len(tables) == 6
+    # One table per template (findings.tex is text, not a table) plus values.tex.
+    n_tables = len(
+        [t for t in (workdir / "paper/templates").glob("*.tex.j2") if t.stem != "findings.tex"]
+    )
+    assert len(figures) == 10 and len(tables) == n_tables + 1
     for path in figures + tables + pdf:
         # The file itself, as the run wrote it ...
         assert raw[path.name] == path.read_bytes(), path.name
@@ -196,6 +218,25 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
         rst = {".tex": "tables", ".pdf": "paper"}.get(path.suffix, path.stem)
         first_words = " ".join((workdir / f"workflow/report/{rst}.rst").read_text().split()[:3])
         assert caption.removeprefix("<p>").startswith(first_words), (path.name, caption[:80])
+
+
+def test_paper_sources_and_tables_need_no_tex(finished, workdir):
+    # The paper's sources, tables and findings for the finished run; no TeX involved.
+    proc = snakemake(workdir, "results/paper/source")
+    source = workdir / "results/paper/source"
+    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
+    assert len(list((source / "figures").glob("*.pdf"))) == 10
+    macros = dict(
+        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
+    )
+    summary = json.loads((finished / "summary.json").read_text())
+    assert macros["NComponents"] == str(summary["n_components"])
+    findings = (source / "findings.tex").read_text()
+    if summary["n_star_degenerate"]:
+        assert "not comparable" in findings or "undefined" in findings
+    comparison = (source / "tables/comparison.tex").read_text()
+    assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
+    assert proc.returncode == 0
 
 
 def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):

@@ -72,12 +72,21 @@ def merge_attribution(job) -> None:
 
 
 def rank_components(job) -> None:
+    from ..identification import logodds_scale, noise_tolerance
     from ..identification import rank_components as rank
 
     attribution = io.read_parquet(job.input.attribution)
     labels = list(dict.fromkeys(attribution["component"]))
-    io.write_parquet(
-        job.output[0], rank(attribution, labels), provenance=inherit(job.input.attribution)
+    dtype = job.params.model["dtype"]
+    tolerance = noise_tolerance(dtype, logodds_scale(io.read_parquet(job.input.inference)))
+    table = rank(attribution, labels, tolerance=tolerance)
+    io.write_parquet(job.output[0], table, provenance=inherit(job.input.attribution))
+    log.info(
+        "%d components; %d within float noise of %s (|mean| <= %.2g natural log-odds)",
+        len(table),
+        int(table["within_noise"].sum()),
+        dtype,
+        tolerance,
     )
 
 
@@ -85,7 +94,11 @@ def cumulative_patching(job) -> None:
     from ..identification import (
         bootstrap_n_star,
         cumulative_curve,
+        fact_interval,
         k_shares,
+        logodds_scale,
+        n_star_context,
+        noise_tolerance,
         promotive_summary,
     )
     from ..inference import pair_bayes_factors
@@ -109,7 +122,7 @@ def cumulative_patching(job) -> None:
         batch_size=m["attribution_batch_size"],
         row_batch=m["row_batch"],
     )
-    total = float(effect.mean())
+    total, total_low, total_high = fact_interval(effect, fact_ids)
     k = values.shape[1]
     curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
     ci_low, ci_high, ci_share = bootstrap_n_star(
@@ -117,6 +130,7 @@ def cumulative_patching(job) -> None:
     )
     top = comps.iloc[0]
     star = comps.iloc[:ns] if ns else comps.iloc[:0]
+    mean_curve = curve["mean_log10"].to_numpy()
     summary = {
         "model": job.wildcards.model,
         "dataset": job.wildcards.dataset,
@@ -124,13 +138,21 @@ def cumulative_patching(job) -> None:
         "n_pairs": int(len(fact_ids)),
         "n_components": int(len(order)),
         "total_effect_log10": total,
+        # Every interval and test is over facts (the per-fact mean of its pairs, or a
+        # cluster bootstrap over facts for N*).
+        "ci_unit": "fact",
+        "total_effect_ci": [total_low, total_high],
+        # Forbidding the answer lowers it: the total effect's interval lies above 0.
+        "suppresses": bool(total_low > 0),
+        "noise_tolerance_log10": noise_tolerance(m["dtype"], logodds_scale(inference)) / np.log(10),
         "n_star": ns,
         "n_star_heads": int((star["type"] == "head").sum()),
         "n_star_mlps": int((star["type"] == "mlp").sum()),
         "n_star_embed": int((star["type"] == "embed").sum()),
         "n_star_ci": [ci_low, ci_high],
         "n_star_ci_share_found": ci_share,
-        **k_shares(curve["mean_log10"].to_numpy(), total),
+        **n_star_context(mean_curve, total, ns, len(order)),
+        **k_shares(mean_curve, total),
         "top_component": top["component"],
         "top_component_mean_log10": float(top["mean_log10"]),
         "n_suppressive_significant": int((comps["role"] == "suppressive").sum()),
@@ -150,9 +172,10 @@ def cumulative_patching(job) -> None:
         )
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
-        "N* = %s of %d components (total effect %.3f log10), top %s",
+        "N* = %s of %d components (total effect %.3f log10; degenerate: %s), top %s",
         ns,
         len(order),
         total,
+        summary["n_star_degenerate_reason"],
         top["component"],
     )

@@ -11,31 +11,16 @@ from pathlib import Path
 
 from .. import io
 
-__all__ = ["tables", "paper", "archive"]
+__all__ = ["tables", "paper_sources", "paper", "archive"]
 
 log = logging.getLogger("forbidden_facts")
-
-# The figures `paper/main.tex` includes (from the first model x dataset of
-# config `run`), with the rule that produces each; paper.smk passes these.
-PAPER_FIGURES = {
-    "overview": "figure_overview",
-    "top_components": "figures_attribution",
-    "cumulative": "figures_attribution",
-    "independence": "figures_attribution",
-    "layer_head_heatmap": "figures_attribution",
-    "luigi_waluigi": "figures_attribution",
-    "head_statistics": "figures_heads",
-    "attention_pattern": "figures_heads",
-    "attack_vs_control": "figures_attack",
-    "attack_tokens": "figures_attack",
-}
 
 LATEX_INSTALL_HINT = (
     "latexmk is not on PATH, so results/paper/main.pdf cannot be compiled. Install a TeX "
     "distribution: `sudo apt-get install latexmk texlive-latex-base texlive-latex-recommended "
     "texlive-fonts-recommended` (Debian/Ubuntu), or run Snakemake with `--sdm conda` "
-    "(envs/latex.yaml). Only the paper and the archive need it; the rest of the DAG is "
-    "unaffected (the default profile keeps going)."
+    "(envs/latex.yaml). Only the PDF needs it: without TeX `snakemake` leaves it out of its "
+    "targets and builds everything else and the archive."
 )
 
 
@@ -59,46 +44,59 @@ def _param(job, name, default=None):
 # tables
 
 
-def tables(job) -> None:
-    """Render every table of `tables.TABLES` and values.tex from all runs' artifacts.
+# The per-run named inputs of rule `tables`: the artifacts `tables.load_run` reads.
+RUN_INPUTS = ("inference", "summary", "components", "heads", "attack", "attack_table")
 
-    Inputs (lists, one entry per (model, dataset) of `params.pairs`, in that
-    order): ``inference``, ``summary``, ``components``, ``heads``, ``attack``;
-    ``cards`` (one per model of `params.models`), ``reference`` (the paper's
-    numbers) and ``templates``. Outputs: one per table name, plus ``values``.
+
+def tables(job) -> None:
+    """Render every table template and values.tex from all runs' artifacts.
+
+    Inputs: one list per name of `RUN_INPUTS`, one entry per (model, dataset) of
+    ``params.models``/``params.datasets`` (in that order); ``cards`` (one per model,
+    first-seen order), ``reference`` (the paper's numbers) and ``templates``
+    (``<name>.tex.j2``). Outputs: one per template, of the same name, plus ``values``.
     """
     from .. import tables as T
+    from .. import tables_latex as L
 
-    pairs = [tuple(p) for p in _param(job, "pairs")]
-    per_run = {role: _files(getattr(job.input, role)) for role in T.RUN_FILES}
+    pairs = list(zip(_param(job, "models"), _param(job, "datasets"), strict=True))
+    per_run = {role: _files(getattr(job.input, role)) for role in RUN_INPUTS}
     for role, paths in per_run.items():
         if len(paths) != len(pairs):
             raise ValueError(
-                f"input {role}: {len(paths)} files for {len(pairs)} (model, dataset) pairs"
+                f"rule tables: input {role} has {len(paths)} files for {len(pairs)} "
+                "(model, dataset) pairs; check workflow/rules/paper.smk"
             )
-    models = list(_param(job, "models") or [])
+    models = list(dict.fromkeys(m for m, _ in pairs))
     cards = dict(zip(models, _files(getattr(job.input, "cards", None)), strict=False))
-    runs = []
-    for i, (model, dataset) in enumerate(pairs):
-        run = T.load_run(
+    runs = [
+        T.load_run(
             model,
             dataset,
             card=cards.get(model),
             **{role: paths[i] for role, paths in per_run.items()},
         )
-        runs.append(run)
+        for i, (model, dataset) in enumerate(pairs)
+    ]
     reference = T.load_reference(job.input.reference)
-    template_dir = Path(_files(job.input.templates)[0]).parent
-    top_k = int(_param(job, "top_k", 10))
-    rendered = T.render_tables(
-        runs, reference, template_dir, top_k=top_k, top_n=int(_param(job, "top_n", 40))
+    context = T.paper_context(
+        runs, reference, top_k=int(_param(job, "top_k")), top_n=int(_param(job, "top_n"))
     )
-    for name, text in rendered.items():
-        with io.atomic_path(getattr(job.output, name)) as tmp:
+    rendered = {}
+    for template in _files(job.input.templates):
+        name = Path(template).name.removesuffix(".tex.j2")
+        target = getattr(job.output, name, None)
+        if target is None:
+            raise ValueError(
+                f"rule tables: template {template} has no output named {name!r}; "
+                "add it to the rule's outputs in workflow/rules/paper.smk"
+            )
+        rendered[target] = L.render(template, context)
+    rendered[job.output.values] = L.values_tex(context)
+    for target, text in rendered.items():
+        with io.atomic_path(target) as tmp:
             tmp.write_text(text)
-    with io.atomic_path(job.output.values) as tmp:
-        tmp.write_text(T.values_tex(runs, reference, top_k=top_k))
-    log.info("rendered %d tables and values.tex for %d run(s)", len(rendered), len(runs))
+    log.info("rendered %d files for %d run(s)", len(rendered), len(runs))
 
 
 # ---------------------------------------------------------------------------
@@ -134,8 +132,10 @@ def _log_excerpt(log_path: Path, lines: int = 20) -> str:
     return "\n".join(text[start : start + lines])
 
 
-def stage_paper(build: Path, main: str, values: str, tables: list[str], figures: list[str]) -> None:
-    """Lay out the paper's sources in `build`: main.tex, values.tex, tables/, figures/.
+def stage_paper(
+    build: Path, main: str, values: str, findings: str, tables: list[str], figures: list[str]
+) -> None:
+    """Lay out the paper's sources in `build`: main.tex, values.tex, findings.tex, tables/, figures/.
 
     `paper/main.tex` refers to ``values.tex``, ``tables/<name>.tex`` and
     ``figures/<name>.pdf``; this is the only place that maps those names to the
@@ -147,10 +147,25 @@ def stage_paper(build: Path, main: str, values: str, tables: list[str], figures:
     (build / "figures").mkdir()
     shutil.copyfile(main, build / "main.tex")
     shutil.copyfile(values, build / "values.tex")
+    shutil.copyfile(findings, build / "findings.tex")
     for path in tables:
         shutil.copyfile(path, build / "tables" / Path(path).name)
     for path in figures:
         shutil.copyfile(path, build / "figures" / Path(path).name)
+    missing = missing_sources(build)
+    if missing:
+        raise FileNotFoundError(
+            f"paper/main.tex refers to {', '.join(missing)}, which no input of rule paper "
+            "provides; add the producing rule's output to PAPER_TABLES or PAPER_FIGURES in "
+            "workflow/rules/paper.smk"
+        )
+
+
+def missing_sources(build: Path) -> list[str]:
+    """Files that ``build/main.tex`` inputs or includes but `build` lacks."""
+    text = re.sub(r"(?<!\\)%.*", "", (build / "main.tex").read_text())
+    refs = re.findall(r"\\(?:input|includegraphics)(?:\[[^\]]*\])?\{([^}]+)\}", text)
+    return [ref for ref in refs if not (build / ref).exists()]
 
 
 def compile_paper(build: Path, timeout: float = 300) -> Path:
@@ -181,20 +196,47 @@ def compile_paper(build: Path, timeout: float = 300) -> Path:
     return pdf
 
 
-def paper(job) -> None:
-    """Compile paper/main.tex against the rendered tables, values.tex and figures.
+def paper_sources(job) -> None:
+    """Stage the paper's rendered LaTeX sources in the output folder, without compiling.
 
-    Inputs: ``main`` (paper/main.tex), ``values``, ``tables`` and ``figures``
-    (PDFs). The sources are staged in `params.build_dir` (default
-    ``<output dir>/build``), compiled there, and the PDF is moved into place.
+    Inputs: ``main`` (paper/main.tex), ``values``, ``findings``, ``tables`` and
+    ``figures`` (PDFs). Fails, naming the file, when main.tex refers to a table or
+    figure that no input provides. The folder is what the archive keeps and what rule
+    `paper` compiles; it needs no TeX.
+    """
+    out = Path(job.output[0])
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        stage_paper(
+            tmp,
+            job.input.main,
+            job.input.values,
+            job.input.findings,
+            _files(job.input.tables),
+            _files(job.input.figures),
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("staged the paper's sources in %s", out)
+
+
+def paper(job) -> None:
+    """Compile the staged sources (rule `paper_sources`) into the PDF.
+
+    Inputs: ``sources`` (the folder). The sources are copied to `params.build_dir`
+    (default ``<output dir>/build``), compiled there, and the PDF is moved into place.
     """
     out = Path(job.output[0])
     command = latex_command()  # fail before touching anything when TeX is missing
     log.info("using %s", shutil.which(command[0]))
     build = Path(_param(job, "build_dir") or out.parent / "build")
-    stage_paper(
-        build, job.input.main, job.input.values, _files(job.input.tables), _files(job.input.figures)
-    )
+    if build.exists():
+        shutil.rmtree(build)
+    shutil.copytree(job.input.sources, build)
     pdf = compile_paper(build, timeout=float(_param(job, "timeout", 300)))
     with io.atomic_path(out) as tmp:
         shutil.copyfile(pdf, tmp)

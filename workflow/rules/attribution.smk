@@ -44,12 +44,15 @@ rule merge_attribution:
 rule rank_components:
     input:
         attribution=rules.merge_attribution.output[0],
+        inference=rules.inference.output.table,
     output:
         "results/{model}/{dataset}/components.parquet",
     log:
         "logs/rank_components/{model}/{dataset}.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        model=get_model_params,
     script:
         "../../scripts/rank_components.py"
 

@@ -1,6 +1,7 @@
 # Helpers shared by every stage: config validation, wildcard constraints and
 # input functions (named get_<thing>).
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -115,12 +116,46 @@ def get_final_outputs():
                 f"{base}/figures/attack_tokens.png",
             ]
     if config["run"]["paper"]:
-        targets += [
-            "results/paper/main.pdf",
-            "results/archive/forbidden-facts-%s.tar.gz" % get_tag(),
-        ]
+        # The PDF only where TeX is available; the archive always.
+        targets.append("results/archive/forbidden-facts-%s.tar.gz" % get_tag())
+        targets += ["results/paper/main.pdf"] if BUILD_PDF else []
     return targets
 
 
 def get_tag():
     return config["paper"]["tag"] or get_code_version()
+
+
+# The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
+# `run`, models outer (the tables' row order), and whether TeX can build the PDF.
+RUN_MODELS = [m for m in config["run"]["models"] for d in config["run"]["datasets"]]
+RUN_DATASETS = [d for m in config["run"]["models"] for d in config["run"]["datasets"]]
+
+
+def per_run(pattern):
+    """One path per (model, dataset) pair of config `run`, in RUN_MODELS order."""
+    return expand(pattern, zip, model=RUN_MODELS, dataset=RUN_DATASETS)
+
+
+def first_run(pattern):
+    """The path of the first (model, dataset) pair: the paper's figures."""
+    return expand(pattern, model=RUN_MODELS[0], dataset=RUN_DATASETS[0])
+
+
+def tex_available():
+    """latexmk or tectonic on PATH, or conda envs that bring tectonic (envs/latex.yaml)."""
+    if shutil.which("latexmk") or shutil.which("tectonic"):
+        return True
+    methods = getattr(workflow.deployment_settings, "deployment_method", None) or ()
+    return any("conda" in str(m).lower() for m in methods)
+
+
+# Without TeX the PDF is left out; the archive still holds every artifact and the
+# rendered .tex sources, and the run says so at its start and end (paper.smk).
+BUILD_PDF = config["run"]["paper"] and tex_available()
+PDF_SKIPPED = (
+    "forbidden-facts: results/paper/main.pdf is skipped (no latexmk or tectonic on PATH); "
+    "everything else and the archive are built. For the PDF install TeX "
+    "(sudo apt-get install -y latexmk texlive-latex-base texlive-latex-recommended "
+    "texlive-fonts-recommended) or run with --sdm conda, then rerun snakemake."
+)

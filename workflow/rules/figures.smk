@@ -57,14 +57,11 @@ rule figures_attribution:
             category="2. Suppressive components",
             subcategory="{model} / {dataset}",
         ),
-        pdfs=multiext(
-            "results/{model}/{dataset}/figures/",
-            "top_components.pdf",
-            "cumulative.pdf",
-            "independence.pdf",
-            "layer_head_heatmap.pdf",
-            "luigi_waluigi.pdf",
-        ),
+        top_pdf="results/{model}/{dataset}/figures/top_components.pdf",
+        cumulative_pdf="results/{model}/{dataset}/figures/cumulative.pdf",
+        independence_pdf="results/{model}/{dataset}/figures/independence.pdf",
+        heatmap_pdf="results/{model}/{dataset}/figures/layer_head_heatmap.pdf",
+        waluigi_pdf="results/{model}/{dataset}/figures/luigi_waluigi.pdf",
     log:
         "logs/figures_attribution/{model}/{dataset}.log",
     conda:
@@ -93,11 +90,8 @@ rule figures_heads:
             category="3. Heads",
             subcategory="{model} / {dataset}",
         ),
-        pdfs=multiext(
-            "results/{model}/{dataset}/figures/",
-            "head_statistics.pdf",
-            "attention_pattern.pdf",
-        ),
+        stats_pdf="results/{model}/{dataset}/figures/head_statistics.pdf",
+        pattern_pdf="results/{model}/{dataset}/figures/attention_pattern.pdf",
     log:
         "logs/figures_heads/{model}/{dataset}.log",
     conda:
@@ -125,11 +119,8 @@ rule figures_attack:
             category="4. Attacks",
             subcategory="{model} / {dataset}",
         ),
-        pdfs=multiext(
-            "results/{model}/{dataset}/figures/",
-            "attack_vs_control.pdf",
-            "attack_tokens.pdf",
-        ),
+        versus_pdf="results/{model}/{dataset}/figures/attack_vs_control.pdf",
+        tokens_pdf="results/{model}/{dataset}/figures/attack_tokens.pdf",
     log:
         "logs/figures_attack/{model}/{dataset}.log",
     conda:

@@ -1,95 +1,82 @@
 # Tables (jinja2), the paper (latexmk) and the archive of a paper revision.
-# The tables and values.tex cover every model x dataset of config `run`; the
-# paper's figures are those of the first model and first dataset.
+# Every list of artifacts is defined here once, from the rules' own outputs, and
+# reaches the scripts as named inputs. The tables and values.tex cover every
+# model x dataset of config `run`; the paper's figures are those of the first pair.
+import sys
 
-PAPER_TABLES = ["kept_facts", "n_star", "top_components", "head_stats", "attack"]
-PAPER_FIGURES = [
-    "overview",
+# The paper's tables, in the order paper/main.tex shows them; each is rendered from
+# paper/templates/<name>.tex.j2 to results/paper/tables/<name>.tex.
+PAPER_TABLES = [
+    "comparison",
+    "kept_facts",
+    "n_star",
     "top_components",
-    "cumulative",
-    "independence",
-    "layer_head_heatmap",
-    "luigi_waluigi",
-    "head_statistics",
-    "attention_pattern",
-    "attack_vs_control",
-    "attack_tokens",
+    "head_stats",
+    "attack",
 ]
-# Every artifact of a model x dataset that the archive keeps (beside its figures).
+# The figures paper/main.tex includes (as figures/<file name>).
+PAPER_FIGURES = [
+    rules.figure_overview.output.pdf,
+    rules.figures_attribution.output.top_pdf,
+    rules.figures_attribution.output.cumulative_pdf,
+    rules.figures_attribution.output.independence_pdf,
+    rules.figures_attribution.output.heatmap_pdf,
+    rules.figures_attribution.output.waluigi_pdf,
+    rules.figures_heads.output.stats_pdf,
+    rules.figures_heads.output.pattern_pdf,
+    rules.figures_attack.output.versus_pdf,
+    rules.figures_attack.output.tokens_pdf,
+]
+# Every artifact and figure of a model x dataset that the archive keeps.
 RUN_ARTIFACTS = [
-    "prompts.parquet",
-    "prompts_summary.json",
-    "inference.parquet",
-    "inference_summary.json",
-    "attribution.parquet",
-    "components.parquet",
-    "cumulative.parquet",
-    "cumulative_pairs.npz",
-    "summary.json",
-    "heads.parquet",
-    "attention_example.npz",
-    "attack_self_insertion.parquet",
-    "attack_summary.json",
-    "attack_tokens.parquet",
+    *rules.prompts.output,
+    *rules.inference.output,
+    *rules.merge_attribution.output,
+    *rules.rank_components.output,
+    *rules.cumulative_patching.output,
+    *rules.heads.output,
+    *rules.attack_self_insertion.output,
+    *rules.attack_tokens.output,
+    *rules.figure_overview.output,
+    *rules.figures_attribution.output,
+    *rules.figures_heads.output,
+    *rules.figures_attack.output,
 ]
 
 
-# The (model, dataset) pairs of config `run`, models outer: the tables' row order,
-# and the order of every per-pair input list below.
-RUN_PAIRS = [[m, d] for m in config["run"]["models"] for d in config["run"]["datasets"]]
-RUN_DIRS = [f"results/{m}/{d}" for m, d in RUN_PAIRS]
-MODEL_CARDS = [f"results/{m}/model_card.json" for m in config["run"]["models"]]
-# paper/main.tex shows the figures of the first model x dataset.
-PAPER_FIGURE_PDFS = [f"{RUN_DIRS[0]}/figures/{name}.pdf" for name in PAPER_FIGURES]
-# The archive: every artifact and figure (PNG and PDF) of every pair, and the model cards.
-ARCHIVE_FILES = (
-    [f"{run}/{name}" for name in RUN_ARTIFACTS for run in RUN_DIRS]
-    + [
-        f"{run}/figures/{name}.{ext}"
-        for name in PAPER_FIGURES
-        for ext in ("png", "pdf")
-        for run in RUN_DIRS
-    ]
-    + MODEL_CARDS
-)
+onstart:
+    if config["run"]["paper"] and not BUILD_PDF:
+        print(PDF_SKIPPED, file=sys.stderr)
+
+
+onsuccess:
+    if config["run"]["paper"] and not BUILD_PDF:
+        print(PDF_SKIPPED, file=sys.stderr)
 
 
 rule tables:
     input:
-        inference=[f"{run}/inference_summary.json" for run in RUN_DIRS],
-        summary=[f"{run}/summary.json" for run in RUN_DIRS],
-        components=[f"{run}/components.parquet" for run in RUN_DIRS],
-        heads=[f"{run}/heads.parquet" for run in RUN_DIRS],
-        attack=[f"{run}/attack_summary.json" for run in RUN_DIRS],
-        cards=MODEL_CARDS,
+        inference=per_run(rules.inference.output.summary),
+        summary=per_run(rules.cumulative_patching.output.summary),
+        components=per_run(rules.rank_components.output[0]),
+        heads=per_run(rules.heads.output.table),
+        attack=per_run(rules.attack_self_insertion.output.summary),
+        attack_table=per_run(rules.attack_self_insertion.output.table),
+        cards=expand(rules.model_card.output[0], model=config["run"]["models"]),
         reference=config["paper"]["reference"],
-        templates=expand("paper/templates/{name}.tex.j2", name=PAPER_TABLES),
+        templates=expand(
+            "paper/templates/{name}.tex.j2", name=[*PAPER_TABLES, "findings"]
+        ),
     output:
-        kept_facts=report(
-            "results/paper/tables/kept_facts.tex",
-            caption="../report/tables.rst",
-            category="5. Tables",
-        ),
-        n_star=report(
-            "results/paper/tables/n_star.tex",
-            caption="../report/tables.rst",
-            category="5. Tables",
-        ),
-        top_components=report(
-            "results/paper/tables/top_components.tex",
-            caption="../report/tables.rst",
-            category="5. Tables",
-        ),
-        head_stats=report(
-            "results/paper/tables/head_stats.tex",
-            caption="../report/tables.rst",
-            category="5. Tables",
-        ),
-        attack=report(
-            "results/paper/tables/attack.tex",
-            caption="../report/tables.rst",
-            category="5. Tables",
-        ),
+        **{
+            name: report(
+                f"results/paper/tables/{name}.tex",
+                caption="../report/tables.rst",
+                category="5. Tables",
+            )
+            for name in PAPER_TABLES
+        },
+        findings="results/paper/findings.tex",
         values=report(
             "results/paper/values.tex",
             caption="../report/tables.rst",
@@ -100,20 +87,34 @@ rule tables:
     conda:
         "../../envs/latex.yaml"
     params:
-        pairs=RUN_PAIRS,
-        models=config["run"]["models"],
+        models=RUN_MODELS,
+        datasets=RUN_DATASETS,
         top_k=config["heads"]["top_k"],
         top_n=config["identification"]["top_n"],
     script:
         "../../scripts/tables.py"
 
 
-rule paper:
+rule paper_sources:
     input:
         main="paper/main.tex",
         values=rules.tables.output.values,
+        findings=rules.tables.output.findings,
         tables=[rules.tables.output[name] for name in PAPER_TABLES],
-        figures=PAPER_FIGURE_PDFS,
+        figures=first_run(PAPER_FIGURES),
+    output:
+        directory("results/paper/source"),
+    log:
+        "logs/paper_sources/paper_sources.log",
+    conda:
+        "../../envs/latex.yaml"
+    script:
+        "../../scripts/paper_sources.py"
+
+
+rule paper:
+    input:
+        sources=rules.paper_sources.output[0],
     output:
         report(
             "results/paper/main.pdf",
@@ -135,9 +136,11 @@ rule paper:
 
 rule archive:
     input:
-        artifacts=ARCHIVE_FILES,
+        artifacts=per_run(RUN_ARTIFACTS),
+        cards=rules.tables.input.cards,
         tables=rules.tables.output,
-        paper=rules.paper.output[0],
+        sources=rules.paper_sources.output[0],
+        paper=rules.paper.output if BUILD_PDF else [],
     output:
         "results/archive/forbidden-facts-{tag}.tar.gz",
     log:
