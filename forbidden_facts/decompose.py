@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .components import component_labels, parse_label  # noqa: F401 (re-exported)
 from .modeling import Batch, input_device
 
 
@@ -28,30 +29,6 @@ class DecompositionError(RuntimeError):
 
 # Relative tolerance of the rebuilt residual, by the dtype the model runs in.
 RESID_RTOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
-
-
-def component_labels(n_layers: int, n_heads: int) -> list[str]:
-    """Labels in residual order: EMBED, then per layer its heads and its MLP.
-
-    Example:
-        >>> component_labels(1, 2)
-        ['EMBED', 'L0H0ATN', 'L0H1ATN', 'L0MLP']
-    """
-    labels = ["EMBED"]
-    for layer in range(n_layers):
-        labels += [f"L{layer}H{h}ATN" for h in range(n_heads)]
-        labels.append(f"L{layer}MLP")
-    return labels
-
-
-def parse_label(label: str) -> tuple[str, int | None, int | None]:
-    """(type, layer, head) of a label: ("embed"|"head"|"mlp", layer or None, head or None)."""
-    if label == "EMBED":
-        return "embed", None, None
-    if label.endswith("MLP"):
-        return "mlp", int(label[1:-3]), None
-    layer, head = label[1:-3].split("H")
-    return "head", int(layer), int(head)
 
 
 def _layers(model):

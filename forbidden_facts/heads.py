@@ -251,7 +251,7 @@ def attention_example(
     model, tokenizer, prompts: pd.DataFrame, fact_id: str, heads: list[str]
 ) -> dict:
     """Attention of `heads` from the last position over the c and nc1 prompts of one fact."""
-    from .decompose import parse_label
+    from .components import parse_label
 
     out: dict = {"fact_id": fact_id, "heads": heads}
     for kind in ("c", "nc1"):

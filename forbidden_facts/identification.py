@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
-from .decompose import parse_label
-from .metrics import to_log10
+from .components import parse_label
+from .units import to_log10
 
 SHARES = {"k50": 0.5, "k80": 0.8, "k90": 0.9, "k95": 0.95}
 

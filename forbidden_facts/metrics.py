@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-LN10 = math.log(10.0)
+from .units import LN10, to_log10  # noqa: F401 (re-exported)
 
 
 class VocabIndex:
@@ -96,8 +96,3 @@ def logodds(p: np.ndarray | float) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return np.log(p) - np.log1p(-p)
-
-
-def to_log10(x):
-    """Convert natural-log quantities to log10."""
-    return x / LN10
