@@ -60,10 +60,11 @@ def cumulative_rows(
     return base_resid[:, None, :] + deltas.cumsum(dim=1)
 
 
-# Most logits held at once per buffer (float32): 2**25 = 128 MB, ~680 rows of a
-# 49152-token vocabulary. Bigger chunks do not run faster on CPU (the passes over
-# the logits are memory-bound either way) and would dominate peak memory.
-MAX_CHUNK_LOGITS = 2**25
+# Most logits held at once per buffer (float32): 2**24 = 64 MB, ~340 rows of a
+# 49152-token vocabulary (one fact of SmolLM2-135M). Bigger chunks do not run
+# faster on CPU (the passes over the logits are memory-bound either way) and would
+# dominate peak memory.
+MAX_CHUNK_LOGITS = 2**24
 
 
 def logodds_of_rows(
@@ -156,6 +157,7 @@ def patched_logodds(
             row_ids = ids[fs].repeat_interleave(nc, dim=0)
             row_valid = valid[fs].repeat_interleave(nc, dim=0)
             if linear:
+                g = logits = None  # free the last chunk before the next one is allocated
                 g = unembed_unnormed(model, d).view(nf, nc, d_vocab)
                 for k, (u, s) in enumerate(zip(unnormed, signs, strict=True)):
                     last = k == len(bases) - 1
