@@ -146,6 +146,40 @@ def norm_unembed(model, resid: Float[Tensor, "row d_model"]) -> Float[Tensor, "r
     return head(x).float()
 
 
+# Final norms that compute weight * x * rsqrt(mean(x^2) + eps) (x upcast to float32).
+_PLAIN_RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"}
+
+
+def rms_linear(model) -> bool:
+    """Whether final norm + lm_head is linear up to a scale per row.
+
+    With Llama's RMSNorm and a bias-free lm_head,
+
+        norm_unembed(x) = unembed_unnormed(x) * inv_rms(x),
+
+    so the unembedding of ``x + d`` is ``unembed_unnormed(x) + unembed_unnormed(d)``
+    rescaled: patched rows that share a base residual need only their
+    differences unembedded, and a difference and its negative share one matmul.
+    False for any other norm (callers then unembed every row directly).
+    """
+    norm, head = model.model.norm, model.lm_head
+    return type(norm).__name__ in _PLAIN_RMS_NORMS and getattr(head, "bias", None) is None
+
+
+def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
+    """1 / rms of residual rows as the final RMSNorm computes it (float32)."""
+    norm = model.model.norm
+    x = x.to(norm.weight.device, norm.weight.dtype).float()
+    return torch.rsqrt(x.pow(2).mean(-1) + norm.variance_epsilon)
+
+
+def unembed_unnormed(model, x: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:
+    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32."""
+    norm, head = model.model.norm, model.lm_head
+    x = x.to(norm.weight.device, norm.weight.dtype) * norm.weight
+    return torch.nn.functional.linear(x.to(head.weight.device), head.weight).float()
+
+
 def check_decomposition(model, decomp: Decomposition, ids=None) -> None:
     """Fail loudly, naming the row, if the components do not rebuild residual and logits."""
     dtype = model.model.norm.weight.dtype

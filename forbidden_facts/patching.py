@@ -17,12 +17,19 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .decompose import Decomposition, decompose, norm_unembed
-from .metrics import VocabIndex, answer_logodds, to_log10
+from .decompose import (
+    Decomposition,
+    decompose,
+    inv_rms,
+    norm_unembed,
+    rms_linear,
+    unembed_unnormed,
+)
+from .metrics import VocabIndex, answer_index, answer_logodds, gathered_logodds, to_log10
 from .modeling import chunks, encode
 
 PAIRS = ("nc0", "nc1")
@@ -53,13 +60,23 @@ def cumulative_rows(
     return base_resid[:, None, :] + deltas.cumsum(dim=1)
 
 
+# Most logits held at once per buffer (float32): 2**24 = 64 MB, ~340 rows of a
+# 49152-token vocabulary (one fact of SmolLM2-135M). Bigger chunks do not run
+# faster on CPU (the passes over the logits are memory-bound either way) and would
+# dominate peak memory.
+MAX_CHUNK_LOGITS = 2**24
+
+
 def logodds_of_rows(
     model,
     rows: Float[Tensor, "batch row d_model"],
     mask: torch.Tensor,
     row_batch: int,
 ) -> Float[Tensor, "batch row"]:
-    """Answer log-odds (float64) of many residual rows, through norm + lm_head in chunks.
+    """Reference answer log-odds (float64) of residual rows, each unembedded on its own.
+
+    Slow and memory-hungry on a large vocabulary; `patched_logodds` is the fast
+    path used by attribution, and this is what it is tested against.
 
     Args:
         model: The causal LM (its final norm and lm_head are used).
@@ -76,6 +93,103 @@ def logodds_of_rows(
         owner = torch.arange(sl.start, sl.stop, device=mask.device) // n_rows
         out[sl] = answer_logodds(logits, mask[owner].to(logits.device)).to(out.device)
     return out.reshape(batch, n_rows)
+
+
+def _chunk_shape(n_comp: int, d_vocab: int, row_batch: int) -> tuple[int, int]:
+    """(facts, components) per chunk: whole facts where they fit, else part of one."""
+    rows = max(1, min(row_batch, MAX_CHUNK_LOGITS // d_vocab))
+    if n_comp <= rows:
+        return rows // n_comp, n_comp
+    return 1, rows
+
+
+def patched_logodds(
+    model,
+    base_plus: Float[Tensor, "batch d_model"],
+    delta: Float[Tensor, "batch row d_model"],
+    ids: Int[Tensor, "batch n_ids"],
+    valid: Bool[Tensor, "batch n_ids"],
+    row_batch: int,
+    base_minus: Float[Tensor, "batch d_model"] | None = None,
+    linear: bool | None = None,
+) -> tuple[Float[Tensor, "batch row"], Float[Tensor, "batch row"] | None]:
+    """Answer log-odds (float32) of ``base_plus + delta`` and of ``base_minus - delta``.
+
+    Where the final norm is Llama's RMSNorm (`rms_linear`), each chunk of
+    differences goes through lm_head once, ``G = unembed_unnormed(delta)``, and both
+    directions are rebuilt from it: ``(U_plus + G) / rms`` and ``(U_minus - G) / rms``
+    with ``U = unembed_unnormed(base)``; otherwise every row is unembedded. The
+    log-odds are taken on the gathered answer ids (`gathered_logodds`), so no
+    temporary larger than one chunk of logits is made and nothing is float64.
+
+    Args:
+        model: The causal LM (its final norm and lm_head are used).
+        base_plus: Residual that `delta` is added to (one per batch entry).
+        delta: Differences, `row` per batch entry.
+        ids, valid: Answer ids of each batch entry (see `answer_index`).
+        row_batch: Most rows unembedded at once (also capped at MAX_CHUNK_LOGITS).
+        base_minus: Residual that `delta` is subtracted from, or None.
+        linear: Use the shared-difference unembedding; None: where `rms_linear` holds.
+
+    Returns:
+        (log-odds of the plus rows, log-odds of the minus rows or None).
+    """
+    batch, n_rows, d_model = delta.shape
+    device = model.lm_head.weight.device
+    d_vocab = model.lm_head.weight.shape[0]
+    linear = rms_linear(model) if linear is None else linear
+    bases = [base_plus] if base_minus is None else [base_plus, base_minus]
+    signs = (1.0, -1.0)[: len(bases)]
+    out = [torch.empty(batch, n_rows, device=device) for _ in bases]
+    if linear:
+        unnormed = [unembed_unnormed(model, b) for b in bases]
+        scales = [
+            inv_rms(model, b[:, None] + s * delta).to(device)
+            for b, s in zip(bases, signs, strict=True)
+        ]
+    ids, valid = ids.to(device), valid.to(device)
+    n_facts, n_comp = _chunk_shape(n_rows, d_vocab, row_batch)
+    for fs in chunks(batch, n_facts):
+        nf = fs.stop - fs.start
+        for cs in chunks(n_rows, n_comp):
+            nc = cs.stop - cs.start
+            d = delta[fs, cs].reshape(nf * nc, d_model)
+            row_ids = ids[fs].repeat_interleave(nc, dim=0)
+            row_valid = valid[fs].repeat_interleave(nc, dim=0)
+            if linear:
+                g = logits = None  # free the last chunk before the next one is allocated
+                g = unembed_unnormed(model, d).view(nf, nc, d_vocab)
+                for k, (u, s) in enumerate(zip(unnormed, signs, strict=True)):
+                    last = k == len(bases) - 1
+                    # The last direction overwrites g, so at most two chunk buffers live.
+                    if s > 0:
+                        logits = g.add_(u[fs, None]) if last else torch.add(g, u[fs, None])
+                    else:
+                        logits = torch.sub(u[fs, None], g, out=g)
+                    out[k][fs, cs] = gathered_logodds(
+                        logits.view(nf * nc, d_vocab),
+                        row_ids,
+                        row_valid,
+                        scales[k][fs, cs].reshape(-1),
+                    ).view(nf, nc)
+            else:
+                for k, (b, s) in enumerate(zip(bases, signs, strict=True)):
+                    rows = b[fs].repeat_interleave(nc, dim=0) + s * d
+                    out[k][fs, cs] = gathered_logodds(
+                        norm_unembed(model, rows), row_ids, row_valid
+                    ).view(nf, nc)
+    return out[0], (out[1] if base_minus is not None else None)
+
+
+def base_logodds(
+    model,
+    resid: Float[Tensor, "batch d_model"],
+    ids: Int[Tensor, "batch n_ids"],
+    valid: Bool[Tensor, "batch n_ids"],
+) -> Float[Tensor, " batch"]:
+    """Log-odds of unpatched residuals, computed exactly as `patched_logodds` with delta 0."""
+    zero = torch.zeros(resid.shape[0], 1, resid.shape[1], dtype=resid.dtype, device=resid.device)
+    return patched_logodds(model, resid, zero, ids, valid, row_batch=1)[0][:, 0]
 
 
 def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decomposition]:
@@ -138,26 +252,30 @@ def attribute(
             dec = _decompose_kinds(model, tokenizer, part)
             labels = dec["c"].labels
             mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
-            # Log-odds of each prompt's own residual: the baseline of every delta.
-            base = {
-                k: logodds_of_rows(model, d.resid[:, None], mask, row_batch) for k, d in dec.items()
-            }
-
-            frames = [
-                _long(part["fact_id"], pair, direction, labels, delta)
-                for pair in PAIRS
-                for direction, delta in (
-                    ("nc_to_c", _delta(model, dec, base, mask, row_batch, target=pair, source="c")),
-                    ("c_to_nc", _delta(model, dec, base, mask, row_batch, target="c", source=pair)),
+            ids, valid = answer_index(mask)
+            # Baselines go through the same float32 path as the patched rows, so a
+            # component that is equal in both prompts has a delta of exactly 0.
+            base = {k: base_logodds(model, d.resid, ids, valid) for k, d in dec.items()}
+            frames = []
+            for pair in PAIRS:
+                c, nc = dec["c"], dec[pair]
+                # nc->c rows are R_nc + (r(c) - r(nc)), c->nc rows R_c - (r(c) - r(nc)).
+                to_c, to_nc = patched_logodds(
+                    model,
+                    nc.resid,
+                    c.components - nc.components,
+                    ids,
+                    valid,
+                    row_batch,
+                    base_minus=c.resid,
                 )
-            ]
+                frames.append(
+                    _long(part["fact_id"], pair, "nc_to_c", labels, to_c - base[pair][:, None])
+                )
+                frames.append(
+                    _long(part["fact_id"], pair, "c_to_nc", labels, to_nc - base["c"][:, None])
+                )
         yield pd.concat(frames, ignore_index=True)
-
-
-def _delta(model, dec, base, mask, row_batch: int, target: str, source: str) -> Tensor:
-    """Log-odds change of `target`'s prompt when each component is taken from `source`."""
-    rows = first_order_rows(dec[target].resid, dec[source].components, dec[target].components)
-    return logodds_of_rows(model, rows, mask, row_batch) - base[target]
 
 
 def _long(
@@ -210,15 +328,15 @@ def cumulative(
                     raise ValueError(f"components not in this model: {missing[:5]}")
                 order = torch.tensor([index[lbl] for lbl in order_labels])
             mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
+            ids, valid = answer_index(mask)
             for pair in PAIRS:
                 c, nc = dec["c"], dec[pair]
-                lo_nc = logodds_of_rows(model, nc.resid[:, None], mask, row_batch)
-                rows = cumulative_rows(
-                    nc.resid, c.components, nc.components, order.to(c.components.device)
+                lo_nc = base_logodds(model, nc.resid, ids, valid)
+                deltas = (c.components - nc.components)[:, order.to(c.components.device)]
+                lo, _ = patched_logodds(
+                    model, nc.resid, deltas.cumsum(dim=1), ids, valid, row_batch
                 )
-                results.append(
-                    (logodds_of_rows(model, rows, mask, row_batch) - lo_nc).cpu().numpy()
-                )
+                results.append((lo - lo_nc[:, None]).double().cpu().numpy())
                 fact_ids += list(part["fact_id"])
                 pairs += [pair] * len(part)
     return np.concatenate(results, axis=0), fact_ids, pairs

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import torch
 
-from forbidden_facts.metrics import VocabIndex, answer_logodds, answer_prob, logodds
+from forbidden_facts.metrics import (
+    VocabIndex,
+    answer_index,
+    answer_logodds,
+    answer_prob,
+    gathered_logodds,
+    logodds,
+)
 
 
 def test_p_correct_sums_every_spelling_of_the_answer(tokenizer):
@@ -49,3 +56,33 @@ def test_fast_logodds_equals_two_logsumexps_across_the_range():
         z.masked_fill(mask, -math.inf), -1
     )
     torch.testing.assert_close(answer_logodds(logits, mask), exact, rtol=1e-10, atol=1e-9)
+
+
+def test_gathered_float32_logodds_match_float64_on_a_real_vocabulary_size():
+    # SmolLM2's vocabulary; rows where the answer holds almost all of the mass
+    # (p up to 1 - 1e-20) or almost none (p down to 1e-40), two spellings on some.
+    torch.manual_seed(1)
+    d_vocab, n = 49152, 48
+    logits = torch.randn(n, d_vocab) * 4
+    logits[:16, 11] = logits[:16].amax(-1) + torch.linspace(0, 60, 16)
+    logits[16:32, 11] = logits[16:32].amax(-1) - torch.linspace(20, 100, 16)
+    mask = torch.zeros(n, d_vocab, dtype=torch.bool)
+    mask[:, 11] = True
+    mask[::3, 40000] = True
+    scale = torch.rand(n) + 0.5  # the 1/rms factor applied inside the exponential
+    z = logits.double() * scale.double()[:, None]
+    exact = torch.logsumexp(z.masked_fill(~mask, -math.inf), -1) - torch.logsumexp(
+        z.masked_fill(mask, -math.inf), -1
+    )
+    assert exact[:16].max() > 40 and exact[16:32].min() < -90  # the edge cases are there
+    ids, valid = answer_index(mask)
+    assert valid.sum().item() == mask.sum().item()
+    got = gathered_logodds(logits.clone(), ids, valid, scale)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        gathered_logodds(logits.clone(), ids, valid).double(),
+        answer_logodds(logits, mask),
+        rtol=0,
+        atol=1e-4,
+    )
