@@ -109,6 +109,9 @@ def ov_scores(
     final = model.model.norm
     final_w, final_eps = final.weight.to(**f32), final.variance_epsilon
     d_vocab = w_u.shape[0]
+    # The final norm's gain folded into the unembedding once, not per head (with a
+    # 49152-token vocabulary this product is the size of the embedding matrix).
+    w_u_gain = w_u * final_w
     rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
     scores = np.zeros((n_layers, n_heads))
     bar = tqdm(total=n_layers * n_heads, desc="OV scores", disable=not progress)
@@ -121,7 +124,7 @@ def ov_scores(
         x = _rms_norm(embed[rows], ln_w, ln_eps)
         for h in range(n_heads):
             w_v, w_o = w_v_all[h // group], w_o_all[:, h]
-            unembed_o = (w_u * final_w) @ w_o
+            unembed_o = w_u_gain @ w_o
             diag_sum, all_sum, n_rows = 0.0, 0.0, 0
             for sl in chunks(len(rows), vocab_chunk):
                 src = rows[sl]
