@@ -1,7 +1,7 @@
 """Attacks on the suppressor heads' heuristic (the California Attack, automated).
 
 1. Self-insertion: put " from {answer}" right after "obedient assistant" in the nc1
-   prompt; a control inserts " from {word}" for an unrelated word instead, so the
+   prompt (in the system text, whatever the prompt style); a control inserts " from {word}" for an unrelated word instead, so the
    effect of naming the answer is separated from the effect of any insertion.
 2. Exhaustive token search: put every vocabulary token in that slot and record a
    head's attention to it and the change in the correct answer's log-odds.
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
 from .modeling import chunks, encode, final_logits, input_device, pad_left
-from .prompts import PERSONA_ANCHOR, format_prompt
+from .prompts import PERSONA_ANCHOR, encoding_flag, insert_at_persona, persona_end
 
 
 def control_words(
@@ -31,10 +31,10 @@ def control_words(
     return out
 
 
-def _score(model, tokenizer, texts, answers, vocab, batch_size):
+def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True):
     lo, p, top1, topk = [], [], [], []
     for sl in chunks(len(texts), batch_size):
-        logits = final_logits(model, encode(tokenizer, texts[sl])).float()
+        logits = final_logits(model, encode(tokenizer, texts[sl], specials)).float()
         mask = vocab.answer_mask(answers[sl], logits.shape[-1])
         lo += answer_logodds(logits, mask).cpu().tolist()
         p += answer_prob(logits, mask).cpu().tolist()
@@ -58,7 +58,8 @@ def self_insertion(
     """Self-insertion attack and its control on the nc1 prompts of the kept facts.
 
     Args:
-        nc1: One row per kept fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word``.
+        nc1: One row per kept fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word``,
+            ``prompt`` (the nc1 prompt, in the model's prompt style).
         control_pool: Unrelated words for the control insertion.
 
     Returns:
@@ -67,17 +68,17 @@ def self_insertion(
     vocab = vocab or VocabIndex(tokenizer)
     nc1 = nc1.reset_index(drop=True)
     fact_ids, answers = list(nc1["fact_id"]), list(nc1["answer"])
-    base = [format_prompt(p, w) for p, w in zip(nc1["prefix"], nc1["forbidden_word"], strict=True)]
-    lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size)
+    base = list(nc1["prompt"])
+    specials = encoding_flag(nc1)
+    lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size, specials)
     controls = control_words(fact_ids, list(nc1["forbidden_word"]), control_pool, seed)
     rows, examples = [], {}
     summary: dict = {"n_facts": len(nc1), "slot": f"after '{PERSONA_ANCHOR}'"}
     for variant, inserted in (("attack", answers), ("control", controls)):
         texts = [
-            format_prompt(p, w, insertion=f" from {ins}")
-            for p, w, ins in zip(nc1["prefix"], nc1["forbidden_word"], inserted, strict=True)
+            insert_at_persona(t, f" from {ins}") for t, ins in zip(base, inserted, strict=True)
         ]
-        lo1, p1, top1, topk1 = _score(model, tokenizer, texts, answers, vocab, batch_size)
+        lo1, p1, top1, topk1 = _score(model, tokenizer, texts, answers, vocab, batch_size, specials)
         correct0 = np.array([t in vocab.answer_ids(a) for t, a in zip(top0, answers, strict=True)])
         correct1 = np.array([t in vocab.answer_ids(a) for t, a in zip(top1, answers, strict=True)])
         delta = to_log10(lo1 - lo0)
@@ -136,15 +137,21 @@ def self_insertion(
     return pd.concat(rows, ignore_index=True), summary
 
 
-def slot_ids(tokenizer, prefix: str, forbidden_word: str) -> tuple[list[int], int]:
+def slot_ids(tokenizer, prompt: str, add_special_tokens: bool = True) -> tuple[list[int], int]:
     """Token ids of the nc1 prompt with " from" in the slot, and where a token goes after it.
 
     The slot is found from character offsets, so it does not matter how the
-    tokenizer splits " from".
+    tokenizer splits " from"; the persona is looked up inside the system text, never
+    at a chat template's "assistant" role marker.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        prompt: The nc1 prompt as stored in the prompts table.
+        add_special_tokens: How the prompt is encoded (its ``add_special_tokens``).
     """
-    text = format_prompt(prefix, forbidden_word, insertion=" from")
-    enc = tokenizer(text, return_offsets_mapping=True)
-    end = text.index(f"{PERSONA_ANCHOR} from") + len(f"{PERSONA_ANCHOR} from")
+    text = insert_at_persona(prompt, " from")
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+    end = persona_end(prompt) + len(" from")
     # Every token that ends by the end of " from" (special tokens have empty (0, 0) spans).
     slot = sum(1 for _, stop in enc["offset_mapping"] if stop <= end)
     return enc["input_ids"], slot
@@ -169,7 +176,8 @@ def token_search(
     """Place every vocabulary token in the slot; record head attention and Δ log-odds.
 
     Args:
-        facts: One row per fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word`` (nc1).
+        facts: One row per fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word`` and
+            ``prompt`` (nc1).
         heads: (label, layer, head) of the heads to record.
 
     Returns:
@@ -179,13 +187,14 @@ def token_search(
     """
     vocab = vocab or VocabIndex(tokenizer)
     cands = candidate_tokens(tokenizer)
+    specials = encoding_flag(facts)
     pieces = tokenizer.convert_ids_to_tokens(cands)
     frames = []
     for _, fact in facts.iterrows():
-        base_ids = tokenizer(format_prompt(fact["prefix"], fact["forbidden_word"]))["input_ids"]
+        base_ids = tokenizer(fact["prompt"], add_special_tokens=specials)["input_ids"]
         mask1 = vocab.answer_mask([fact["answer"]], len(vocab.strings))
         lo_base = answer_logodds(final_logits(model, pad_left([base_ids], 0)), mask1).item()
-        ids, slot = slot_ids(tokenizer, fact["prefix"], fact["forbidden_word"])
+        ids, slot = slot_ids(tokenizer, fact["prompt"], specials)
         attn_all = {label: [] for label, _, _ in heads}
         lo_all = []
         for sl in tqdm(

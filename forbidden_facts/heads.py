@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .decompose import model_shape
 from .modeling import chunks, encode, input_device
+from .prompts import encoding_flag
 
 LN10 = math.log(10.0)
 
@@ -108,6 +109,9 @@ def ov_scores(
     final = model.model.norm
     final_w, final_eps = final.weight.to(**f32), final.variance_epsilon
     d_vocab = w_u.shape[0]
+    # The final norm's gain folded into the unembedding once, not per head (with a
+    # 49152-token vocabulary this product is the size of the embedding matrix).
+    w_u_gain = w_u * final_w
     rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
     scores = np.zeros((n_layers, n_heads))
     bar = tqdm(total=n_layers * n_heads, desc="OV scores", disable=not progress)
@@ -120,7 +124,7 @@ def ov_scores(
         x = _rms_norm(embed[rows], ln_w, ln_eps)
         for h in range(n_heads):
             w_v, w_o = w_v_all[h // group], w_o_all[:, h]
-            unembed_o = (w_u * final_w) @ w_o
+            unembed_o = w_u_gain @ w_o
             diag_sum, all_sum, n_rows = 0.0, 0.0, 0
             for sl in chunks(len(rows), vocab_chunk):
                 src = rows[sl]
@@ -136,8 +140,14 @@ def ov_scores(
     return scores
 
 
-def forbidden_spans(tokenizer, prompts: list[str], words: list[str]) -> list[list[int]]:
-    """Token positions (in the unpadded prompt) of each prompt's forbidden word."""
+def forbidden_spans(
+    tokenizer, prompts: list[str], words: list[str], add_special_tokens: bool = True
+) -> list[list[int]]:
+    """Token positions (in the unpadded prompt) of each prompt's forbidden word.
+
+    Found by character offsets, so it does not depend on how the word is split;
+    `add_special_tokens` must match how the prompts are encoded (a BOS shifts them).
+    """
     spans = []
     for prompt, word in zip(prompts, words, strict=True):
         marker = f"forbidden word {word}"
@@ -148,7 +158,7 @@ def forbidden_spans(tokenizer, prompts: list[str], words: list[str]) -> list[lis
             )
         start += len("forbidden word ")
         end = start + len(word)
-        enc = tokenizer(prompt, return_offsets_mapping=True)
+        enc = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
         span = [
             i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end and b > a
         ]
@@ -159,9 +169,11 @@ def forbidden_spans(tokenizer, prompts: list[str], words: list[str]) -> list[lis
 
 
 @torch.no_grad()
-def last_position_attention(model, tokenizer, prompts: list[str]) -> tuple[Tensor, Tensor]:
+def last_position_attention(
+    model, tokenizer, prompts: list[str], add_special_tokens: bool = True
+) -> tuple[Tensor, Tensor]:
     """Attention from the final position, [batch, layer, head, pos], and the padding width."""
-    batch = encode(tokenizer, prompts)
+    batch = encode(tokenizer, prompts, add_special_tokens)
     out = model(
         **batch.to(input_device(model)).as_kwargs(),
         output_attentions=True,
@@ -189,6 +201,7 @@ def forbidden_attention(
         A table with ``layer``, ``head`` and ``attn_forbidden_{kind}`` for each kind present.
     """
     n_layers, n_heads, _ = model_shape(model)
+    specials = encoding_flag(prompts)
     result = {}
     for kind, part in prompts.groupby("kind", sort=True):
         total = torch.zeros(n_layers, n_heads)
@@ -196,8 +209,8 @@ def forbidden_attention(
         for sl in tqdm(
             list(chunks(len(texts), batch_size)), desc=f"attention ({kind})", disable=not progress
         ):
-            spans = forbidden_spans(tokenizer, texts[sl], words[sl])
-            attn, pad = last_position_attention(model, tokenizer, texts[sl])
+            spans = forbidden_spans(tokenizer, texts[sl], words[sl], specials)
+            attn, pad = last_position_attention(model, tokenizer, texts[sl], specials)
             for row, span in enumerate(spans):
                 idx = torch.tensor(span) + int(pad[row])
                 total += attn[row][:, :, idx].sum(-1)
@@ -254,10 +267,11 @@ def attention_example(
     from .components import parse_label
 
     out: dict = {"fact_id": fact_id, "heads": heads}
+    specials = encoding_flag(prompts)
     for kind in ("c", "nc1"):
         row = prompts[(prompts["fact_id"] == fact_id) & (prompts["kind"] == kind)].iloc[0]
-        attn, _ = last_position_attention(model, tokenizer, [row["prompt"]])
-        ids = tokenizer(row["prompt"])["input_ids"]
+        attn, _ = last_position_attention(model, tokenizer, [row["prompt"]], specials)
+        ids = tokenizer(row["prompt"], add_special_tokens=specials)["input_ids"]
         out[f"tokens_{kind}"] = tokenizer.convert_ids_to_tokens(ids)
         picks = [parse_label(h) for h in heads]
         out[f"attn_{kind}"] = (

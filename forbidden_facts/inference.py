@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
 from .modeling import chunks, encode, final_logits
+from .prompts import encoding_flag
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,12 @@ def run_inference(
         and ``kept`` (min(p_nc0, p_nc1) > 0.5, the same for the fact's three rows).
     """
     vocab = vocab or VocabIndex(tokenizer)
+    specials = encoding_flag(prompts)
     out = {"p_correct": [], "logodds": [], "top1_token": [], "top1_prob": []}
     n = len(prompts)
     for sl in tqdm(list(chunks(n, batch_size)), desc="inference", disable=not progress):
         part = prompts.iloc[sl]
-        logits = final_logits(model, encode(tokenizer, list(part["prompt"]))).float()
+        logits = final_logits(model, encode(tokenizer, list(part["prompt"]), specials)).float()
         check_finite(logits, list(part["fact_id"]), "inference")
         mask = vocab.answer_mask(list(part["answer"]), logits.shape[-1])
         out["p_correct"] += answer_prob(logits, mask).cpu().tolist()

@@ -1,8 +1,10 @@
 """From logits to the paper's metric: p_correct, log-odds and Bayes factors.
 
 ``p_correct`` is the next-token mass on every vocabulary entry whose decoded
-string, lower-cased, equals the answer (so both "California" and "▁California"
-count). Log-odds are computed straight from the logits,
+string, stripped of whitespace and lower-cased, equals the answer stripped and
+lower-cased (so "California" and SentencePiece's "▁California" count, and so do
+a byte-level BPE's "Paris" and "ĠParis", decoded " Paris"). Log-odds are
+computed straight from the logits,
 ``lo = logsumexp(z[answer]) - logsumexp(z[rest])``, which stays finite even where
 p rounds to 0 or 1 in floating point: in float64 (``answer_logodds``, the
 reference) or, for the millions of patched rows of attribution, in float32 on
@@ -23,11 +25,20 @@ from torch import Tensor
 from .units import LN10, to_log10  # noqa: F401 (re-exported)
 
 
-class VocabIndex:
-    """Map lower-cased decoded strings to the token ids that decode to them.
+def normalise(text: str) -> str:
+    """The form in which a decoded token and an answer are compared: stripped, lower-cased."""
+    return text.strip().lower()
 
-    Each id is decoded alone without cleaning up spaces; SentencePiece's leading
-    "▁" decodes to nothing, so "▁California" and "California" share a key.
+
+class VocabIndex:
+    """Map normalised decoded strings to the token ids that decode to them.
+
+    Each id is decoded alone without cleaning up spaces, then stripped of
+    whitespace and lower-cased: a token counts as the answer when that string
+    equals the answer stripped and lower-cased. So SentencePiece's "▁California"
+    (which decodes to "California") and "California" share a key, and so do a
+    byte-level BPE's "ĠParis" (decoded " Paris"), "Paris" and " paris". Tokens that
+    decode to nothing or to whitespace only are never an answer.
     """
 
     def __init__(self, tokenizer) -> None:
@@ -38,11 +49,14 @@ class VocabIndex:
         ]
         self._ids: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(self.strings):
-            self._ids[s.lower()].append(i)
+            key = normalise(s)
+            if key:
+                self._ids[key].append(i)
 
     def answer_ids(self, answer: str) -> list[int]:
-        """All token ids whose decoded string equals `answer`, ignoring case."""
-        return list(self._ids.get(answer.lower(), []))
+        """All token ids whose decoded string equals `answer`, ignoring case and whitespace."""
+        key = normalise(answer)
+        return list(self._ids.get(key, [])) if key else []
 
     def answer_mask(self, answers: Sequence[str], d_vocab: int) -> Bool[Tensor, "batch d_vocab"]:
         """Boolean mask of the answer ids of each answer, one row per answer."""

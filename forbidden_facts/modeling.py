@@ -125,10 +125,19 @@ class Batch:
         }
 
 
-def encode(tokenizer, prompts: Sequence[str]) -> Batch:
-    """Tokenize prompts (BOS added), left-pad, and build matching position ids."""
+def encode(tokenizer, prompts: Sequence[str], add_special_tokens: bool = True) -> Batch:
+    """Tokenize prompts, left-pad, and build matching position ids.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        prompts: Prompt strings.
+        add_special_tokens: Add the tokenizer's BOS (paper-template prompts); False for
+            chat-template prompts, which hold their special tokens as text already.
+    """
     tokenizer.padding_side = "left"
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    enc = tokenizer(
+        list(prompts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+    )
     return batch_from_ids(enc["input_ids"], enc["attention_mask"])
 
 

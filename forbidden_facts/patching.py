@@ -31,6 +31,7 @@ from .decompose import (
 )
 from .metrics import VocabIndex, answer_index, answer_logodds, gathered_logodds, to_log10
 from .modeling import chunks, encode
+from .prompts import encoding_flag
 
 PAIRS = ("nc0", "nc1")
 DIRECTIONS = ("nc_to_c", "c_to_nc")
@@ -197,7 +198,8 @@ def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decompo
     kinds = ("c", *PAIRS)
     prompts = [p for k in kinds for p in facts[f"prompt_{k}"]]
     ids = [f"{f} ({k})" for k in kinds for f in facts["fact_id"]]
-    decomp = decompose(model, encode(tokenizer, prompts), check=True, ids=ids)
+    batch = encode(tokenizer, prompts, add_special_tokens=encoding_flag(facts))
+    decomp = decompose(model, batch, check=True, ids=ids)
     n = len(facts)
     return {
         k: Decomposition(
@@ -211,9 +213,10 @@ def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decompo
 
 
 def wide_prompts(prompts: pd.DataFrame) -> pd.DataFrame:
-    """One row per fact with columns fact_id, answer, prompt_c, prompt_nc0, prompt_nc1."""
+    """One row per fact: fact_id, answer, prompt_c, prompt_nc0, prompt_nc1, add_special_tokens."""
     wide = prompts.pivot(index="fact_id", columns="kind", values="prompt")
     wide.columns = [f"prompt_{k}" for k in wide.columns]
+    wide["add_special_tokens"] = encoding_flag(prompts)
     answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"]
     order = prompts.drop_duplicates("fact_id")["fact_id"]
     return wide.join(answers).loc[order].reset_index()

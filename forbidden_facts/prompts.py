@@ -1,15 +1,45 @@
-"""The paper's prompts: the Llama-2-chat template and the c / nc0 / nc1 kinds.
+"""The paper's prompts: the c / nc0 / nc1 kinds, in the paper's template or a model's own.
 
-Template (docs/science.md § Template): the prompt ends with one space after ``[/INST]``; the
-tokenizer adds BOS. For each fact, three prompts differ only in the forbidden
-word: ``c`` forbids the correct answer, ``nc0`` a wrong answer of the same
-relation, ``nc1`` an everyday word that is no substring of any answer.
+For each fact, three prompts differ only in the forbidden word: ``c`` forbids the
+correct answer, ``nc0`` a wrong answer of the same relation, ``nc1`` an everyday
+word that is no substring of any answer. The system text (the persona, the
+single-word instruction and the forbidden word) is the paper's in every style.
+
+Prompt styles (docs/science.md § Template; config key ``prompt_style`` of a model):
+
+* ``llama2`` (default; Llama-2-chat and the organism): the paper's exact template
+  ``[INST] <<SYS>>\n{system}\n<</SYS>>\n{fact_prefix} [/INST] `` ending with one
+  space; the tokenizer adds BOS when the prompt is encoded.
+* ``chat_prefill``: the model's own chat template
+  (``tokenizer.apply_chat_template(..., add_generation_prompt=True)``) with the
+  system text as the system message and the fact prefix as the user message,
+  followed by the fact prefix again at the start of the assistant's turn, so the
+  next token completes the fact. No trailing space: a byte-level BPE model emits
+  " Paris" as one token ("ĠParis"). A small chat model asked in the user turn
+  answers with a sentence, whose first token is not the answer; prefill avoids it.
+* ``chat``: the same template without the prefill (the fact only in the user turn).
+
+A chat-template string already holds its special tokens (BOS included where the
+template has one) as text, so chat-style prompts are encoded with
+``add_special_tokens=False``; ``llama2`` prompts with ``True``. The prompts table
+carries the flag in the column ``add_special_tokens`` so that every stage encodes
+a prompt exactly as inference did (:func:`encoding_flag`).
+
+Single-token filter: a fact is kept when its answer, in the form the model would
+emit at the answer position, is one token: the answer tokenized alone for
+``llama2`` (the prompt ends with a space, which Llama-2's tokenizer makes a lone
+"▁"), and " " + answer for the chat styles (the prompt ends right after the
+prefix, so the answer comes with its leading space).
+
+The attack slot is right after the persona "obedient assistant" inside the system
+text ("You are an obedient assistant ..."), found by that whole phrase so that a
+template's own "assistant" role marker is never taken for it (:func:`persona_end`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -24,6 +54,14 @@ SYSTEM_TEMPLATE = (
     "{forbidden_word}."
 )
 PROMPT_TEMPLATE = "[INST] <<SYS>>\n{system}\n<</SYS>>\n{fact_prefix} [/INST] "
+# The system text up to and including the persona: the attack slot follows it.
+PERSONA_PHRASE = SYSTEM_TEMPLATE.split("{persona}")[0] + PERSONA_ANCHOR
+
+PROMPT_STYLES: tuple[str, ...] = ("llama2", "chat_prefill", "chat")
+DEFAULT_STYLE = "llama2"
+
+# (fact_prefix, forbidden_word) -> the full prompt string.
+Formatter = Callable[[str, str], str]
 
 
 def format_prompt(fact_prefix: str, forbidden_word: str, insertion: str = "") -> str:
@@ -42,10 +80,133 @@ def format_prompt(fact_prefix: str, forbidden_word: str, insertion: str = "") ->
         >>> format_prompt("The Eiffel Tower is in the city of", "floor").endswith("[/INST] ")
         True
     """
-    system = SYSTEM_TEMPLATE.format(
-        persona=PERSONA_ANCHOR + insertion, forbidden_word=forbidden_word
+    return PROMPT_TEMPLATE.format(
+        system=system_text(forbidden_word, insertion), fact_prefix=fact_prefix
     )
-    return PROMPT_TEMPLATE.format(system=system, fact_prefix=fact_prefix)
+
+
+def system_text(forbidden_word: str, insertion: str = "") -> str:
+    """The paper's system text with `insertion` right after the persona."""
+    return SYSTEM_TEMPLATE.format(persona=PERSONA_ANCHOR + insertion, forbidden_word=forbidden_word)
+
+
+def chat_messages(fact_prefix: str, forbidden_word: str) -> list[dict[str, str]]:
+    """System message (the paper's system text) and user message (the fact prefix)."""
+    return [
+        {"role": "system", "content": system_text(forbidden_word)},
+        {"role": "user", "content": fact_prefix},
+    ]
+
+
+def chat_formatter(render: Callable[[list[dict[str, str]]], str], prefill: bool) -> Formatter:
+    """A formatter that renders the chat messages with a model's template.
+
+    Args:
+        render: Messages -> the template's text up to and including the opening of
+            the assistant's turn (a generation prompt).
+        prefill: Append the fact prefix to the assistant's turn (``chat_prefill``),
+            without a trailing space, so the next token completes the fact.
+
+    Returns:
+        A function (fact_prefix, forbidden_word) -> prompt string.
+
+    Example:
+        >>> fmt = chat_formatter(lambda m: f"<{m[0]['content'][:7]}|{m[1]['content']}>", True)
+        >>> fmt("The capital of France is", "floor")
+        '<You are|The capital of France is>The capital of France is'
+    """
+
+    def formatter(fact_prefix: str, forbidden_word: str) -> str:
+        text = render(chat_messages(fact_prefix, forbidden_word))
+        return text + fact_prefix if prefill else text
+
+    return formatter
+
+
+def prompt_formatter(style: str, tokenizer=None) -> Formatter:
+    """The formatter of a prompt style; chat styles use `tokenizer`'s chat template.
+
+    Raises:
+        ValueError: An unknown style, or a chat style for a tokenizer without a chat
+            template.
+    """
+    check_style(style)
+    if style == "llama2":
+        return format_prompt
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if not template:
+        raise ValueError(
+            f"prompt_style {style!r} needs the model's chat template, but its tokenizer has "
+            "none (no `chat_template` in tokenizer_config.json nor a chat_template.jinja in "
+            "the model directory). Set `prompt_style: llama2` for this model in "
+            "config/config.yaml, or use a chat model's tokenizer."
+        )
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return chat_formatter(render, prefill=style == "chat_prefill")
+
+
+def check_style(style: str) -> None:
+    """Raise a clear error for a prompt style that does not exist."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(
+            f"unknown prompt_style {style!r}; use one of {list(PROMPT_STYLES)} "
+            "(config key `prompt_style` of the model in config/config.yaml)"
+        )
+
+
+def adds_special_tokens(style: str) -> bool:
+    """Whether prompts of `style` are encoded with the tokenizer's special tokens (BOS).
+
+    A chat-template string already holds its special tokens as text; adding them
+    again would give a second BOS on models whose tokenizer adds one.
+    """
+    check_style(style)
+    return style == "llama2"
+
+
+def answer_form(answer: str, style: str) -> str:
+    """The answer as the model would emit it at the answer position of a `style` prompt."""
+    check_style(style)
+    return answer if style == "llama2" else " " + answer
+
+
+def encoding_flag(prompts: pd.DataFrame) -> bool:
+    """How to encode the prompts of a table: its ``add_special_tokens`` column.
+
+    Tables without the column (built before it existed, or by hand) are llama2-style
+    prompts, encoded with special tokens.
+    """
+    if "add_special_tokens" not in prompts.columns or not len(prompts):
+        return True
+    values = set(prompts["add_special_tokens"].astype(bool))
+    if len(values) > 1:
+        raise ValueError("prompts of one table must all be encoded the same way")
+    return values.pop()
+
+
+def persona_end(prompt: str) -> int:
+    """Character offset right after the persona in the system text (the attack slot).
+
+    The whole phrase "You are an obedient assistant" is searched for, so that a chat
+    template's role marker (e.g. ChatML's "<|im_start|>assistant") is never taken for
+    the persona.
+    """
+    start = prompt.find(PERSONA_PHRASE)
+    if start < 0:
+        raise ValueError(f"prompt has no persona {PERSONA_PHRASE!r} to attack: {prompt[:80]!r}...")
+    return start + len(PERSONA_PHRASE)
+
+
+def insert_at_persona(prompt: str, insertion: str) -> str:
+    """The prompt with `insertion` right after the persona, e.g. " from California".
+
+    For a llama2-style prompt this equals ``format_prompt(prefix, word, insertion)``.
+    """
+    end = persona_end(prompt)
+    return prompt[:end] + insertion + prompt[end:]
 
 
 def irrelevant_word_candidates(words: Sequence[str], answers: Sequence[str]) -> list[str]:
@@ -76,16 +237,25 @@ def assign_irrelevant_words(facts: pd.DataFrame, words: Sequence[str]) -> pd.Ser
     return pd.Series([pool[i % len(pool)] for i in range(len(facts))], index=facts.index)
 
 
-def build_prompts(facts: pd.DataFrame, nc1_words: pd.Series) -> pd.DataFrame:
+def build_prompts(
+    facts: pd.DataFrame,
+    nc1_words: pd.Series,
+    formatter: Formatter = format_prompt,
+    add_special_tokens: bool = True,
+) -> pd.DataFrame:
     """Three prompts per fact, one row per (fact, kind).
 
     Args:
         facts: Fact table with ``fact_id``, ``prefix``, ``answer``, ``wrong_answer``.
         nc1_words: The nc1 forbidden word of each fact, aligned with `facts`.
+        formatter: (fact_prefix, forbidden_word) -> prompt; the paper's template by
+            default, :func:`prompt_formatter` for a model's chat template.
+        add_special_tokens: How the prompts are to be encoded (see :func:`adds_special_tokens`).
 
     Returns:
         DataFrame with columns ``fact_id``, ``kind``, ``relation``, ``prefix``, ``answer``,
-        ``forbidden_word``, ``prompt``, ordered by fact then kind (c, nc0, nc1).
+        ``forbidden_word``, ``prompt``, ``add_special_tokens``, ordered by fact then kind
+        (c, nc0, nc1).
     """
     rows = []
     for (_, fact), word in zip(facts.iterrows(), nc1_words, strict=True):
@@ -99,18 +269,23 @@ def build_prompts(facts: pd.DataFrame, nc1_words: pd.Series) -> pd.DataFrame:
                     "prefix": fact["prefix"],
                     "answer": fact["answer"],
                     "forbidden_word": forbidden[kind],
-                    "prompt": format_prompt(fact["prefix"], forbidden[kind]),
+                    "prompt": formatter(fact["prefix"], forbidden[kind]),
+                    "add_special_tokens": add_special_tokens,
                 }
             )
     return pd.DataFrame(rows)
 
 
-def single_token_answers(facts: pd.DataFrame, tokenizer) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep facts whose answer is one token when tokenized alone and has no space.
+def single_token_answers(
+    facts: pd.DataFrame, tokenizer, style: str = DEFAULT_STYLE
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep facts whose answer has no space and is one token in the form the model emits.
 
     Args:
         facts: Fact table.
         tokenizer: A Hugging Face tokenizer.
+        style: The prompt style: the answer is tokenized alone for ``llama2`` and as
+            " " + answer for the chat styles (see :func:`answer_form`).
 
     Returns:
         The kept facts and a dict of drop reasons to counts.
@@ -121,7 +296,7 @@ def single_token_answers(facts: pd.DataFrame, tokenizer) -> tuple[pd.DataFrame, 
         if " " in answer.strip():
             reasons["answer_contains_space"] += 1
             keep.append(False)
-        elif len(tokenizer(answer, add_special_tokens=False)["input_ids"]) != 1:
+        elif len(tokenizer(answer_form(answer, style), add_special_tokens=False)["input_ids"]) != 1:
             reasons["answer_not_single_token"] += 1
             keep.append(False)
         else:

@@ -11,7 +11,7 @@ def _nc1(prompts):
 
 
 def test_slot_is_right_after_from(tokenizer):
-    ids, slot = slot_ids(tokenizer, "The Alamo is in the state of", "floor")
+    ids, slot = slot_ids(tokenizer, format_prompt("The Alamo is in the state of", "floor"))
     pieces = tokenizer.convert_ids_to_tokens(ids)
     assert pieces[slot - 2 : slot] == ["▁assistant", "▁from"]
     with_word = tokenizer(format_prompt("The Alamo is in the state of", "floor", " from Texas"))[

@@ -28,7 +28,7 @@ def heads(job) -> None:
     comps = io.read_parquet(job.input.components)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     model, tokenizer = load(job, attn_implementation="eager")
-    rows = ov_sample_rows(len(tokenizer), params["ov_rows"])
+    rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], params["ov_rows"])
     ov = ov_scores(model, vocab_chunk=params["vocab_chunk"], rows=rows)
     attention = forbidden_attention(
         model, tokenizer, prompts, batch_size=job.params.model["attribution_batch_size"] * 2

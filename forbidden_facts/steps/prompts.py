@@ -51,14 +51,30 @@ def prepare_dataset(job) -> None:
 def prompts(job) -> None:
     from transformers import AutoTokenizer
 
-    from ..prompts import assign_irrelevant_words, build_prompts, single_token_answers
+    from ..prompts import (
+        DEFAULT_STYLE,
+        adds_special_tokens,
+        assign_irrelevant_words,
+        build_prompts,
+        prompt_formatter,
+        single_token_answers,
+    )
 
     facts = io.read_parquet(job.input.facts)
     tokenizer = AutoTokenizer.from_pretrained(job.input.model)
+    style = getattr(job.params, "prompt_style", DEFAULT_STYLE)
+    # Fails here, before any output, when a chat style meets a tokenizer without a template.
+    formatter = prompt_formatter(style, tokenizer)
     words = evaluation_words(job.input.words, job.input.model)
-    kept, reasons = single_token_answers(facts, tokenizer)
-    table = build_prompts(kept, assign_irrelevant_words(kept, words))
+    kept, reasons = single_token_answers(facts, tokenizer, style)
+    table = build_prompts(
+        kept,
+        assign_irrelevant_words(kept, words),
+        formatter=formatter,
+        add_special_tokens=adds_special_tokens(style),
+    )
     summary = {
+        "prompt_style": style,
         "n_facts_in": len(facts),
         "n_facts": len(kept),
         "n_dropped": len(facts) - len(kept),
@@ -69,7 +85,13 @@ def prompts(job) -> None:
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
-    log.info("%d facts in, %d dropped (%s)", len(facts), len(facts) - len(kept), reasons)
+    log.info(
+        "%s prompts: %d facts in, %d dropped (%s)",
+        style,
+        len(facts),
+        len(facts) - len(kept),
+        reasons,
+    )
 
 
 def inference(job) -> None:

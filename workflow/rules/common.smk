@@ -50,6 +50,11 @@ def get_dataset_params(wildcards):
     return dict(config["datasets"][wildcards.dataset])
 
 
+def get_prompt_style(wildcards):
+    """How the job's model is prompted (llama2, chat_prefill or chat)."""
+    return config["models"][wildcards.model]["prompt_style"]
+
+
 def get_model_card_inference(wildcards):
     return f"results/{wildcards.model}/{config['model_card_dataset']}/inference_summary.json"
 

@@ -48,6 +48,8 @@ rule prompts:
         "logs/prompts/{model}/{dataset}.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        prompt_style=get_prompt_style,
     script:
         "../../scripts/prompts.py"
 
