@@ -15,10 +15,10 @@ __all__ = ["download_dataset", "prepare_dataset", "prompts", "inference"]
 
 
 def download_dataset(job) -> None:
-    from ..datasets import download_counterfact
+    from ..datasets import download_dataset
 
     spec = job.params.dataset
-    info = download_counterfact(
+    info = download_dataset(
         spec["url"], job.output.data, sha256=spec.get("sha256"), name=job.wildcards.dataset
     )
     io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
@@ -28,7 +28,10 @@ def prepare_dataset(job) -> None:
     from ..datasets import load_facts_with_skipped
 
     source = Path(job.input.source)
-    facts, skipped = load_facts_with_skipped(source)
+    spec = job.params.dataset
+    # A download has no telling extension: its format is `format`, else CounterFact's.
+    fmt = spec.get("format") or ("counterfact" if "url" in spec else None)
+    facts, skipped = load_facts_with_skipped(source, fmt)
     report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
     max_facts = job.params.dataset.get("max_facts")
     if max_facts:
@@ -51,13 +54,17 @@ def prepare_dataset(job) -> None:
 def prompts(job) -> None:
     from transformers import AutoTokenizer
 
+    from ..datasets import few_facts_warning
     from ..prompts import assign_irrelevant_words, build_prompts, single_token_answers
 
     facts = io.read_parquet(job.input.facts)
     tokenizer = AutoTokenizer.from_pretrained(job.input.model)
     words = evaluation_words(job.input.words, job.input.model)
+    # The paper's rule: words are assigned over the whole dataset, before the
+    # single-token filter, so every kept fact gets the paper's nc1 word.
+    facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
     kept, reasons = single_token_answers(facts, tokenizer)
-    table = build_prompts(kept, assign_irrelevant_words(kept, words))
+    table = build_prompts(kept, kept["irrelevant_word"])
     summary = {
         "n_facts_in": len(facts),
         "n_facts": len(kept),
@@ -65,7 +72,14 @@ def prompts(job) -> None:
         "dropped_by_reason": reasons,
         "n_prompts": len(table),
         "n_irrelevant_words": len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
+        "warnings": [],
     }
+    few = few_facts_warning(
+        len(kept), f"dataset {job.wildcards.dataset}: facts with a single-token answer"
+    )
+    if few:
+        summary["warnings"].append(few)
+        log.warning(few)
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
@@ -73,6 +87,7 @@ def prompts(job) -> None:
 
 
 def inference(job) -> None:
+    from ..datasets import few_facts_warning
     from ..inference import run_inference, total_effect
 
     model, tokenizer = load(job, attn_implementation="sdpa")
@@ -86,6 +101,12 @@ def inference(job) -> None:
         **total_effect(table),
     }
     relations = prompts.drop_duplicates("fact_id").set_index("fact_id")["relation"]
+    few = few_facts_warning(
+        summary["n_kept"], f"{job.wildcards.model} on {job.wildcards.dataset}: known facts"
+    )
+    summary["warnings"] = [few] if few else []
+    if few:
+        log.warning(few)
     summary["by_relation"] = {
         rel: total_effect(table[table["fact_id"].isin(set(ids))])
         for rel, ids in relations.groupby(relations).groups.items()
