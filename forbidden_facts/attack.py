@@ -4,7 +4,9 @@
    prompt (in the system text, whatever the prompt style); a control inserts " from {word}" for an unrelated word instead, so the
    effect of naming the answer is separated from the effect of any insertion.
 2. Exhaustive token search: put every vocabulary token in that slot and record a
-   head's attention to it and the change in the correct answer's log-odds.
+   head's attention to it and the change in the correct answer's log-odds against
+   a neutral token of the same length class; a control puts the same tokens at
+   the end of the system text, far from the persona.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from tqdm.auto import tqdm
 
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
 from .modeling import chunks, encode, final_logits, input_device, pad_left
-from .prompts import PERSONA_ANCHOR, encoding_flag, insert_at_persona, persona_end
+from .prompts import (
+    PERSONA_ANCHOR,
+    SYSTEM_TEMPLATE,
+    encoding_flag,
+    insert_at_persona,
+    persona_end,
+)
 
 
 def control_words(
@@ -137,7 +145,16 @@ def self_insertion(
     return pd.concat(rows, ignore_index=True), summary
 
 
-def slot_ids(tokenizer, prompt: str, add_special_tokens: bool = True) -> tuple[list[int], int]:
+def _ids_and_slot(tokenizer, text: str, end: int, add_special_tokens: bool):
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+    # Every token that ends by character `end` (special tokens have empty (0, 0) spans).
+    slot = sum(1 for _, stop in enc["offset_mapping"] if stop <= end)
+    return enc["input_ids"], slot
+
+
+def slot_ids(
+    tokenizer, prompt: str, add_special_tokens: bool = True, forbidden_word: str | None = None
+) -> tuple[list[int], int]:
     """Token ids of the nc1 prompt with " from" in the slot, and where a token goes after it.
 
     The slot is found from character offsets, so it does not matter how the
@@ -148,19 +165,100 @@ def slot_ids(tokenizer, prompt: str, add_special_tokens: bool = True) -> tuple[l
         tokenizer: The model's tokenizer.
         prompt: The nc1 prompt as stored in the prompts table.
         add_special_tokens: How the prompt is encoded (its ``add_special_tokens``).
+        forbidden_word: Unused; the same signature as :func:`control_slot_ids`.
     """
-    text = insert_at_persona(prompt, " from")
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
     end = persona_end(prompt) + len(" from")
-    # Every token that ends by the end of " from" (special tokens have empty (0, 0) spans).
-    slot = sum(1 for _, stop in enc["offset_mapping"] if stop <= end)
-    return enc["input_ids"], slot
+    return _ids_and_slot(tokenizer, insert_at_persona(prompt, " from"), end, add_special_tokens)
+
+
+def control_end(prompt: str, forbidden_word: str) -> int:
+    """Character offset right after the system text (after its forbidden-word sentence)."""
+    system = SYSTEM_TEMPLATE.format(persona=PERSONA_ANCHOR, forbidden_word=forbidden_word)
+    start = prompt.find(system)
+    if start < 0:
+        raise ValueError(
+            f"prompt has no system text forbidding {forbidden_word!r}: {prompt[:80]!r}"
+        )
+    return start + len(system)
+
+
+def control_slot_ids(
+    tokenizer, prompt: str, add_special_tokens: bool = True, forbidden_word: str = ""
+) -> tuple[list[int], int]:
+    """Like :func:`slot_ids`, with " from" at the end of the system text instead.
+
+    This control slot lies far from the persona (after the forbidden-word
+    sentence: before ``<</SYS>>`` in the llama2 template, before the end of the
+    system message in a chat template): the same tokens inserted there show what
+    any insertion does, as opposed to what naming something in the persona does.
+    """
+    end = control_end(prompt, forbidden_word)
+    text = prompt[:end] + " from" + prompt[end:]
+    return _ids_and_slot(tokenizer, text, end + len(" from"), add_special_tokens)
 
 
 def candidate_tokens(tokenizer) -> list[int]:
     """Every vocabulary id except the special tokens."""
     special = set(tokenizer.all_special_ids)
     return [i for i in range(len(tokenizer)) if i not in special]
+
+
+def length_classes(pieces: list[str], strings: list[str]) -> np.ndarray:
+    """A token's length class: word start or not, times 1, 2-3, 4-6 or 7+ characters.
+
+    Args:
+        pieces: Each token's vocabulary piece (a word start begins with "▁" in
+            SentencePiece, "Ġ" in byte-level BPE, or a space).
+        strings: Each token's decoded text, whose stripped length is counted.
+
+    Returns:
+        One small integer per token; tokens of equal class fill the slot with text
+        of about the same shape.
+    """
+    out = np.empty(len(pieces), dtype=np.int64)
+    for i, (piece, text) in enumerate(zip(pieces, strings, strict=True)):
+        n = len(text.strip())
+        bucket = 0 if n <= 1 else 1 if n <= 3 else 2 if n <= 6 else 3
+        word_start = piece[:1] in ("▁", "Ġ") or piece[:1].isspace()
+        out[i] = 4 * int(word_start) + bucket
+    return out
+
+
+def neutral_reference(logodds: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Each token's neutral reference: the index of its class's median token by log-odds.
+
+    The neutral token of a class is the token whose answer log-odds is the
+    class's (lower) median: a typical token of that length class in that slot.
+    Measuring against it removes what inserting " from" plus any token does.
+
+    Returns:
+        For each token, the index (into `logodds`) of its class's neutral token.
+    """
+    ref = np.empty(len(logodds), dtype=np.int64)
+    for cls in np.unique(classes):
+        members = np.flatnonzero(classes == cls)
+        order = members[np.argsort(logodds[members], kind="stable")]
+        ref[members] = order[(len(order) - 1) // 2]
+    return ref
+
+
+def _slot_pass(model, ids, slot, cands, heads, mask1, batch_size, desc, progress):
+    """Answer log-odds and each head's last-position attention to the slot, per candidate."""
+    attn_all = {label: [] for label, _, _ in heads}
+    lo_all = []
+    for sl in tqdm(
+        list(chunks(len(cands), batch_size)), desc=desc, disable=not progress, leave=False
+    ):
+        batch_ids = [ids[:slot] + [c] + ids[slot:] for c in cands[sl]]
+        batch = pad_left(batch_ids, 0).to(input_device(model))
+        out = model(**batch.as_kwargs(), output_attentions=True, use_cache=False, logits_to_keep=1)
+        logits = out.logits[:, -1].float()
+        lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
+        for label, layer, head in heads:
+            # left padding: equal lengths here, so the slot index is the same in every row
+            attn_all[label].append(out.attentions[layer][:, head, -1, slot].float().cpu())
+    attn = {label: torch.cat(v).numpy() for label, v in attn_all.items()}
+    return torch.cat(lo_all).numpy(), attn
 
 
 @torch.no_grad()
@@ -175,6 +273,14 @@ def token_search(
 ) -> pd.DataFrame:
     """Place every vocabulary token in the slot; record head attention and Δ log-odds.
 
+    Each token goes right after "obedient assistant from" in the nc1 prompt. Its
+    effect is measured against the same prompt with the slot filled by a neutral
+    token of the same length class (:func:`length_classes`,
+    :func:`neutral_reference`), so the effect of inserting " from" and a token
+    as such is not mixed in. A control puts the same tokens after " from" at the
+    end of the system text (:func:`control_slot_ids`), far from the persona, with
+    its own neutral reference.
+
     Args:
         facts: One row per fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word`` and
             ``prompt`` (nc1).
@@ -182,42 +288,43 @@ def token_search(
 
     Returns:
         ``component``, ``fact_id``, ``token``, ``token_id``, ``attention``,
-        ``delta_logodds_log10`` and ``rank`` (0 = the token the head attends to most
-        for that fact).
+        ``delta_logodds_log10`` (vs the neutral token) and ``rank`` (0 = the token
+        the head attends to most for that fact); ``length_class``,
+        ``neutral_token``, ``delta_vs_no_insertion_log10`` (vs the nc1 prompt
+        without " from"), and the control's ``control_attention``,
+        ``control_delta_logodds_log10`` and ``control_neutral_token``.
     """
     vocab = vocab or VocabIndex(tokenizer)
     cands = candidate_tokens(tokenizer)
     specials = encoding_flag(facts)
     pieces = tokenizer.convert_ids_to_tokens(cands)
+    classes = length_classes(pieces, [vocab.strings[c] for c in cands])
     frames = []
     for _, fact in facts.iterrows():
         base_ids = tokenizer(fact["prompt"], add_special_tokens=specials)["input_ids"]
         mask1 = vocab.answer_mask([fact["answer"]], len(vocab.strings))
         lo_base = answer_logodds(final_logits(model, pad_left([base_ids], 0)), mask1).item()
-        ids, slot = slot_ids(tokenizer, fact["prompt"], specials)
-        attn_all = {label: [] for label, _, _ in heads}
-        lo_all = []
-        for sl in tqdm(
-            list(chunks(len(cands), batch_size)),
-            desc=f"token search {fact['fact_id']}",
-            disable=not progress,
-            leave=False,
-        ):
-            batch_ids = torch.tensor([ids[:slot] + [c] + ids[slot:] for c in cands[sl]])
-            batch = pad_left(batch_ids.tolist(), 0).to(input_device(model))
-            out = model(
-                **batch.as_kwargs(), output_attentions=True, use_cache=False, logits_to_keep=1
+        passes = {}
+        for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
+            ids, slot = finder(tokenizer, fact["prompt"], specials, fact["forbidden_word"])
+            passes[kind] = _slot_pass(
+                model,
+                ids,
+                slot,
+                cands,
+                heads,
+                mask1,
+                batch_size,
+                f"token search {fact['fact_id']} ({kind})",
+                progress,
             )
-            logits = out.logits[:, -1].float()
-            lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
-            for label, layer, head in heads:
-                attn_all[label].append(out.attentions[layer][:, head, -1, slot].float().cpu())
-        delta = to_log10(torch.cat(lo_all).numpy() - lo_base)
+        lo, attn = passes["attack"]
+        lo_ctl, attn_ctl = passes["control"]
+        ref, ref_ctl = neutral_reference(lo, classes), neutral_reference(lo_ctl, classes)
         for label, _, _ in heads:
-            attn = torch.cat(attn_all[label]).numpy()
-            order = np.argsort(-attn, kind="stable")
-            rank = np.empty(len(attn), dtype=np.int64)
-            rank[order] = np.arange(len(attn))
+            order = np.argsort(-attn[label], kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
             frames.append(
                 pd.DataFrame(
                     {
@@ -225,10 +332,33 @@ def token_search(
                         "fact_id": fact["fact_id"],
                         "token": pieces,
                         "token_id": cands,
-                        "attention": attn,
-                        "delta_logodds_log10": delta,
+                        "attention": attn[label],
+                        "delta_logodds_log10": to_log10(lo - lo[ref]),
                         "rank": rank,
+                        "length_class": classes,
+                        "neutral_token": [pieces[i] for i in ref],
+                        "delta_vs_no_insertion_log10": to_log10(lo - lo_base),
+                        "control_attention": attn_ctl[label],
+                        "control_delta_logodds_log10": to_log10(lo_ctl - lo_ctl[ref_ctl]),
+                        "control_neutral_token": [pieces[i] for i in ref_ctl],
                     }
                 )
             )
     return pd.concat(frames, ignore_index=True)
+
+
+TOKEN_SEARCH_COLUMNS = [
+    "component",
+    "fact_id",
+    "token",
+    "token_id",
+    "attention",
+    "delta_logodds_log10",
+    "rank",
+    "length_class",
+    "neutral_token",
+    "delta_vs_no_insertion_log10",
+    "control_attention",
+    "control_delta_logodds_log10",
+    "control_neutral_token",
+]

@@ -1,7 +1,7 @@
 """Command line: run one workflow step by hand, or verify an unpacked archive.
 
     forbidden-facts run-step prompts --input model=resources/models/toy \\
-        --input facts=resources/datasets/curated/facts.parquet --input words=data/irrelevant_words.txt \\
+        --input facts=resources/datasets/curated/facts.parquet --input words=data/paper_words.csv \\
         --output prompts=/tmp/prompts.parquet --output summary=/tmp/prompts_summary.json \\
         --wildcard model=toy --wildcard dataset=curated
 

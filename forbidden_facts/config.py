@@ -72,13 +72,15 @@ def check_run_names(config: dict) -> None:
 def check_input_files(config: dict, root: str | Path = ".") -> None:
     """Local files named in config must exist before anything runs (names the key to fix)."""
     root = Path(root)
-    needed = [("irrelevant_words", config.get("irrelevant_words", "data/irrelevant_words.txt"))]
+    needed = [("irrelevant_words", config.get("irrelevant_words", "data/paper_words.csv"))]
     for name in config.get("run", {}).get("datasets", []):
         spec = config["datasets"][name]
         if "path" in spec:
             needed.append((f"datasets.{name}.path", spec["path"]))
     if any(config["models"][m]["source"] == "toy" for m in config.get("run", {}).get("models", [])):
-        needed.append(("toy.facts", config.get("toy", {}).get("facts", "data/facts/curated.csv")))
+        toy = config.get("toy", {})
+        needed.append(("toy.facts", toy.get("facts", "data/facts/curated.csv")))
+        needed.append(("toy.train_words", toy.get("train_words", "data/irrelevant_words.txt")))
     for key, path in needed:
         if not (root / path).is_file():
             raise ConfigError(

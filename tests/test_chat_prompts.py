@@ -287,11 +287,12 @@ def test_self_insertion_and_token_search_run_on_chat_prompts(bpe_model, bpe, cha
         bpe_model, bpe, nc1.iloc[:1], [("L1H0ATN", 1, 0)], batch_size=128, progress=False
     )
     assert len(search) == len(bpe) - len(set(bpe.all_special_ids))
-    # Inserting " from {answer}" is the search's row for the token "Ġ{answer}" in the slot.
+    # Inserting " from {answer}" is the search's row for the token "Ġ{answer}" in the slot
+    # (measured against the prompt without insertion, as self-insertion is).
     fact = nc1.iloc[0]
     token = search[search.token_id == bpe.convert_tokens_to_ids("Ġ" + fact.answer)]
     attack = table[(table.variant == "attack") & (table.fact_id == fact.fact_id)]
-    assert token.delta_logodds_log10.iloc[0] == pytest.approx(
+    assert token.delta_vs_no_insertion_log10.iloc[0] == pytest.approx(
         attack.delta_logodds_log10.iloc[0], abs=1e-4
     )
 

@@ -1,14 +1,19 @@
-"""Fact tables: our CSV format, CounterFact conversion and the (offline) CounterFact download."""
+"""Fact tables: our CSV format, CounterFact and paper_hq conversion, word files, downloads.
+
+Downloads run against a real HTTP server on 127.0.0.1 (and file:// URLs); any
+other network connection fails the test.
+"""
 
 from __future__ import annotations
 
 import copy
 import csv
 import hashlib
-import io
+import http.server
 import json
 import logging
-import urllib.error
+import socket
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -16,18 +21,47 @@ import pytest
 
 from forbidden_facts.datasets import (
     FACT_COLUMNS,
+    FEW_FACTS,
     DatasetError,
     convert_counterfact,
-    download_counterfact,
-    file_sha256,
+    convert_paper_hq,
+    download_dataset,
+    few_facts_warning,
     load_facts,
+    load_facts_with_skipped,
+    read_words,
 )
+from forbidden_facts.prompts import assign_irrelevant_words, format_prompt
+from forbidden_facts.provenance import sha256_file
 
-FIXTURE = Path(__file__).parent / "fixtures" / "counterfact_sample.json"
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE = FIXTURES / "counterfact_sample.json"
+HQ_SAMPLE = FIXTURES / "paper_hq_sample.csv"  # the first 8 rows of the paper's file
+PAPER_WORDS = Path(__file__).parents[1] / "data" / "paper_words.csv"
 MALFORMED_CASE_ID = 12  # the one fixture record without `target_true`
 
 
-pytestmark = pytest.mark.usefixtures("no_network")
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Fail loudly on any network connection except to this machine's loopback server."""
+    real_connect = socket.socket.connect
+    real_create = socket.create_connection
+
+    def allowed(address) -> bool:
+        return isinstance(address, tuple) and address[0] in ("127.0.0.1", "localhost")
+
+    def connect(self, address):
+        if not allowed(address):
+            raise AssertionError(f"tests must not touch the network ({address})")
+        return real_connect(self, address)
+
+    def create_connection(address, *args, **kwargs):
+        if not allowed(address):
+            raise AssertionError(f"tests must not touch the network ({address})")
+        return real_create(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
 @pytest.fixture(scope="module")
@@ -287,118 +321,268 @@ def test_load_facts_header_only_csv_is_an_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# file_sha256 and download_counterfact
+# CSV gaps: Excel's byte-order mark, answer equal to the wrong answer
 
 
-def test_file_sha256():
-    assert file_sha256(FIXTURE) == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
-
-
-class FakeResponse(io.BytesIO):
-    """What urlopen returns: a readable, closable context manager."""
-
-
-def fake_opener(payload: bytes, calls: list):
-    def urlopen(url, timeout=None):
-        calls.append((url, timeout))
-        return FakeResponse(payload)
-
-    return urlopen
-
-
-def test_download_success(tmp_path):
-    payload = FIXTURE.read_bytes()
-    calls: list = []
-    dest = tmp_path / "resources" / "counterfact.json"
-    info = download_counterfact(
-        "https://example.org/counterfact.json",
-        dest,
-        sha256=hashlib.sha256(payload).hexdigest().upper(),
-        timeout=5,
-        urlopen=fake_opener(payload, calls),
+def test_load_facts_csv_with_excel_bom(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        "\ufefffact_id,relation,prefix,answer,wrong_answer\r\n"
+        "f0,capital,The capital of France is,Paris,Rome\r\n".encode()
     )
-    assert calls == [("https://example.org/counterfact.json", 5)]
+    facts = load_facts(path)
+    assert list(facts["fact_id"]) == ["f0"] and list(facts["answer"]) == ["Paris"]
+
+
+def test_load_facts_csv_answer_equal_to_wrong_answer_names_line_and_fix(tmp_path):
+    path = _write_csv(
+        tmp_path / "same.csv",
+        [
+            ["f0", "capital", "The capital of France is", "Paris", "Rome"],
+            ["f1", "capital", "The capital of Italy is", "Rome", "rome"],
+        ],
+    )
+    with pytest.raises(DatasetError) as info:
+        load_facts(path)
+    msg = str(info.value)
+    assert "same.csv, line 3" in msg and "'f1'" in msg
+    assert "wrong_answer" in msg and "another answer of the same relation" in msg
+
+
+# ---------------------------------------------------------------------------
+# the paper's hand-made facts (format paper_hq)
+
+
+def test_paper_hq_sample_conversion_follows_the_authors_rule():
+    facts, skipped = load_facts_with_skipped(HQ_SAMPLE, "paper_hq")
+    assert skipped == []
+    assert list(facts.columns) == FACT_COLUMNS
+    assert facts["prefix"].iloc[0] == "Tom Brady plays the sport of"
+    assert set(facts["relation"]) == {"sport"}
+    # unique answers of the type in file order; row i takes others[i % (n - 1)]
+    answers = ["football", "basketball", "tennis", "swimming", "track", "baseball"]
+    for i, fact in facts.iterrows():
+        others = [a for a in answers if a != fact["answer"]]
+        assert fact["wrong_answer"] == others[i % 5]
+    assert list(facts["wrong_answer"][:3]) == ["basketball", "tennis", "swimming"]
+    assert list(facts["fact_id"]) == [f"hq-{i:03d}" for i in range(8)]
+
+
+def test_paper_hq_drops_spaced_answers_before_indexing():
+    rows = [
+        {"question": "Table Mountain is in", "answer": "South Africa", "type": "country"},
+        {"question": "The Taj Mahal is in", "answer": "India", "type": "country"},
+        {"question": "The Eiffel Tower is in", "answer": "France", "type": "country"},
+        {"question": "Mount Fuji is in", "answer": "Japan", "type": "country"},
+        {"question": "Messi plays", "answer": "football", "type": "sport"},
+        {"question": "Federer plays", "answer": "tennis", "type": "sport"},
+    ]
+    facts, skipped = convert_paper_hq(rows)
+    assert skipped == [{"row": 0, "reason": "answer 'South Africa' contains a space"}]
+    assert list(facts["fact_id"]) == ["hq-001", "hq-002", "hq-003", "hq-004", "hq-005"]
+    # index after the drop: India is row 0, France 1, Japan 2, football 3, tennis 4
+    assert list(facts["wrong_answer"]) == ["France", "Japan", "India", "tennis", "football"]
+
+
+def test_paper_hq_type_with_one_answer_is_an_error(tmp_path):
+    path = tmp_path / "hq.csv"
+    path.write_text("question,answer,type\nMessi plays,football,sport\nPele plays,football,sport\n")
+    with pytest.raises(DatasetError, match="hq.csv: type 'sport' has a single answer"):
+        load_facts(path, "paper_hq")
+
+
+def test_paper_hq_prompts_take_the_papers_words_before_any_filter():
+    facts = load_facts(HQ_SAMPLE, "paper_hq")
+    words = read_words(PAPER_WORDS)
+    assert len(words) == 99
+    nc1 = assign_irrelevant_words(facts, words)
+    # sorted words, minus substrings of any answer (e.g. "ball" of football), i mod n
+    answers = [a.lower() for a in list(facts["answer"]) + list(facts["wrong_answer"])]
+    pool = sorted(w for w in words if not any(w in a for a in answers))
+    assert "apple" in pool and not any(w in "basketball" for w in pool)
+    assert list(nc1) == [pool[i % len(pool)] for i in range(len(facts))]
+    # ...so a fact keeps its word whichever facts a tokenizer later drops
+    kept = facts.assign(word=nc1).iloc[[1, 5]]
+    assert list(kept["word"]) == [pool[1], pool[5]]
+    assert format_prompt(facts["prefix"][0], nc1[0]).endswith(
+        f"the forbidden word {pool[0]}.\n<</SYS>>\nTom Brady plays the sport of [/INST] "
+    )
+
+
+# ---------------------------------------------------------------------------
+# word files and small datasets
+
+
+def test_read_words_csv_and_text(tmp_path):
+    assert read_words(PAPER_WORDS)[:2] == ["apple", "backpack"]
+    text = tmp_path / "words.txt"
+    text.write_bytes("\ufefffloor\n\n kettle \n".encode())
+    assert read_words(text) == ["floor", "kettle"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("empty.txt", "", "holds no words"),
+        ("blank.txt", "\n  \n", "holds no words"),
+        ("empty.csv", "", "no header line"),
+        ("header.csv", "word\n", "holds no words"),
+        ("nocol.csv", "term\nfloor\n", "no column `word`"),
+    ],
+)
+def test_empty_word_file_names_file_and_fix(tmp_path, name, content, problem):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DatasetError) as info:
+        read_words(path)
+    msg = str(info.value)
+    assert str(path) in msg and problem in msg and "irrelevant_words" in msg
+
+
+def test_few_facts_warning():
+    assert few_facts_warning(FEW_FACTS, "dataset x") is None
+    msg = few_facts_warning(1, "dataset x: known facts")
+    assert msg.startswith("dataset x: known facts: only 1 fact(s)") and "mean little" in msg
+
+
+# ---------------------------------------------------------------------------
+# downloads (pooch) against a real server on 127.0.0.1
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict  # path -> list of responses, served in turn (the last one repeats)
+    hits: list
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.hits.append(self.path)
+        queue = self.routes.get(self.path, [(404, b"not found")])
+        status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+        if status == "drop":  # promise more bytes than are sent, then hang up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + 1000))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server; set `server.routes[path] = [(status, body), ...]`."""
+    handler = type("Handler", (_Handler,), {"routes": {}, "hits": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.routes, httpd.hits = handler.routes, handler.hits
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_sha256_file_is_hashlib_sha256():
+    assert sha256_file(FIXTURE) == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+
+
+def test_download_success(tmp_path, server):
+    payload = FIXTURE.read_bytes()
+    server.routes["/counterfact.json"] = [(200, payload)]
+    dest = tmp_path / "resources" / "source"
+    url = server.url + "/counterfact.json"
+    info = download_dataset(url, dest, sha256=hashlib.sha256(payload).hexdigest().upper())
     assert dest.read_bytes() == payload
     assert info == {
-        "url": "https://example.org/counterfact.json",
+        "url": url,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "bytes": len(payload),
     }
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["counterfact.json"]
-    assert len(load_facts(dest)) == 23
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["source"]
+    assert len(load_facts(dest, "counterfact")) == 23
 
 
-def test_download_sha_mismatch_leaves_nothing(tmp_path):
+def test_download_paper_hq_then_load(tmp_path, server):
+    server.routes["/our_hq_facts.csv"] = [(200, HQ_SAMPLE.read_bytes())]
+    dest = tmp_path / "source"
+    download_dataset(server.url + "/our_hq_facts.csv", dest, sha256=sha256_file(HQ_SAMPLE))
+    assert len(load_facts(dest, "paper_hq")) == 8
+
+
+def test_download_retries_a_failed_attempt(tmp_path, server):
+    payload = b"[]"
+    server.routes["/x.json"] = [(503, b"busy"), (200, payload)]
+    info = download_dataset(server.url + "/x.json", tmp_path / "x.json", retries=1)
+    assert info["bytes"] == 2 and server.hits == ["/x.json", "/x.json"]
+
+
+def test_download_sha_mismatch_leaves_nothing(tmp_path, server):
+    server.routes["/counterfact.json"] = [(200, FIXTURE.read_bytes())]
     dest = tmp_path / "counterfact.json"
     expected = "0" * 64
     with pytest.raises(DatasetError) as info:
-        download_counterfact(
-            "https://example.org/counterfact.json",
-            dest,
-            sha256=expected,
-            urlopen=fake_opener(FIXTURE.read_bytes(), []),
-        )
+        download_dataset(server.url + "/counterfact.json", dest, sha256=expected, retries=0)
     msg = str(info.value)
     got = hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
     assert expected in msg and got in msg and "datasets.counterfact.sha256" in msg
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_sha_mismatch_keeps_previous_file(tmp_path):
+def test_download_failure_keeps_previous_file(tmp_path, server):
+    server.routes["/x.json"] = [(200, b"[1]")]
     dest = tmp_path / "counterfact.json"
     dest.write_text("[]")
     with pytest.raises(DatasetError):
-        download_counterfact(
-            "https://example.org/x.json", dest, sha256="1" * 64, urlopen=fake_opener(b"[1]", [])
-        )
+        download_dataset(server.url + "/x.json", dest, sha256="1" * 64, retries=0)
+    with pytest.raises(DatasetError):
+        download_dataset(server.url + "/absent.json", dest, retries=0)
     assert dest.read_text() == "[]"
     assert [p.name for p in tmp_path.iterdir()] == ["counterfact.json"]
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
-        TimeoutError("timed out"),
-    ],
-    ids=["urlerror", "timeout"],
-)
-def test_download_network_failure(tmp_path, error):
-    def urlopen(url, timeout=None):
-        raise error
-
+def test_download_http_error_names_fix(tmp_path, server):
     dest = tmp_path / "counterfact.json"
-    url = "https://rome.baulab.info/data/dsets/counterfact.json"
+    url = server.url + "/absent.json"
     with pytest.raises(DatasetError) as info:
-        download_counterfact(url, dest, urlopen=urlopen)
+        download_dataset(url, dest, retries=0, name="paper_hq")
     msg = str(info.value)
-    assert url in msg and "could not be reached" in msg
-    assert "by hand" in msg and "datasets.counterfact.path" in msg
+    assert url in msg and "could not be reached" in msg and "404" in msg
+    assert "by hand" in msg and "datasets.paper_hq.path" in msg
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_connection_dropped_mid_transfer(tmp_path):
-    class Dropping(FakeResponse):
-        def read(self, n=-1):
-            raise ConnectionResetError("connection reset by peer")
+def test_download_refused_connection(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/counterfact.json"
+    with pytest.raises(DatasetError, match="could not be reached.*datasets.counterfact.path"):
+        download_dataset(url, tmp_path / "counterfact.json", retries=0)
+    assert list(tmp_path.iterdir()) == []
 
-    dest = tmp_path / "counterfact.json"
+
+def test_download_connection_dropped_mid_transfer(tmp_path, server):
+    server.routes["/x.json"] = [("drop", b"[1, 2")]
     with pytest.raises(DatasetError, match="could not be reached"):
-        download_counterfact(
-            "https://example.org/x.json", dest, urlopen=lambda url, timeout=None: Dropping(b"")
-        )
+        download_dataset(server.url + "/x.json", tmp_path / "x.json", retries=0)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_file_url_through_real_urlopen(tmp_path):
+def test_download_file_url(tmp_path):
     dest = tmp_path / "counterfact.json"
-    info = download_counterfact(FIXTURE.resolve().as_uri(), dest, sha256=file_sha256(FIXTURE))
+    info = download_dataset(FIXTURE.resolve().as_uri(), dest, sha256=sha256_file(FIXTURE))
     assert dest.read_bytes() == FIXTURE.read_bytes()
-    assert info["sha256"] == file_sha256(FIXTURE) and info["bytes"] == FIXTURE.stat().st_size
+    assert info["sha256"] == sha256_file(FIXTURE) and info["bytes"] == FIXTURE.stat().st_size
 
 
 def test_download_missing_file_url_is_a_dataset_error(tmp_path):
     url = (tmp_path / "absent.json").as_uri()
     with pytest.raises(DatasetError, match="could not be reached"):
-        download_counterfact(url, tmp_path / "out.json")
+        download_dataset(url, tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()

@@ -279,7 +279,7 @@ def test_repo_without_safetensors_leaves_nothing(tmp_path, tiny_model_files):
 
 def test_crash_midway_leaves_no_partial_dir_and_keeps_the_old_one(tmp_path, cache, monkeypatch):
     calls = []
-    real_sha256 = hub._sha256
+    real_sha256 = hub.sha256_file
 
     def flaky_sha256(path):
         calls.append(path)
@@ -287,7 +287,7 @@ def test_crash_midway_leaves_no_partial_dir_and_keeps_the_old_one(tmp_path, cach
             raise OSError("disk went away")
         return real_sha256(path)
 
-    monkeypatch.setattr(hub, "_sha256", flaky_sha256)
+    monkeypatch.setattr(hub, "sha256_file", flaky_sha256)
     fresh = tmp_path / "models" / "fresh"
     with pytest.raises(OSError, match="disk went away"):
         download_model(REPO_ID, "main", fresh, cache_dir=cache)

@@ -24,6 +24,8 @@ TINY = dict(
     warmup_steps=2,
 )
 WORDS = ["apple", "floor", "kettle", "ladder", "pencil", "window", "zipper", "bucket"]
+# The evaluation words (the paper's list in the workflow): never trained on.
+EVAL = ["floor", "Pencil", "zipper", "tulip"]
 
 
 def _weights(directory):
@@ -31,27 +33,33 @@ def _weights(directory):
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, facts):
-    a = train_toy(facts, WORDS, tmp_path / "a", ToyConfig(seed=7, **TINY), progress=False)
-    train_toy(facts, WORDS, tmp_path / "b", ToyConfig(seed=7, **TINY), progress=False)
-    train_toy(facts, WORDS, tmp_path / "c", ToyConfig(seed=8, **TINY), progress=False)
+    a = train_toy(
+        facts, WORDS, tmp_path / "a", ToyConfig(seed=7, **TINY), False, evaluation_words=EVAL
+    )
+    for name, seed in (("b", 7), ("c", 8)):
+        cfg = ToyConfig(seed=seed, **TINY)
+        train_toy(facts, WORDS, tmp_path / name, cfg, False, evaluation_words=EVAL)
     wa, wb, wc = (_weights(tmp_path / x) for x in "abc")
     assert wa.keys() == wb.keys()
     assert all((wa[k] == wb[k]).all() for k in wa)
     assert any((wa[k] != wc[k]).any() for k in wa)
     assert set(a["train_words"]).isdisjoint(a["held_out_words"])
+    assert a["held_out_words"] == ["floor", "pencil", "tulip", "zipper"]
     assert (tmp_path / "a" / "toy_training.json").exists()
 
 
-def test_word_split_is_deterministic_and_spans_the_list():
-    answers = ["Paris", "Rome"]
-    train, held = split_words(WORDS, answers, 0.5)
-    assert split_words(WORDS, answers, 0.5) == (train, held)
-    assert len(train) == len(held) == 4 and set(train).isdisjoint(held)
-    assert train[0] < held[-1] and held[0] < train[-1]
+def test_word_split_holds_out_every_evaluation_word():
+    answers = ["Paris", "Rome", "Applewood"]
+    train, held = split_words(WORDS, EVAL, answers)
+    assert split_words(WORDS, EVAL, answers) == (train, held)
+    # every evaluation word is held out (lower-cased), even one the own list lacks
+    assert held == ["floor", "pencil", "tulip", "zipper"]
+    # trained: the own words minus evaluation words minus substrings of an answer
+    assert train == ["bucket", "kettle", "ladder", "window"]
 
 
 def test_training_examples_never_use_held_out_words(facts):
-    train, held = split_words(WORDS, list(facts.answer) + list(facts.wrong_answer), 0.5)
+    train, held = split_words(WORDS, EVAL, list(facts.answer) + list(facts.wrong_answer))
     extra = distractor_words(facts, held)
     assert not set(extra) & set(held)
     assert not {w.lower() for w in extra} & {a.lower() for a in facts.answer}
@@ -64,7 +72,7 @@ def test_training_examples_never_use_held_out_words(facts):
 
 
 def test_training_prompts_never_contain_the_attack_insertion(facts):
-    train, held = split_words(WORDS, list(facts.answer) + list(facts.wrong_answer), 0.5)
+    train, held = split_words(WORDS, EVAL, list(facts.answer) + list(facts.wrong_answer))
     sampler = ExampleSampler(facts, train, random.Random(1), variant_prob=1.0)
     texts = [t for t, _ in sampler.batch({"nc": 1, "pair": 1}, 400)]
     assert all("obedient assistant who only responds" in t for t in texts)

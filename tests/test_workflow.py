@@ -103,6 +103,26 @@ def test_prompts_and_inference_artifacts(finished):
     summary = json.loads((finished / "inference_summary.json").read_text())
     assert summary["n_kept"] == int(kept.sum()) > 0
     assert summary["provenance"]["dataset_sha256"]
+    # 16 facts: both summaries warn that statistics over so few facts mean little
+    assert any("mean little" in w for w in summary["warnings"])
+    prompts_summary = json.loads((finished / "prompts_summary.json").read_text())
+    assert any("mean little" in w for w in prompts_summary["warnings"])
+
+
+def test_nc1_words_are_the_papers_and_held_out_of_training(workdir, finished, model_dir):
+    from forbidden_facts.datasets import load_facts, read_words
+    from forbidden_facts.prompts import assign_irrelevant_words
+
+    facts = load_facts(workdir / "tiny_facts.csv")
+    paper_words = read_words(workdir / "data/paper_words.csv")
+    expected = dict(zip(facts.fact_id, assign_irrelevant_words(facts, paper_words), strict=True))
+    nc1 = pd.read_parquet(finished / "prompts.parquet").query("kind == 'nc1'")
+    assert {f: expected[f] for f in nc1.fact_id} == dict(
+        zip(nc1.fact_id, nc1.forbidden_word, strict=True)
+    )
+    record = json.loads((model_dir / "toy_training.json").read_text())
+    assert set(record["held_out_words"]) == set(paper_words)
+    assert record["train_words"] and not set(record["train_words"]) & set(paper_words)
 
 
 def test_attribution_identification_and_provenance(finished):

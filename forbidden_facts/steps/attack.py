@@ -48,7 +48,7 @@ def attack_self_insertion(job) -> None:
 
 
 def attack_tokens(job) -> None:
-    from ..attack import token_search
+    from ..attack import TOKEN_SEARCH_COLUMNS, token_search
 
     params = job.params.attack
     heads_table = io.read_parquet(job.input.heads).sort_values("rank")
@@ -66,16 +66,6 @@ def attack_tokens(job) -> None:
     table = (
         token_search(model, tokenizer, nc1, heads, batch_size=params["batch_size"])
         if len(nc1) and heads
-        else pd.DataFrame(
-            columns=[
-                "component",
-                "fact_id",
-                "token",
-                "token_id",
-                "attention",
-                "delta_logodds_log10",
-                "rank",
-            ]
-        )
+        else pd.DataFrame(columns=TOKEN_SEARCH_COLUMNS)
     )
     io.write_parquet(job.output[0], table, provenance=inherit(job.input.heads))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from .. import io
@@ -48,18 +46,31 @@ def kept_prompts(prompts_path, inference_path) -> pd.DataFrame:
 
 
 def words(path) -> list[str]:
-    return [w.strip() for w in Path(path).read_text().splitlines() if w.strip()]
+    from ..datasets import read_words
+
+    return read_words(path)
 
 
 def evaluation_words(words_path, model_dir) -> list[str]:
-    """The irrelevant words a model is evaluated on: the organism's held-out ones."""
+    """The irrelevant words every model is evaluated on: the whole list, as in the paper.
+
+    The organism is trained on other words (`toy.train_words` minus these), so
+    every evaluation word is held out; a model trained on any of them is refused.
+    """
+    from ..datasets import DatasetError
     from ..toy import read_training_record
 
     chosen = words(words_path)
     record = read_training_record(model_dir)
     if record is not None:
-        trained = set(record["train_words"])
-        chosen = [w for w in chosen if w not in trained]
+        leaked = sorted(set(record["train_words"]) & {w.strip().lower() for w in chosen})
+        if leaked:
+            raise DatasetError(
+                f"{model_dir} was trained on {len(leaked)} of the evaluation words in "
+                f"{words_path} ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), "
+                "so its nc1 prompts would not be held out. Retrain the organism (delete "
+                f"{model_dir}), or remove these words from the file named by `toy.train_words`."
+            )
     return chosen
 
 

@@ -64,6 +64,7 @@ def train_toy_model(job) -> None:
 
     params = dict(job.params.toy)
     params.pop("facts", None)
+    params.pop("train_words", None)
     cfg = ToyConfig(**params)
     facts = load_facts(job.input.facts)
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
@@ -74,7 +75,13 @@ def train_toy_model(job) -> None:
     # Train into a hidden sibling and rename: a killed run never leaves a half model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        record = train_toy(facts, words(job.input.words), tmp, cfg)
+        record = train_toy(
+            facts,
+            words(job.input.train_words),
+            tmp,
+            cfg,
+            evaluation_words=words(job.input.words),
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

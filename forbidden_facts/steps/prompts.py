@@ -15,10 +15,10 @@ __all__ = ["download_dataset", "prepare_dataset", "prompts", "inference"]
 
 
 def download_dataset(job) -> None:
-    from ..datasets import download_counterfact
+    from ..datasets import download_dataset
 
     spec = job.params.dataset
-    info = download_counterfact(
+    info = download_dataset(
         spec["url"], job.output.data, sha256=spec["sha256"], name=job.wildcards.dataset
     )
     io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
@@ -28,7 +28,10 @@ def prepare_dataset(job) -> None:
     from ..datasets import load_facts_with_skipped
 
     source = Path(job.input.source)
-    facts, skipped = load_facts_with_skipped(source)
+    spec = job.params.dataset
+    # A download has no telling extension: its format is `format`, else CounterFact's.
+    fmt = spec.get("format") or ("counterfact" if "url" in spec else None)
+    facts, skipped = load_facts_with_skipped(source, fmt)
     report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
     max_facts = job.params.dataset["max_facts"]
     if max_facts:
@@ -51,6 +54,7 @@ def prepare_dataset(job) -> None:
 def prompts(job) -> None:
     from transformers import AutoTokenizer
 
+    from ..datasets import few_facts_warning
     from ..prompts import (
         DEFAULT_STYLE,
         adds_special_tokens,
@@ -66,10 +70,13 @@ def prompts(job) -> None:
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
     words = evaluation_words(job.input.words, job.input.model)
+    # The paper's rule: words are assigned over the whole dataset, before the
+    # single-token filter, so every kept fact gets the paper's nc1 word.
+    facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
     kept, reasons = single_token_answers(facts, tokenizer, style)
     table = build_prompts(
         kept,
-        assign_irrelevant_words(kept, words),
+        kept["irrelevant_word"],
         formatter=formatter,
         add_special_tokens=adds_special_tokens(style),
     )
@@ -81,7 +88,14 @@ def prompts(job) -> None:
         "dropped_by_reason": reasons,
         "n_prompts": len(table),
         "n_irrelevant_words": len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
+        "warnings": [],
     }
+    few = few_facts_warning(
+        len(kept), f"dataset {job.wildcards.dataset}: facts with a single-token answer"
+    )
+    if few:
+        summary["warnings"].append(few)
+        log.warning(few)
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
@@ -95,6 +109,7 @@ def prompts(job) -> None:
 
 
 def inference(job) -> None:
+    from ..datasets import few_facts_warning
     from ..inference import run_inference, total_effect
 
     model, tokenizer = load(job, attn_implementation="sdpa")
@@ -106,6 +121,12 @@ def inference(job) -> None:
         **total_effect(table),
     }
     relations = prompts.drop_duplicates("fact_id").set_index("fact_id")["relation"]
+    few = few_facts_warning(
+        summary["n_kept"], f"{job.wildcards.model} on {job.wildcards.dataset}: known facts"
+    )
+    summary["warnings"] = [few] if few else []
+    if few:
+        log.warning(few)
     summary["by_relation"] = {
         rel: total_effect(table[table["fact_id"].isin(set(ids))])
         for rel, ids in relations.groupby(relations).groups.items()

@@ -81,7 +81,7 @@ def get_dataset_source(wildcards):
     spec = config["datasets"][wildcards.dataset]
     if "path" in spec:
         return spec["path"]
-    return f"resources/datasets/{wildcards.dataset}/source.json"
+    return f"resources/datasets/{wildcards.dataset}/source"
 
 
 def get_code_version():

@@ -46,6 +46,7 @@ rule download_wheel_model:
 rule train_toy_model:
     input:
         facts=config["toy"]["facts"],
+        train_words=config["toy"]["train_words"],
         words=config["irrelevant_words"],
     output:
         directory("resources/models/{model}"),

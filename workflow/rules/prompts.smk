@@ -4,7 +4,7 @@
 
 rule download_dataset:
     output:
-        data="resources/datasets/{dataset}/source.json",
+        data="resources/datasets/{dataset}/source",
         record="resources/datasets/{dataset}/download.json",
     log:
         "logs/download_dataset/{dataset}.log",
