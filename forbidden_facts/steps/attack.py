@@ -64,7 +64,15 @@ def attack_tokens(job) -> None:
         nc1 = nc1.iloc[pick].reset_index(drop=True)
     model, tokenizer = load(job, attn_implementation="eager")
     table = (
-        token_search(model, tokenizer, nc1, heads, batch_size=params["batch_size"])
+        token_search(
+            model,
+            tokenizer,
+            nc1,
+            heads,
+            batch_size=params["batch_size"],
+            n_tokens=job.params.model["token_search_tokens"],
+            seed=params["seed"],
+        )
         if len(nc1) and heads
         else pd.DataFrame(columns=TOKEN_SEARCH_COLUMNS)
     )

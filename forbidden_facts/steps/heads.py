@@ -28,14 +28,15 @@ def heads(job) -> None:
     comps = io.read_parquet(job.input.components)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     model, tokenizer = load(job, attn_implementation="eager")
-    rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], params["ov_rows"])
+    n_rows = job.params.model["ov_rows"] or params["ov_rows"]
+    rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], n_rows)
     ov = ov_scores(model, vocab_chunk=params["vocab_chunk"], rows=rows)
     attention = forbidden_attention(
         model, tokenizer, prompts, batch_size=job.params.model["attribution_batch_size"] * 2
     )
     table = head_table(ov, attention, comps)
     example_fact = params["example_fact"] or (prompts["fact_id"].iloc[0] if len(prompts) else None)
-    prov = inherit(job.input.components, ov_rows=params["ov_rows"])
+    prov = inherit(job.input.components, ov_rows=n_rows)
     io.write_parquet(job.output.table, table, provenance=prov)
     example = (
         attention_example(
