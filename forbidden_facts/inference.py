@@ -91,6 +91,8 @@ def add_kept(table: pd.DataFrame) -> pd.DataFrame:
 def pair_bayes_factors(table: pd.DataFrame) -> pd.DataFrame:
     """Per kept fact and pair j: lbf_j = lo(c) - lo(nc_j) in natural log."""
     kept = table[table["kept"]]
+    if kept.empty:  # e.g. a relation none of whose facts the model knows
+        return pd.DataFrame({"fact_id": pd.Series(dtype=str), "pair": [], "lbf": []})
     wide = kept.pivot(index="fact_id", columns="kind", values="logodds")
     rows = []
     for pair in ("nc0", "nc1"):

@@ -61,3 +61,18 @@ def test_kept_and_total_effect_follow_the_definitions():
         and te["n_facts"] == 2
         and te["total_effect_log10"] == pytest.approx(expected)
     )
+
+
+def test_total_effect_of_a_group_without_kept_facts_is_undefined_not_an_error():
+    # A relation none of whose facts the model knows (paper_hq on the organism).
+    table = pd.DataFrame(
+        {
+            "fact_id": ["f1"] * 3,
+            "kind": ["c", "nc0", "nc1"],
+            "logodds": [0.1, -2.0, -2.0],
+            "kept": [False] * 3,
+        }
+    )
+    effect = total_effect(table)
+    assert effect["n_facts"] == 1 and effect["n_kept"] == 0
+    assert math.isnan(effect["total_effect_log10"])
