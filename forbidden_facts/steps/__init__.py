@@ -43,6 +43,9 @@ def step_names() -> list[str]:
     return [n for s in STAGES for n in importlib.import_module(f"{__name__}.{s}").__all__]
 
 
+_HANDLERS: list[logging.Handler] = []
+
+
 class _Brief(logging.Formatter):
     """The console's format: the message only, never the traceback (that goes to the log file)."""
 
@@ -59,14 +62,21 @@ def setup_logging(logfile: str | None) -> None:
     """Send the package's logging to the job's log file (with tracebacks) and to stderr (without)."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    # A second step in the same process (tests, run-step) must not log into the first's file.
+    for handler in _HANDLERS:
+        root.removeHandler(handler)
+        handler.close()
+    _HANDLERS.clear()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(_Brief(fmt))
-    root.addHandler(console)
+    _HANDLERS.append(console)
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logfile, mode="w")
         handler.setFormatter(logging.Formatter(fmt))
+        _HANDLERS.append(handler)
+    for handler in _HANDLERS:
         root.addHandler(handler)
 
 
@@ -125,7 +135,7 @@ def run(job, fn: Callable) -> None:
     setup_logging(logfile)
     # Snakemake stops jobs with SIGTERM; raising from the handler lets every
     # `finally` remove its temporary files instead of leaving them behind.
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     start = time.perf_counter()
     see = f" (full traceback in {logfile})" if logfile else ""
     try:
@@ -143,4 +153,6 @@ def run(job, fn: Callable) -> None:
     except Exception as exc:
         log.error("%s failed: %s%s", name, explain(exc, job), see, exc_info=True)
         raise SystemExit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log.info("%s finished in %.1f s", name, time.perf_counter() - start)

