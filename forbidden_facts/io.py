@@ -95,6 +95,10 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
     instant either the old or the new folder is in place.
     """
     new, dest = Path(new), Path(dest)
+    # mkdtemp creates 0700; give the folder the permissions a plain mkdir would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(new, 0o777 & ~umask)
     old = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f"{temp_prefix(dest)}old.{os.getpid()}")
