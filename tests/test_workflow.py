@@ -291,9 +291,13 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _planned(proc: subprocess.CompletedProcess) -> list[str]:
-    return [
-        line.split("output:")[1].strip() for line in proc.stdout.splitlines() if "output:" in line
-    ]
+    """Every output a dry run plans (a job's `output:` line lists them, comma-separated)."""
+    outputs = []
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("output:"):
+            names = line.split("output:", 1)[1].split(",")
+            outputs += [name.strip().removesuffix(" (update)") for name in names]
+    return outputs
 
 
 def test_settings_that_do_not_make_the_model_never_rebuild_it(run_copy):
