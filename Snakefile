@@ -1,8 +1,16 @@
 # forbidden-facts: a replication of "Forbidden Facts" (arXiv 2312.08793).
 # This file is the table of contents; each stage lives in workflow/rules/.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
+from forbidden_facts.config import check_yaml_file
+
 min_version("9.0")
+
+# Snakemake's own loader names neither the file nor the line of a YAML syntax error.
+check_yaml_file(Path(workflow.basedir) / "config/config.yaml")
+
 
 
 configfile: "config/config.yaml"

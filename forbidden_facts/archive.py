@@ -4,7 +4,9 @@ The archive unpacks to ``forbidden-facts-<tag>/`` holding the files at their
 paths relative to the working directory, a ``MANIFEST.tsv`` (path, sha256,
 bytes) and a ``provenance.json`` (git commit, config, package versions, the
 models, datasets and code versions the artifacts record, and the host).
-``forbidden-facts verify <dir>`` checks an unpacked archive against its manifest.
+``forbidden-facts verify <dir or .tar.gz>`` checks an archive against its
+manifest; an archive holds only regular files and folders, so a link (symbolic
+or hard) or a path that leaves the archive fails verification.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import io as _io
 import json
 import os
 import platform
+import stat
 import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -270,6 +274,78 @@ def _find_root(directory: Path) -> Path:
     return children[0] if len(children) == 1 else directory
 
 
+def check_members(archive_path: str | os.PathLike) -> list[str]:
+    """Problems with the members of a .tar(.gz) before anything is unpacked (empty = ok).
+
+    Every member must be a regular file or a folder under one top folder: a
+    symbolic or hard link, a device, an absolute path or one with ``..`` could
+    write or point outside the folder it is unpacked into.
+    """
+    problems = []
+    try:
+        with tarfile.open(archive_path) as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        return [f"not a readable .tar.gz: {archive_path} ({err})"]
+    tops = set()
+    for m in members:
+        name = m.name
+        parts = Path(name).parts
+        if name.startswith("/") or ".." in parts:
+            problems.append(f"unsafe path (leaves the archive): {name}")
+            continue
+        if m.issym():
+            problems.append(f"symbolic link: {name} -> {m.linkname}")
+        elif m.islnk():
+            problems.append(f"hard link: {name} -> {m.linkname}")
+        elif not (m.isfile() or m.isdir()):
+            problems.append(f"not a regular file or folder: {name}")
+        if parts:
+            tops.add(parts[0])
+    if len(tops) > 1:
+        problems.append(f"more than one top folder: {', '.join(sorted(tops))}")
+    return problems
+
+
+def verify_archive(archive_path: str | os.PathLike) -> list[str]:
+    """Check a packed archive: its members (see `check_members`), then its MANIFEST.tsv."""
+    problems = check_members(archive_path)
+    if problems:
+        return problems
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(archive_path) as tar:
+            tar.extractall(tmp, filter="data")
+        return verify_manifest(tmp)
+
+
+def _link_problems(root: Path) -> list[str]:
+    # Walk without following links: a link could point anywhere, and its target's
+    # checksum would then be verified in place of a file of the archive.
+    problems = []
+    for here, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            path = Path(here) / name
+            rel = path.relative_to(root).as_posix()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                problems.append(f"symbolic link: {rel} -> {os.readlink(path)}")
+            elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                problems.append(
+                    f"hard link: {rel} (shares its data with {info.st_nlink - 1} other)"
+                )
+            elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                problems.append(f"not a regular file or folder: {rel}")
+    return problems
+
+
+def verify(target: str | os.PathLike) -> list[str]:
+    """Verify an unpacked archive folder or a packed .tar(.gz); return the problems (empty = ok)."""
+    path = Path(target)
+    if path.is_file():
+        return verify_archive(path)
+    return verify_manifest(path)
+
+
 def verify_manifest(directory: str | os.PathLike) -> list[str]:
     """Check an unpacked archive against its MANIFEST.tsv; return the problems (empty = ok).
 
@@ -284,7 +360,8 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
     if not manifest.exists():
         return [f"missing {MANIFEST} in {root}"]
     lines = manifest.read_text().splitlines()
-    problems: list[str] = []
+    problems: list[str] = _link_problems(root)
+    links = {p.split(": ", 1)[1].split(" ")[0] for p in problems}
     if not lines or lines[0] != MANIFEST_HEADER:
         problems.append(
             f"{MANIFEST}: first line must be {MANIFEST_HEADER!r}, found {lines[0] if lines else ''!r}"
@@ -305,6 +382,11 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
             problems.append(f"{MANIFEST} line {n}: {rel} listed twice")
         listed.add(rel)
         path = root / rel
+        if rel in links or any(a.is_symlink() for a in [path, *path.parents] if root in a.parents):
+            continue  # reported above; never follow it
+        if not path.resolve().is_relative_to(root.resolve()):
+            problems.append(f"{MANIFEST} line {n}: {rel} leaves the archive")
+            continue
         if not path.is_file():
             problems.append(f"missing: {rel}")
             continue
@@ -316,6 +398,6 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
             problems.append(f"sha256 mismatch: {rel}")
     for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(root).as_posix()
-        if rel not in listed and rel not in (MANIFEST, PROVENANCE):
+        if rel not in listed and rel not in (MANIFEST, PROVENANCE) and rel not in links:
             problems.append(f"unlisted: {rel}")
     return problems

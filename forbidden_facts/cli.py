@@ -6,6 +6,7 @@
         --wildcard model=toy --wildcard dataset=curated
 
     forbidden-facts verify results/archive/forbidden-facts-v1/
+    forbidden-facts verify results/archive/forbidden-facts-v1.tar.gz
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from types import SimpleNamespace
+
+
+class MissingArgument(AttributeError):
+    """A step asked for an input, output, wildcard or param the command line did not give."""
 
 
 class Files(list):
     """A list of paths whose named entries are also attributes (like Snakemake's)."""
 
-    def __init__(self, pairs: list[tuple[str | None, object]]):
+    def __init__(self, pairs: list[tuple[str | None, object]], option: str = "input"):
+        self._option = option
         names: dict[str, list] = {}
         for name, value in pairs:
             if name is not None:
@@ -27,8 +34,32 @@ class Files(list):
         super().__init__(value for _, value in pairs)
         for name, values in names.items():
             setattr(
-                self, name, values[0] if len(values) == 1 else Files([(None, v) for v in values])
+                self,
+                name,
+                values[0] if len(values) == 1 else Files([(None, v) for v in values], option),
             )
+
+    def __getattr__(self, name: str):
+        # Only called for names that were not given: say which option is missing.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise MissingArgument(
+            f"this step needs `--{self._option} {name}=...`, which was not given "
+            "(see the rule's input/output/params in workflow/rules/ for what each step reads)"
+        )
+
+
+class Named(SimpleNamespace):
+    """Wildcards or params given on the command line; a missing one is named in the error."""
+
+    def __init__(self, option: str, **values):
+        super().__init__(**values)
+        object.__setattr__(self, "_option", option)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise MissingArgument(f"this step needs `--{self._option} {name}=...`, which was not given")
 
 
 def _pairs(items: list[str] | None) -> list[tuple[str | None, str]]:
@@ -46,12 +77,33 @@ def _run_step(args) -> int:
     if fn is None:
         print(f"unknown step {args.step!r}; steps: {', '.join(step_names())}", file=sys.stderr)
         return 2
-    params = json.loads(args.params) if args.params else {}
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as err:
+        print(
+            f"--params is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+            f"{args.params!r}. Give one JSON object in single quotes, e.g. "
+            """--params '{"model": {"dtype": "float32"}}'.""",
+            file=sys.stderr,
+        )
+        return 2
+    if not isinstance(params, dict):
+        print(f"--params must be a JSON object ({{...}}), got {args.params!r}", file=sys.stderr)
+        return 2
+    inputs = _pairs(args.input)
+    missing = [str(path) for _, path in inputs if not Path(path).exists()]
+    if missing:
+        print(
+            f"--input file(s) not found: {', '.join(missing)}. Build them first with snakemake "
+            "(e.g. `snakemake --cores 1 <path>`) or fix the path.",
+            file=sys.stderr,
+        )
+        return 2
     job = SimpleNamespace(
-        input=Files(_pairs(args.input)),
-        output=Files(_pairs(args.output)),
-        params=SimpleNamespace(**params),
-        wildcards=SimpleNamespace(**dict(p for p in _pairs(args.wildcard) if p[0])),
+        input=Files(inputs, "input"),
+        output=Files(_pairs(args.output), "output"),
+        params=Named("params", **params),
+        wildcards=Named("wildcard", **dict(p for p in _pairs(args.wildcard) if p[0])),
         threads=args.threads,
         log=[args.log] if args.log else [],
     )
@@ -60,9 +112,9 @@ def _run_step(args) -> int:
 
 
 def _verify(args) -> int:
-    from .archive import verify_manifest
+    from .archive import verify
 
-    problems = verify_manifest(args.directory)
+    problems = verify(args.directory)
     for line in problems:
         print(line)
     if problems:
@@ -95,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--log", metavar="PATH")
     run.set_defaults(func=_run_step)
-    verify = sub.add_parser("verify", help="check an unpacked archive against its MANIFEST.tsv")
-    verify.add_argument("directory")
+    verify = sub.add_parser(
+        "verify",
+        help="check an archive (unpacked folder or .tar.gz) against its MANIFEST.tsv; "
+        "links and paths that leave the archive fail",
+    )
+    verify.add_argument("directory", help="unpacked archive folder, or the .tar.gz itself")
     verify.set_defaults(func=_verify)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,7 +1,9 @@
 """Artifact I/O at the edges: atomic writes and provenance-stamped parquet/json.
 
 Every artifact is written to a temporary file beside its destination and renamed
-into place, so a killed job never leaves a half-written output behind.
+into place, so a killed job never leaves a half-written output behind. A job
+killed outright (SIGKILL, a lost node) cannot remove its temporary file; the next
+write of the same output removes it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PROVENANCE_KEY = b"forbidden_facts.provenance"
+_TEMP_REST = re.compile(r"[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?|old\.\d+")
 
 
 @contextlib.contextmanager
@@ -35,6 +40,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.",
         suffix=suffix if suffix is not None else path.suffix,
@@ -52,6 +58,57 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def temp_prefix(path: str | os.PathLike) -> str:
+    """Prefix of the hidden temporary files and folders written beside `path`."""
+    return f".{Path(path).name}."
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove hidden temporaries of `path` left by a killed job; return what was removed.
+
+    Only one job writes a given output, so any temporary of it that exists when
+    that job starts writing is stale.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = temp_prefix(path)
+    for stale in path.parent.glob(prefix + "*"):
+        # mkstemp/mkdtemp add 8 random characters (then our suffix); replace_dir adds old.<pid>.
+        if not _TEMP_REST.fullmatch(stale.name[len(prefix) :]):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename the complete folder `new` onto `dest`, replacing `dest` only at the last moment.
+
+    The old `dest` is moved aside first and deleted after the rename, so at every
+    instant either the old or the new folder is in place.
+    """
+    new, dest = Path(new), Path(dest)
+    # mkdtemp creates 0700; give the folder the permissions a plain mkdir would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(new, 0o777 & ~umask)
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f"{temp_prefix(dest)}old.{os.getpid()}")
+        dest.rename(old)
+    new.rename(dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def write_json(
@@ -96,6 +153,52 @@ def read_provenance(path: str | os.PathLike) -> dict:
         raw = meta.get(PROVENANCE_KEY)
         return json.loads(raw) if raw else {}
     return read_json(path).get("provenance", {})
+
+
+def check_readable(path: str | os.PathLike) -> str | None:
+    """Say why a parquet or safetensors file is truncated or corrupt (None if it reads).
+
+    Reads only the file's footer or header, so it is cheap even for model weights.
+    The message names the file and the fix: delete it (or its model folder) and
+    rerun Snakemake, which rebuilds it.
+    """
+    path = Path(path)
+    if path.suffix not in (".parquet", ".safetensors") or not path.is_file():
+        return None
+    try:
+        if path.suffix == ".parquet":
+            pq.read_metadata(path)
+        else:
+            _check_safetensors(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        model_dir = path.parent if path.suffix == ".safetensors" else None
+        fix = (
+            f"Delete the folder {model_dir} and rerun snakemake: the model will be downloaded "
+            "or trained again."
+            if model_dir is not None
+            else "Delete it and rerun snakemake: it will be rebuilt (everything else is kept)."
+        )
+        return f"{path} is truncated or corrupt ({err}). {fix}"
+    return None
+
+
+def _check_safetensors(path: Path) -> None:
+    # Layout: 8-byte little-endian header length, a json header giving each
+    # tensor's [begin, end) byte offsets, then the data, which must end the file.
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a header")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise ValueError(f"header of {n} bytes in a file of {size}")
+        header = json.loads(f.read(n))
+    end = max(
+        (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+    )
+    if 8 + n + end != size:
+        raise ValueError(f"{size} bytes where the header says {8 + n + end}")
 
 
 def _json_default(obj: Any) -> Any:

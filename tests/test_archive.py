@@ -167,3 +167,45 @@ def test_archive_step(workdir, tmp_path):
     paper_steps.archive(job)
     top = _extract(Path(job.output[0]), tmp_path / "x")
     assert top.name == "forbidden-facts-v2" and archive.verify_manifest(top) == []
+
+
+def _repack(top: Path, dest: Path, extra: list[tarfile.TarInfo]) -> Path:
+    """Pack the unpacked folder `top` again, with hand-made `extra` members appended."""
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+        for info in extra:
+            tar.addfile(info, None)
+    return dest
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "escape"])
+def test_verify_rejects_links_and_paths_that_leave_the_archive(workdir, tmp_path, kind):
+    out = archive.build_archive(_files(workdir), "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    assert archive.verify(out) == [] and archive.verify(top) == []
+    summary = "results/toy/curated/summary.json"
+    target = top / summary
+    secret = tmp_path / "secret.json"
+    secret.write_bytes(target.read_bytes())  # same bytes: the checksums alone would pass
+    info = tarfile.TarInfo(f"{top.name}/results/extra")
+    if kind == "symlink":
+        # Replace a listed file by a link to an identical file outside the archive.
+        target.unlink()
+        target.symlink_to(secret)
+        info.type, info.linkname = tarfile.SYMTYPE, str(secret)
+        expected = "symbolic link"
+    elif kind == "hardlink":
+        (top / "results" / "extra").hardlink_to(target)
+        info.type, info.linkname = tarfile.LNKTYPE, f"{top.name}/{summary}"
+        expected = "hard link"
+    else:
+        info = tarfile.TarInfo("../escaped.txt")
+        expected = "unsafe path"
+    problems = archive.verify(top) if kind != "escape" else []
+    if kind != "escape":
+        assert any(p.startswith(expected) for p in problems), problems
+    packed = _repack(_extract(out, tmp_path / "clean"), tmp_path / "bad.tar.gz", [info])
+    problems = archive.verify(packed)
+    assert problems and problems[0].startswith(expected), problems
+    assert cli_main(["verify", str(packed)]) == 1
+    assert not (tmp_path / "escaped.txt").exists()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,3 +52,64 @@ def test_missing_local_file_names_the_key(config, tmp_path):
     with pytest.raises(ConfigError, match="irrelevant_words"):
         check_input_files(config, root=tmp_path)
     check_input_files(config, root=ROOT)
+
+
+def _override(config: dict, *entries: str) -> dict:
+    """Apply `--config` entries the way snakemake does (its own parser), then type them."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    from forbidden_facts.config import apply_overrides
+
+    overrides = parse_config(list(entries))
+    update_config(config, overrides)
+    apply_overrides(config, overrides, SCHEMA)
+    return config
+
+
+def test_nested_config_overrides_are_typed_by_the_schema(config):
+    # The forms config/README.md and docs/organism.md document.
+    _override(config, 'toy={"seed": 1, "variant_prob": 0.5}', "attribution={shards: 4}")
+    _override(config, "heads={ov_rows: null, example_fact: '12'}", "run={paper: false}")
+    check_config(config, SCHEMA)
+    assert config["toy"]["seed"] == 1 and config["toy"]["variant_prob"] == 0.5
+    assert config["attribution"]["shards"] == 4
+    assert config["heads"]["ov_rows"] is None
+    assert config["heads"]["example_fact"] == "12"  # a string key stays a string
+    assert config["run"]["paper"] is False and config["run"]["models"] == ["toy"]  # merged
+    _override(config, "attribution={shards: four}")
+    with pytest.raises(ConfigError, match="attribution.shards"):
+        check_config(config, SCHEMA)
+
+
+def test_empty_run_lists_are_refused_with_the_fix(config):
+    config["run"] = {"models": [], "datasets": []}
+    with pytest.raises(ConfigError, match=r"run\.models is empty.*toy"):
+        check_run_names(config)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    from forbidden_facts.config import check_yaml_file
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("run:\n  models: [toy]\ntoy:\n  seed: 0\n   steps: 10\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml, line 5, column \d+: YAML syntax error"):
+        check_yaml_file(bad)
+    check_yaml_file(ROOT / "config/config.yaml")
+
+
+def test_names_are_checked_before_any_job(config, tmp_path):
+    from forbidden_facts.config import check_names
+
+    check_names(config, ROOT)
+    for key, value, expected in [
+        ("model_card_dataset", "nope", "model_card_dataset"),
+        ("paper", {"tag": "../../x"}, "paper.tag"),
+        ("paper", {"tag": "a/b"}, "paper.tag"),
+        ("heads", {"example_fact": "no-such-fact"}, "heads.example_fact"),
+    ]:
+        bad = {**config, key: value}
+        with pytest.raises(ConfigError, match=expected):
+            check_names(bad, ROOT)
+    first = pd.read_csv(ROOT / "data/facts/curated.csv", dtype=str)["fact_id"].iloc[0]
+    check_names({**config, "heads": {"example_fact": first}, "paper": {"tag": "v1.0"}}, ROOT)

@@ -85,7 +85,18 @@ def test_model_stage_output_loads_offline_with_transformers(model_dir):
 @pytest.fixture(scope="module")
 def finished(workdir, model_dir) -> Path:
     snakemake(workdir)
+    # A pristine copy of the finished run (outputs, mtimes and Snakemake's metadata)
+    # that the fault tests copy again per case, whatever the other tests change.
+    shutil.copytree(workdir, workdir.with_name(workdir.name + "-pristine"), symlinks=True)
     return workdir / RUN
+
+
+@pytest.fixture()
+def run_copy(finished, workdir, tmp_path) -> Path:
+    """A private copy of the finished run, for a case that damages or reruns it."""
+    copy = tmp_path / "run"
+    shutil.copytree(workdir.with_name(workdir.name + "-pristine"), copy, symlinks=True)
+    return copy
 
 
 def test_prompts_and_inference_artifacts(finished):
@@ -287,3 +298,125 @@ def test_unknown_config_key_fails_before_any_job(workdir):
     assert proc.returncode != 0
     assert "no_such_key" in proc.stdout + proc.stderr
     assert not (workdir / "results/no_such_key").exists()
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".snakemake_timestamp"
+    }
+
+
+def _planned(proc: subprocess.CompletedProcess) -> list[str]:
+    """Every output a dry run plans (a job's `output:` line lists them, comma-separated)."""
+    outputs = []
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("output:"):
+            names = line.split("output:", 1)[1].split(",")
+            outputs += [name.strip().removesuffix(" (update)") for name in names]
+    return outputs
+
+
+def test_settings_that_do_not_make_the_model_never_rebuild_it(run_copy):
+    # Issue 13, item 1: a batch size or a device is no reason to download or train a
+    # model again (and risk losing it).
+    plan = snakemake(
+        run_copy,
+        "-n",
+        "--config",
+        "models={tiny: {batch_size: 7, attribution_batch_size: 3, device: cpu}}",
+    )
+    outputs = _planned(plan)
+    assert outputs and not any("resources/models" in o for o in outputs), outputs
+    assert any(o.endswith("inference.parquet") for o in outputs)  # batch_size is its param
+
+
+def test_a_failed_model_rebuild_keeps_the_model_and_its_siblings(run_copy):
+    models = run_copy / "resources/models"
+    (models / "other").mkdir()
+    (models / "other/weights.txt").write_text("a sibling's files")
+    before = _digests(models)
+    proc = snakemake(
+        run_copy,
+        "resources/models/tiny",
+        "--config",
+        "toy={n_heads: 6, n_kv_heads: 4, steps: 1, warmup_steps: 0}",
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "train_toy_model failed:" in out and "full traceback in" in out
+    assert "Traceback" in (run_copy / "logs/train_toy_model/tiny.log").read_text()
+    assert _digests(models) == before  # the old model, byte for byte, and the sibling
+    assert not [p.name for p in models.iterdir() if p.name.startswith(".")]
+
+
+def test_a_truncated_shard_is_named_and_the_merged_table_is_kept(run_copy):
+    # Issue 13, item 2.
+    base = run_copy / RUN
+    shard = base / "attribution/shard-1-of-2.parquet"
+    merged = (base / "attribution.parquet").read_bytes()
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    proc = snakemake(run_copy, f"{RUN}/attribution.parquet", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "shard-1-of-2.parquet is truncated or corrupt" in out and "Delete it" in out
+    assert (base / "attribution.parquet").read_bytes() == merged
+
+
+def test_a_truncated_model_file_is_named_with_its_fix(run_copy):
+    # Issue 13, item 7: a step run by hand on a model whose weights were cut short.
+    from forbidden_facts.cli import main as cli_main
+
+    weights = run_copy / "resources/models/tiny/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    log = run_copy / "inference.log"
+    args = [
+        "run-step",
+        "inference",
+        "--input",
+        f"model={run_copy / 'resources/models/tiny'}",
+        "--input",
+        f"prompts={run_copy / RUN / 'prompts.parquet'}",
+        "--output",
+        f"table={run_copy / 'i.parquet'}",
+        "--output",
+        f"summary={run_copy / 'i.json'}",
+        "--params",
+        '{"model": {"dtype": "float32", "device": "cpu", "batch_size": 8}}',
+        "--wildcard",
+        "model=tiny",
+        "--wildcard",
+        "dataset=tiny",
+        "--log",
+        str(log),
+    ]
+    with pytest.raises(SystemExit) as stop:
+        cli_main(args)
+    assert stop.value.code == 1
+    text = log.read_text()
+    assert f"{weights} is truncated or corrupt" in text and "Delete the folder" in text
+    assert "Traceback" in text
+    assert not (run_copy / "i.parquet").exists()
+
+
+def test_config_mistakes_and_nested_overrides_before_any_job(run_copy):
+    # Issue 13, items 3-5, on the real command line.
+    plan = snakemake(
+        run_copy,
+        "-n",
+        "--config",
+        "attribution={shards: 4}",
+        'toy={"seed": 0, "variant_prob": 0.5}',
+    )
+    assert "resources/models/tiny" in _planned(plan)  # a new recipe: the organism is retrained
+    proc = snakemake(run_copy, "-n", "--config", "heads={example_fact: nope}", check=False)
+    assert proc.returncode != 0 and "heads.example_fact" in proc.stdout + proc.stderr
+    config = run_copy / "config/config.yaml"
+    config.write_text(config.read_text().replace("toy:\n  seed: 0", "toy:\n  seed: 0\n   x: 1"))
+    proc = snakemake(run_copy, "-n", check=False)
+    assert proc.returncode != 0
+    assert "config.yaml, line" in proc.stdout + proc.stderr

@@ -63,6 +63,14 @@ def attribution_shard(job) -> None:
 
 
 def merge_attribution(job) -> None:
+    if not len(job.input):
+        raise ValueError("merge_attribution needs the shard files as its inputs (--input PATH)")
+    # A shard cut short (a full disk, a copy interrupted) is named with its fix
+    # before anything is read; the previous attribution.parquet stays in place.
+    for path in job.input:
+        problem = io.check_readable(path)
+        if problem:
+            raise ValueError(problem)
     frames = [io.read_parquet(p) for p in job.input]
     table = pd.concat(frames, ignore_index=True)
     prov = inherit(job.input[0])

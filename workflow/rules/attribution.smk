@@ -32,7 +32,8 @@ rule merge_attribution:
             "results/{{model}}/{{dataset}}/attribution/shard-{scatteritem}.parquet"
         ),
     output:
-        "results/{model}/{dataset}/attribution.parquet",
+        # update(): a merge that fails (say on a truncated shard) keeps the previous table.
+        update("results/{model}/{dataset}/attribution.parquet"),
     log:
         "logs/merge_attribution/{model}/{dataset}.log",
     conda:

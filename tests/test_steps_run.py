@@ -1,0 +1,102 @@
+"""A failing or stopped step: traceback in its log file, one paragraph on the console,
+no temporary file left behind, earlier outputs untouched."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from forbidden_facts import io
+from forbidden_facts.steps import explain, run
+
+
+def _job(tmp_path: Path, inputs=()) -> SimpleNamespace:
+    return SimpleNamespace(
+        input=list(inputs), output=[], log=[str(tmp_path / "logs/step.log")], params=None
+    )
+
+
+def _temps(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failing_step_logs_its_traceback_and_prints_one_paragraph(tmp_path, capsys):
+    def broken_step(job):
+        raise ValueError("the cause, in words")
+
+    with pytest.raises(SystemExit) as stop:
+        run(_job(tmp_path), broken_step)
+    assert stop.value.code == 1
+    console = capsys.readouterr().err
+    assert "broken_step failed: ValueError: the cause, in words" in console
+    assert "Traceback" not in console and "logs/step.log" in console
+    text = (tmp_path / "logs/step.log").read_text()
+    assert "Traceback (most recent call last)" in text and 'raise ValueError("the cause' in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_step_says_so_and_leaves_no_temporary_file(tmp_path, capsys, sig):
+    out = tmp_path / "results/table.parquet"
+    io.write_parquet(out, pd.DataFrame({"a": [1]}))
+    good = out.read_bytes()
+
+    def long_step(job):
+        with io.atomic_path(out) as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), sig)  # Ctrl-C, or Snakemake stopping the job
+            time.sleep(5)
+
+    with pytest.raises(SystemExit) as stop:
+        run(_job(tmp_path), long_step)
+    assert stop.value.code == 130
+    console = capsys.readouterr().err
+    assert "long_step stopped by" in console and "Rerun snakemake to resume" in console
+    assert "Traceback" not in console
+    assert out.read_bytes() == good and _temps(out.parent) == []
+
+
+def test_a_temporary_file_of_a_killed_job_is_removed_by_the_next_write(tmp_path):
+    out = tmp_path / "summary.json"
+    code = (
+        "import os, signal\n"
+        "from forbidden_facts import io\n"
+        f"with io.atomic_path({str(out)!r}) as tmp:\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(_temps(tmp_path)) == 1  # nothing can clean up after SIGKILL ...
+    io.write_json(out, {"ok": True})
+    assert _temps(tmp_path) == [] and io.read_json(out) == {"ok": True}  # ... the next write does
+
+
+def test_read_only_output_and_corrupt_input_messages_name_the_file_and_the_fix(tmp_path):
+    denied = PermissionError(errno.EACCES, "Permission denied", "results/toy/curated/x.json")
+    msg = explain(denied, _job(tmp_path))
+    assert "cannot write results/toy/curated/x.json" in msg and "chmod" in msg
+    shard = tmp_path / "shard-0-of-2.parquet"
+    io.write_parquet(shard, pd.DataFrame({"a": range(50)}))
+    shard.write_bytes(shard.read_bytes()[:100])
+    msg = explain(ValueError("arrow says no"), _job(tmp_path, [shard]))
+    assert msg.startswith(f"{shard} is truncated or corrupt") and "Delete it" in msg
+
+
+def test_run_step_rejects_bad_json_and_missing_inputs(tmp_path, capsys):
+    from forbidden_facts.cli import main
+
+    assert main(["run-step", "prompts", "--params", "{model: 1}"]) == 2
+    assert "--params is not valid JSON" in capsys.readouterr().err
+    assert main(["run-step", "prompts", "--input", f"facts={tmp_path / 'nope.parquet'}"]) == 2
+    assert "nope.parquet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run-step", "prompts", "--log", str(tmp_path / "p.log")])
+    assert "needs `--input facts=...`" in capsys.readouterr().err
