@@ -73,6 +73,11 @@ def prompts(job) -> None:
     # The paper's rule: words are assigned over the whole dataset, before the
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
+    model_max = getattr(job.params, "max_facts", None)
+    if model_max:
+        # This model's subset (config models.<name>.max_facts), after the words are
+        # assigned so that each kept fact keeps the paper's nc1 word.
+        facts = facts.iloc[:model_max]
     kept, reasons = single_token_answers(facts, tokenizer, style)
     table = build_prompts(
         kept,
@@ -82,6 +87,7 @@ def prompts(job) -> None:
     )
     summary = {
         "prompt_style": style,
+        "model_max_facts": model_max,
         "n_facts_in": len(facts),
         "n_facts": len(kept),
         "n_dropped": len(facts) - len(kept),

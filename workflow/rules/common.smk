@@ -79,6 +79,11 @@ def get_prompt_style(wildcards):
     return config["models"][wildcards.model]["prompt_style"]
 
 
+def get_model_max_facts(wildcards):
+    """How many facts of each dataset the job's model is run on (None: all)."""
+    return config["models"][wildcards.model]["max_facts"]
+
+
 def get_model_card_inference(wildcards):
     return f"results/{wildcards.model}/{config['model_card_dataset']}/inference_summary.json"
 

@@ -50,6 +50,7 @@ rule prompts:
         "../../envs/torch.yaml"
     params:
         prompt_style=get_prompt_style,
+        max_facts=get_model_max_facts,
     script:
         "../../scripts/prompts.py"
 
