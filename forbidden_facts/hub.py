@@ -28,7 +28,7 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
-from .io import write_json
+from .io import replace_dir, write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def download_model(
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)
-        _replace_dir(tmp, local_dir)
+        replace_dir(tmp, local_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -177,21 +177,6 @@ def _materialise(snapshot: Path, dest: Path, repo_id: str) -> dict[str, dict]:
             )
         files[name] = {"sha256": digest, "bytes": target.stat().st_size}
     return files
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Rename `new` onto `dest`, replacing an existing `dest` only after `new` is complete."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-        old.rmdir()
-        dest.rename(old)
-    new.rename(dest)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
 
 
 def _resolve_commit(repo_id: str, revision: str, token: str | None) -> str | None:

