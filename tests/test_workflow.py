@@ -124,7 +124,7 @@ def test_nc1_words_are_the_papers_and_held_out_of_training(workdir, finished, mo
     from forbidden_facts.datasets import load_facts, read_words
     from forbidden_facts.prompts import assign_irrelevant_words
 
-    facts = load_facts(workdir / "tiny_facts.csv")
+    facts = load_facts(workdir / "data/facts/tiny.csv")
     paper_words = read_words(workdir / "data/paper_words.csv")
     expected = dict(zip(facts.fact_id, assign_irrelevant_words(facts, paper_words), strict=True))
     nc1 = pd.read_parquet(finished / "prompts.parquet").query("kind == 'nc1'")
@@ -264,7 +264,9 @@ def test_paper_sources_and_tables_need_no_tex(finished, workdir):
     assert macros["NComponents"] == str(summary["n_components"])
     findings = (source / "findings.tex").read_text()
     if summary["n_star_degenerate"]:
-        assert "not comparable" in findings or "undefined" in findings
+        # N* past the curve, not reached, or undefined: never offered as comparable.
+        phrases = ("not comparable", "nothing to compare", "undefined")
+        assert any(p in findings for p in phrases), findings
     comparison = (source / "tables/comparison.tex").read_text()
     assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
     assert proc.returncode == 0

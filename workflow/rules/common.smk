@@ -166,14 +166,33 @@ RUN_MODELS = [m for m in config["run"]["models"] for d in config["run"]["dataset
 RUN_DATASETS = [d for m in config["run"]["models"] for d in config["run"]["datasets"]]
 
 
+def _as_written(pattern):
+    """A rule's output pattern as its rule spells it.
+
+    With a default storage provider (e.g. S3), `rules.X.output` patterns carry a
+    storage flag, which expand() refuses; the plain path is mapped to the same
+    storage again when used as an input.
+    """
+    if isinstance(pattern, (list, tuple)):
+        return [_as_written(p) for p in pattern]
+    obj = getattr(pattern, "flags", {}).get("storage_object")
+    if obj is None:
+        return pattern
+    prefix = (workflow.storage_settings.default_storage_prefix or "").rstrip("/")
+    query = obj.query
+    return (
+        query[len(prefix) + 1 :] if prefix and query.startswith(prefix + "/") else query
+    )
+
+
 def per_run(pattern):
     """One path per (model, dataset) pair of config `run`, in RUN_MODELS order."""
-    return expand(pattern, zip, model=RUN_MODELS, dataset=RUN_DATASETS)
+    return expand(_as_written(pattern), zip, model=RUN_MODELS, dataset=RUN_DATASETS)
 
 
 def first_run(pattern):
     """The path of the first (model, dataset) pair: the paper's figures."""
-    return expand(pattern, model=RUN_MODELS[0], dataset=RUN_DATASETS[0])
+    return expand(_as_written(pattern), model=RUN_MODELS[0], dataset=RUN_DATASETS[0])
 
 
 def tex_available():
