@@ -12,7 +12,6 @@ min_version("9.0")
 check_yaml_file(Path(workflow.basedir) / "config/config.yaml")
 
 
-
 configfile: "config/config.yaml"
 
 

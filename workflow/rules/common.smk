@@ -180,9 +180,8 @@ def _as_written(pattern):
         return pattern
     prefix = (workflow.storage_settings.default_storage_prefix or "").rstrip("/")
     query = obj.query
-    return (
-        query[len(prefix) + 1 :] if prefix and query.startswith(prefix + "/") else query
-    )
+    head = f"{prefix}/"
+    return query[len(head) :] if prefix and query.startswith(head) else query
 
 
 def per_run(pattern):

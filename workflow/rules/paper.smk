@@ -62,7 +62,9 @@ rule tables:
         heads=per_run(rules.heads.output.table),
         attack=per_run(rules.attack_self_insertion.output.summary),
         attack_table=per_run(rules.attack_self_insertion.output.table),
-        cards=expand(_as_written(rules.model_card.output[0]), model=config["run"]["models"]),
+        cards=expand(
+            _as_written(rules.model_card.output[0]), model=config["run"]["models"]
+        ),
         reference=config["paper"]["reference"],
         templates=expand(
             "paper/templates/{name}.tex.j2", name=[*PAPER_TABLES, "findings"]
