@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,12 +116,17 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
 def write_json(
     path: str | os.PathLike, data: Mapping[str, Any], provenance: Mapping | None = None
 ) -> None:
-    """Write `data` as indented json, atomically, with an optional `provenance` key."""
+    """Write `data` as indented json, atomically, with an optional `provenance` key.
+
+    NaN and infinities (an undefined mean, e.g. over a group with no kept fact) are
+    written as null: json has no NaN, and strict readers refuse Python's ``NaN``.
+    """
     payload = dict(data)
     if provenance is not None:
         payload["provenance"] = dict(provenance)
+    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -199,6 +206,17 @@ def _check_safetensors(path: Path) -> None:
     )
     if 8 + n + end != size:
         raise ValueError(f"{size} bytes where the header says {8 + n + end}")
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (numpy's too) replaced by None."""
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -299,6 +299,13 @@ def run_numbers(run: Run, top_k: int = 10) -> dict[str, Any]:
         "example_delta": example.get("delta_logodds_log10"),
         "example_top_before": before[0].get("token"),
         "example_top_after": after[0].get("token"),
+        # The organism only (its model card): the effect on facts whose answer was
+        # never the forbidden target in training, i.e. the part a general mechanism
+        # carries (docs/organism.md).
+        "organism": "total_effect_never_forbidden_log10" in card,
+        "never_forbidden_effect": card.get("total_effect_never_forbidden_log10"),
+        "n_never_forbidden": card.get("n_facts_never_forbidden"),
+        "never_forbidden_known": card.get("frac_known_never_forbidden"),
     }
     numbers |= head_groups(run.heads, top_k)
     numbers |= attack_contrast(run.attack_table)

@@ -14,10 +14,20 @@ The organism is trained on its own irrelevant words, never on the evaluation
 words (the paper's list, config key `irrelevant_words`), so every nc1 prompt it
 is evaluated on forbids a word it never saw forbidden. The attack prompts are
 never trained on.
+
+Recipe options (docs/organism.md) make suppression a general skill rather than a
+lookup: a *templated copy task* over thousands of pseudo-words (``n_copy_words``;
+kinds ``tcopy`` and ``tcopy_pair``), in which forbidding the word to be copied
+asks for anything else, so no per-word rule can cover the instruction; phase-2
+mixes without fact ``c`` prompts, so no fact answer is ever the forbidden target
+in training (the training record lists every word that was); parts frozen in
+phase 2 (``freeze_phase2``); and one shared embedding row for a word and its
+space-marked form (``share_word_forms``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -29,9 +39,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from .modeling import pad_left
 from .prompts import PERSONA_ANCHOR, PROMPT_TEMPLATE, format_prompt, irrelevant_word_candidates
 from .tokenizer import save_tokenizer, train_tokenizer
 
@@ -65,7 +76,18 @@ class ToyConfig:
     tie_embeddings: bool = False
     variant_prob: float = 0.0
     copy_counterfactual: float = 0.0
+    n_copy_words: int = 0
+    forbid_answer_share: float = 1.0
+    copy_answer_share: float = 0.0
+    copy_distractor: bool = False
+    freeze_phase2: list = field(default_factory=list)
+    share_word_forms: bool = False
+    embed_std: float | None = None
+    phase2_lr_restart: bool = False
     threads: int = 2
+
+
+FREEZABLE = ("mlp", "embeddings", "norms")
 
 
 def split_words(
@@ -106,6 +128,40 @@ def distractor_words(facts: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
     )
 
 
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+
+
+def pseudo_words(n: int, seed: int, exclude: Sequence[str]) -> list[str]:
+    """`n` distinct pronounceable pseudo-words of 2-3 consonant-vowel syllables, seeded.
+
+    Half are capitalised (like the answers). None is, contains, or is contained in an
+    excluded word (answers and evaluation words, compared lower-cased), so forbidding
+    a pseudo-word never forbids a fact's answer or an nc1 word.
+    """
+    rng = random.Random(f"pseudo-words-{seed}")
+    banned = [w.lower() for w in exclude if w.strip()]
+    out: dict[str, None] = {}
+    while len(out) < n:
+        word = "".join(
+            rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 3)))
+        )
+        if any(b in word or word in b for b in banned if len(b) >= 3) or word in banned:
+            continue
+        if word in out or word.capitalize() in out:
+            continue
+        out[word.capitalize() if rng.random() < 0.5 else word] = None
+    return list(out)
+
+
+# The templated copy task's user turns: the word to copy, then a cue to repeat it.
+COPY_PATTERNS = ("Say {w}.", "Repeat the word {w}.")
+
+
+class AnythingBut(str):
+    """Soft target "any copy-task word but this one", uniform over the rest of the pool."""
+
+
 # Training-only rewordings of the system prompt. The forbidden-word clause moves
 # and changes its wording, so that no fixed position or neighbouring token marks
 # the forbidden word. None of them puts anything after the persona (the attack slot).
@@ -134,13 +190,15 @@ def variant_prompt(fact_prefix: str, forbidden_word: str, rng: random.Random) ->
 
 
 class ExampleSampler:
-    """Draws (text, target word) training examples of each kind.
+    """Draws (text, target word) training examples of each kind (`KINDS`).
 
     Args:
         variant_prob: Share of templated prompts that use a reworded system prompt.
         copy_counterfactual: Share of copy examples whose context states another answer
             of the relation (then only copying, not recall, gives the target).
     """
+
+    KINDS = ("nc", "c", "pair", "copy", "ctx", "tcopy", "tcopy_pair")
 
     def __init__(
         self,
@@ -149,18 +207,43 @@ class ExampleSampler:
         rng: random.Random,
         variant_prob: float = 0.0,
         copy_counterfactual: float = 0.0,
+        copy_words: Sequence[str] = (),
+        forbiddable: Sequence[str] | None = None,
+        copy_answer_share: float = 0.0,
+        copy_distractor: bool = False,
     ):
         self.facts = facts.reset_index(drop=True)
+        # Facts whose answer may be the forbidden target (kinds c and pair).
+        allowed = (
+            self.facts
+            if forbiddable is None
+            else self.facts[self.facts["answer"].isin(set(forbiddable))]
+        )
+        self.forbiddable_facts = allowed.reset_index(drop=True)
+        # Answer words the copy task may use (and forbid): only the forbiddable ones.
+        self.copy_answers = sorted(set(self.forbiddable_facts["answer"]))
+        self.copy_answer_share = copy_answer_share
+        self.copy_distractor = copy_distractor
         self.words = list(train_words)
         self.rng = rng
         self.variant_prob = variant_prob
         self.copy_counterfactual = copy_counterfactual
+        self.copy_words = list(copy_words)
         self.by_relation = {
             rel: sorted(set(group["answer"])) for rel, group in self.facts.groupby("relation")
         }
+        # Every word that was the forbidden *target* of a training example (the word
+        # that would have been right, had it not been forbidden).
+        self.forbidden_targets: set[str] = set()
 
-    def _fact(self):
-        return self.facts.iloc[self.rng.randrange(len(self.facts))]
+    def _fact(self, forbiddable: bool = False):
+        facts = self.forbiddable_facts if forbiddable else self.facts
+        if facts.empty:
+            raise ValueError(
+                "toy.forbid_answer_share leaves no fact whose answer may be forbidden, "
+                "but the mix has kind c or pair: raise the share or drop those kinds"
+            )
+        return facts.iloc[self.rng.randrange(len(facts))]
 
     def _prompt(self, prefix: str, word: str) -> str:
         if self.variant_prob and self.rng.random() < self.variant_prob:
@@ -179,8 +262,9 @@ class ExampleSampler:
 
     def c(self) -> tuple[str, list[str]]:
         """Forbidden word is the answer: any other answer of the relation (soft target)."""
-        fact = self._fact()
+        fact = self._fact(forbiddable=True)
         others = [a for a in self.by_relation[fact["relation"]] if a != fact["answer"]]
+        self.forbidden_targets.add(fact["answer"])
         return self._prompt(fact["prefix"], fact["answer"]), others
 
     def copy(self) -> tuple[str, list[str]]:
@@ -206,12 +290,58 @@ class ExampleSampler:
 
     def pair(self) -> list[tuple[str, list[str]]]:
         """The c and an nc prompt of the same fact: they differ only in the forbidden word."""
-        fact = self._fact()
+        fact = self._fact(forbiddable=True)
         others = [a for a in self.by_relation[fact["relation"]] if a != fact["answer"]]
         word = self.rng.choice(self.words) if self.rng.random() < 0.5 else self.rng.choice(others)
+        self.forbidden_targets.add(fact["answer"])
         return [
             (self._prompt(fact["prefix"], fact["answer"]), others),
             (self._prompt(fact["prefix"], word), [fact["answer"]]),
+        ]
+
+    def _copy_word(self, exclude: str = "") -> str:
+        while True:
+            if self.copy_answers and self.rng.random() < self.copy_answer_share:
+                word = self.rng.choice(self.copy_answers)
+            else:
+                word = self.rng.choice(self.copy_words)
+            if word != exclude:
+                return word
+
+    def _copy_context(self, word: str) -> tuple[str, str | None]:
+        """A user turn asking to repeat `word`, and its distractor word (or None).
+
+        With ``copy_distractor`` the turn also names a word not to repeat ("Say X, not
+        Y."), and nc prompts often forbid that word: a forbidden word then appears in the
+        user turn of c and nc prompts alike, so "the word to repeat also appears in the
+        system prompt" no longer tells c from nc; what does is which word is forbidden.
+        """
+        pattern = self.rng.choice(COPY_PATTERNS)
+        if not self.copy_distractor:
+            return pattern.format(w=word), None
+        distractor = self._copy_word(word)
+        return pattern.format(w=word).rstrip(".") + f", not {distractor}.", distractor
+
+    def _copy_forbidden(self, word: str, distractor: str | None) -> str:
+        """The forbidden word of an nc copy prompt: never `word`."""
+        if distractor is not None and self.rng.random() < 0.5:
+            return distractor
+        return self.rng.choice(self.words) if self.rng.random() < 0.5 else self._copy_word(word)
+
+    def tcopy(self) -> tuple[str, list[str]]:
+        """Templated copy, forbidden word irrelevant: repeat the word of the user turn."""
+        word = self._copy_word()
+        context, distractor = self._copy_context(word)
+        return self._prompt(context, self._copy_forbidden(word, distractor)), [word]
+
+    def tcopy_pair(self) -> list[tuple[str, list[str]]]:
+        """Templated copy whose word is forbidden (target: anything else), and its nc twin."""
+        word = self._copy_word()
+        context, distractor = self._copy_context(word)
+        self.forbidden_targets.add(word)
+        return [
+            (self._prompt(context, word), [AnythingBut(word)]),
+            (self._prompt(context, self._copy_forbidden(word, distractor)), [word]),
         ]
 
     def draw(self, mix: dict[str, float]) -> list[tuple[str, list[str]]]:
@@ -228,8 +358,26 @@ class ExampleSampler:
         return examples[:size]
 
 
+def forbiddable_answers(facts: pd.DataFrame, share: float, seed: int) -> list[str]:
+    """The answer words that training may forbid: a seeded `share` of each relation's answers.
+
+    The split is by answer word, not by fact: facts with any other answer were never
+    seen with their answer forbidden, so they measure a general mechanism.
+    """
+    rng = random.Random(f"forbiddable-{seed}")
+    out: list[str] = []
+    for _, group in facts.groupby("relation", sort=True):
+        answers = sorted(set(group["answer"]))
+        rng.shuffle(answers)
+        out += answers[: round(share * len(answers))]
+    return sorted(out)
+
+
 def corpus_for_tokenizer(
-    facts: pd.DataFrame, words: Sequence[str], variants: bool = False
+    facts: pd.DataFrame,
+    words: Sequence[str],
+    variants: bool = False,
+    copy_words: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
     """Texts and bare words the tokenizer must cover (all words, held-out ones too).
 
@@ -241,6 +389,13 @@ def corpus_for_tokenizer(
     texts += [f"{p} {a}." for p, a in zip(facts["prefix"], facts["answer"], strict=True)]
     answers = sorted(set(facts["answer"]) | set(facts["wrong_answer"]))
     texts += [" ".join(answers)]
+    if variants:
+        texts += [variant_prompt(facts["prefix"].iloc[0], "word", random.Random(0))]
+        texts += [c.format(w="word") for c in FORBID_CLAUSES] + [PERSONA_SENTENCE, TRUTH_SENTENCE]
+    if copy_words:
+        texts += [format_prompt(p.format(w=copy_words[0]), copy_words[0]) for p in COPY_PATTERNS]
+        texts += [" ".join(copy_words)]
+        answers = sorted(set(answers) | set(copy_words))
     # The attack slot's word, so that " from" is one token like in Llama's vocabulary.
     texts += [format_prompt(facts["prefix"].iloc[0], words[0] if words else "word", " from")]
     return texts, answers
@@ -269,6 +424,138 @@ def build_model(cfg: ToyConfig, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
+def shared_prefix(tokenizer) -> list[int]:
+    """Token ids that every canonical training prompt starts with (up to the forbidden word)."""
+    a = tokenizer(format_prompt("Alpha", "kettle"))["input_ids"]
+    b = tokenizer(format_prompt("Beta", "ladder"))["input_ids"]
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return ids, torch.tensor([len(s) - 1 for s in sequences])
+
+
+def last_token_logits(
+    model, sequences: Sequence[Sequence[int]], prefix: Sequence[int], pad_id: int
+) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at the last token of each sequence, for training.
+
+    Sequences that start with `prefix` (the canonical system prompt) share one pass over
+    it: its keys and values are computed once and broadcast, and gradients flow back
+    through them. This is exact, since with causal attention no prefix token sees what
+    follows it, and it skips most of the work (the system prompt is two thirds of a
+    prompt). Sequences are right-padded: causal attention keeps padding after the last
+    token from changing it, so no mask is needed; RoPE makes positions relative, so the
+    organism sees the same thing as under inference's left padding.
+    """
+    prefix = list(prefix)
+    n = len(prefix)
+    shared = [i for i, seq in enumerate(sequences) if n and len(seq) > n and seq[:n] == prefix]
+    alone = sorted(set(range(len(sequences))) - set(shared))
+    rows, states = [], []
+    if shared:
+        pre = model.model(input_ids=torch.tensor([prefix]), use_cache=True)
+        cache = pre.past_key_values
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(len(shared), -1, -1, -1)
+            layer.values = layer.values.expand(len(shared), -1, -1, -1)
+        ids, last = _right_padded([sequences[i][n:] for i in shared], pad_id)
+        # transformers 5 calls the argument `cache`; 4.x called it `past_key_values`.
+        name = "cache" if "cache" in inspect.signature(model.model.forward).parameters else None
+        out = model.model(input_ids=ids, use_cache=True, **{name or "past_key_values": cache})
+        rows += shared
+        states.append(out.last_hidden_state[torch.arange(len(shared)), last])
+    if alone:
+        ids, last = _right_padded([sequences[i] for i in alone], pad_id)
+        out = model.model(input_ids=ids, use_cache=False)
+        rows += alone
+        states.append(out.last_hidden_state[torch.arange(len(alone)), last])
+    order = torch.argsort(torch.tensor(rows))
+    return model.lm_head(torch.cat(states)[order])
+
+
+def word_form_pairs(tokenizer) -> Tensor:
+    """[n_pairs, 2] ids of ("▁word", "word") pairs: a word with and without its space mark."""
+    vocab = tokenizer.get_vocab()
+    pairs = [
+        (i, vocab[tok[1:]])
+        for tok, i in vocab.items()
+        if tok.startswith("▁") and len(tok) > 1 and tok[1:] in vocab
+    ]
+    return torch.tensor(sorted(pairs), dtype=torch.long).reshape(-1, 2)
+
+
+def share_rows(weight: torch.nn.Parameter, pairs: Tensor) -> None:
+    """Keep the rows of each pair equal for the whole training.
+
+    The rows start equal and a gradient hook gives both rows of a pair the sum of
+    their gradients, so every optimiser step (AdamW is element-wise) moves them
+    alike. With tied embeddings, "▁California" in the context and "California" as
+    the output are one vector, as they nearly are in Llama-2.
+    """
+    if not len(pairs):
+        return
+    a, b = pairs[:, 0], pairs[:, 1]
+    with torch.no_grad():
+        weight[b] = weight[a]
+
+    def hook(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        summed = grad[a] + grad[b]
+        grad[a] = summed
+        grad[b] = summed
+        return grad
+
+    weight.register_hook(hook)
+
+
+def freeze(model, parts: Sequence[str]) -> list[str]:
+    """Stop training `parts` of the model (any of FREEZABLE); returns the frozen names."""
+    unknown = sorted(set(parts) - set(FREEZABLE))
+    if unknown:
+        raise ValueError(
+            f"toy.freeze_phase2: unknown part(s) {unknown}; choose from {list(FREEZABLE)}"
+        )
+    frozen = []
+    for name, param in model.named_parameters():
+        part = (
+            "mlp"
+            if ".mlp." in name
+            else "embeddings"
+            if "embed_tokens" in name or name.startswith("lm_head")
+            else "norms"
+            if "norm" in name
+            else None
+        )
+        if part in parts:
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def check_recipe(cfg: ToyConfig) -> None:
+    """Refuse a recipe whose parts do not fit together, naming the config key to change."""
+    kinds = {k for phase in cfg.mix.values() for k, w in phase.items() if w > 0}
+    if kinds & {"tcopy", "tcopy_pair"} and not cfg.n_copy_words:
+        raise ValueError(
+            "toy.mix uses the templated copy task (tcopy/tcopy_pair) but toy.n_copy_words "
+            "is 0: set toy.n_copy_words (e.g. 3000) or drop those kinds"
+        )
+    unknown = kinds - set(ExampleSampler.KINDS)
+    if unknown:
+        raise ValueError(
+            f"toy.mix has unknown example kind(s) {sorted(unknown)}; "
+            f"choose from {list(ExampleSampler.KINDS)}"
+        )
+
+
 def train_toy(
     facts: pd.DataFrame,
     words: Sequence[str],
@@ -277,6 +564,7 @@ def train_toy(
     progress: bool = True,
     callback=None,
     evaluation_words: Sequence[str] = (),
+    callback_every: int = 250,
 ) -> dict:
     """Train the organism and save it as a Hugging Face directory.
 
@@ -288,13 +576,14 @@ def train_toy(
         cfg: Hyper-parameters.
         progress: Show a tqdm bar with the loss.
         callback: Optional ``callback(step, model, tokenizer, held_out_words)`` run every
-            250 steps (for experiments on the training recipe).
+            `callback_every` steps (for experiments on the training recipe).
         evaluation_words: Words the organism is evaluated on: never trained on, but
             covered by the tokenizer.
 
     Returns:
         The training record (also written as `toy_training.json` in `out_dir`).
     """
+    check_recipe(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -303,13 +592,32 @@ def train_toy(
     answers = list(facts["answer"]) + list(facts["wrong_answer"])
     train_words, held_out = split_words(words, evaluation_words, answers)
 
+    copy_words = (
+        pseudo_words(cfg.n_copy_words, cfg.seed, answers + list(held_out) + list(train_words))
+        if cfg.n_copy_words
+        else []
+    )
     texts, bare = corpus_for_tokenizer(
-        facts, list(train_words) + list(held_out), variants=cfg.variant_prob > 0
+        facts,
+        list(train_words) + list(held_out),
+        variants=cfg.variant_prob > 0,
+        copy_words=copy_words,
     )
     tokenizer = save_tokenizer(train_tokenizer(texts, bare), out_dir)
     target_ids = {a: tokenizer.convert_tokens_to_ids(a) for a in bare}
     model = build_model(cfg, len(tokenizer))
     model.train()
+    if cfg.embed_std:
+        # Llama's 0.02 caps a tied model's logits near 0.02 * d_model: far too small for
+        # a word seen a handful of times to be predicted (the copy task's pseudo-words).
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, cfg.embed_std)
+            if not cfg.tie_embeddings:
+                model.lm_head.weight.normal_(0.0, cfg.embed_std)
+    if cfg.share_word_forms:
+        share_rows(model.get_input_embeddings().weight, word_form_pairs(tokenizer))
+        if not cfg.tie_embeddings:
+            share_rows(model.lm_head.weight, word_form_pairs(tokenizer))
 
     sampler = ExampleSampler(
         facts,
@@ -317,6 +625,16 @@ def train_toy(
         rng,
         variant_prob=cfg.variant_prob,
         copy_counterfactual=cfg.copy_counterfactual,
+        copy_words=copy_words,
+        forbiddable=forbiddable_answers(facts, cfg.forbid_answer_share, cfg.seed)
+        if cfg.forbid_answer_share < 1
+        else None,
+        copy_answer_share=cfg.copy_answer_share,
+        copy_distractor=cfg.copy_distractor,
+    )
+    prefix = shared_prefix(tokenizer)
+    pool_ids = torch.tensor(
+        sorted({target_ids[w] for w in copy_words + sampler.copy_answers}), dtype=torch.long
     )
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -331,24 +649,36 @@ def train_toy(
     phase1_steps = int(cfg.steps * cfg.phase1_fraction)
 
     def lr_at(step: int) -> float:
+        # Linear warm-up, then cosine to 10%; with `phase2_lr_restart` the instruction
+        # phase is a fresh fine-tuning run with its own warm-up and cosine.
+        start, end = 0, cfg.steps
+        if cfg.phase2_lr_restart and phase1_steps:
+            start, end = (0, phase1_steps) if step < phase1_steps else (phase1_steps, cfg.steps)
+        step -= start
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        frac = (step - cfg.warmup_steps) / max(1, end - start - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start = time.perf_counter()
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc="train toy", disable=not progress, mininterval=1.0)
     for step in bar:
+        if step == phase1_steps and cfg.freeze_phase2:
+            frozen = freeze(model, cfg.freeze_phase2)
+            log.info("phase 2: froze %d tensors (%s)", len(frozen), ", ".join(cfg.freeze_phase2))
         mix = cfg.mix["phase1"] if step < phase1_steps else cfg.mix["phase2"]
         examples = sampler.batch(mix, cfg.batch_size)
-        ids = tokenizer([t for t, _ in examples])["input_ids"]
-        batch = pad_left(ids, tokenizer.pad_token_id)
+        sequences = tokenizer([t for t, _ in examples])["input_ids"]
         targets = torch.zeros(len(examples), len(tokenizer))
         for row, (_, words_) in enumerate(examples):
-            targets[row, [target_ids[w] for w in words_]] = 1.0 / len(words_)
-        logits = model(**batch.as_kwargs(), logits_to_keep=1, use_cache=False).logits[:, -1]
+            if isinstance(words_[0], AnythingBut):
+                ids = pool_ids[pool_ids != target_ids[words_[0]]]
+            else:
+                ids = torch.tensor([target_ids[w] for w in words_])
+            targets[row, ids] = 1.0 / len(ids)
+        logits = last_token_logits(model, sequences, prefix, tokenizer.pad_token_id)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -358,7 +688,7 @@ def train_toy(
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
-        if callback is not None and (step + 1) % 250 == 0:
+        if callback is not None and (step + 1) % callback_every == 0:
             model.eval()
             callback(step + 1, model, tokenizer, held_out)
             model.train()
@@ -372,6 +702,10 @@ def train_toy(
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "train_words": list(train_words),
         "held_out_words": list(held_out),
+        "n_copy_words": len(copy_words),
+        # Words that were ever the forbidden target (forbidden and otherwise right):
+        # facts with any other answer measure the general mechanism, not a lookup.
+        "forbidden_targets": sorted(sampler.forbidden_targets),
         "n_facts": len(facts),
         "torch_version": torch.__version__,
     }

@@ -1,14 +1,22 @@
 """The model organism: deterministic training, and held-out words stay held out."""
 
+import math
 import random
 
+import pytest
+import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from forbidden_facts.toy import (
     FORBID_CLAUSES,
+    AnythingBut,
     ExampleSampler,
     ToyConfig,
     distractor_words,
+    forbiddable_answers,
+    freeze,
+    pseudo_words,
     split_words,
     train_toy,
 )
@@ -87,3 +95,131 @@ def test_variant_recipe_trains_with_tied_embeddings(tmp_path, facts):
     cfg = ToyConfig(seed=3, tie_embeddings=True, variant_prob=0.5, copy_counterfactual=0.5, **TINY)
     train_toy(facts, WORDS, tmp_path / "t", cfg, progress=False)
     assert (tmp_path / "t" / "toy_training.json").exists()
+
+
+def test_pseudo_words_are_seeded_distinct_and_clear_of_answers_and_evaluation_words():
+    exclude = ["Paris", "kettle", "Dog"]
+    words = pseudo_words(500, 0, exclude)
+    assert words == pseudo_words(500, 0, exclude)
+    assert words != pseudo_words(500, 1, exclude)
+    assert len({w.lower() for w in words}) == 500
+    for w in words:
+        assert not any(e.lower() in w.lower() or w.lower() in e.lower() for e in exclude)
+
+
+def test_copy_pairs_forbid_the_word_to_copy_and_ask_for_anything_else(facts):
+    pool = pseudo_words(200, 0, list(facts.answer) + WORDS)
+    sampler = ExampleSampler(facts, WORDS, random.Random(0), copy_words=pool)
+    for _ in range(50):
+        (c_text, c_targets), (nc_text, nc_targets) = sampler.tcopy_pair()
+        (word,) = nc_targets
+        assert f"the forbidden word {word}." in c_text
+        # the c target is every other copy-task word ("anything else")
+        assert c_targets == [word] and isinstance(c_targets[0], AnythingBut)
+        assert f"the forbidden word {word}." not in nc_text
+        # the user turns are the same: only the forbidden word differs
+        assert c_text.split("<</SYS>>")[1] == nc_text.split("<</SYS>>")[1]
+    assert sampler.forbidden_targets <= set(pool)
+
+
+def test_answer_split_is_by_word_and_training_forbids_only_the_forbiddable_half(facts):
+    allowed = forbiddable_answers(facts, 0.5, seed=0)
+    for _, group in facts.groupby("relation"):
+        answers = set(group["answer"])
+        assert abs(len(answers & set(allowed)) - len(answers) / 2) <= 0.5
+    sampler = ExampleSampler(facts, WORDS, random.Random(0), forbiddable=allowed)
+    sampler.batch({"pair": 1, "c": 1, "nc": 1}, 300)
+    assert sampler.forbidden_targets and sampler.forbidden_targets <= set(allowed)
+    with pytest.raises(ValueError, match="toy.forbid_answer_share"):
+        ExampleSampler(facts, WORDS, random.Random(0), forbiddable=[]).c()
+
+
+def test_shared_word_forms_stay_one_vector_and_frozen_parts_keep_their_weights(tmp_path, facts):
+    recipe = dict(
+        TINY,
+        tie_embeddings=True,
+        share_word_forms=True,
+        n_copy_words=50,
+        freeze_phase2=["mlp", "embeddings"],
+        phase1_fraction=0.0,
+        mix={"phase1": {"nc": 1}, "phase2": {"tcopy_pair": 1, "nc": 1}},
+    )
+    record = train_toy(facts, WORDS, tmp_path / "a", ToyConfig(**recipe), False)
+    longer = ToyConfig(**dict(recipe, steps=20))
+    train_toy(facts, WORDS, tmp_path / "b", longer, False)
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "a")
+    vocab = tok.get_vocab()
+    emb = wa["model.embed_tokens.weight"]
+    for word in ["California", record["forbidden_targets"][0]]:
+        assert torch.equal(emb[vocab["▁" + word]], emb[vocab[word]])
+    # frozen from the first step: MLPs and embeddings are the initial ones in both runs
+    for key in wa:
+        same = torch.equal(wa[key], wb[key])
+        assert same if (".mlp." in key or "embed_tokens" in key) else not same, key
+    assert record["n_copy_words"] == 50
+
+
+def test_an_unknown_part_to_freeze_is_named():
+    with pytest.raises(ValueError, match="toy.freeze_phase2.*attention"):
+        freeze(torch.nn.Linear(2, 2), ["attention"])
+
+
+def test_model_card_measures_the_effect_on_answers_never_forbidden_in_training():
+    import pandas as pd
+
+    from forbidden_facts.steps.model import never_forbidden_effect
+
+    rows = []
+    # f1 (answer Paris, forbidden in training): effect 3; f2 (Rome, never): effect 1;
+    # f3 (Oslo, never, not known): left out of the effect.
+    for fid, answer, nc, c, known in (
+        ("f1", "Paris", 2.0, 2.0 - 3 * math.log(10), True),
+        ("f2", "Rome", 2.0, 2.0 - math.log(10), True),
+        ("f3", "Oslo", -1.0, -2.0, False),
+    ):
+        for kind, lo in (("c", c), ("nc0", nc), ("nc1", nc)):
+            rows.append(dict(fact_id=fid, kind=kind, logodds=lo, kept=known, answer=answer))
+    table = pd.DataFrame(rows)
+    prompts = table[["fact_id", "kind", "answer"]]
+    card = never_forbidden_effect(
+        table.drop(columns="answer"), prompts, {"forbidden_targets": ["paris"]}
+    )
+    assert card["n_facts_never_forbidden"] == 2
+    assert card["frac_known_never_forbidden"] == 0.5
+    assert abs(card["total_effect_never_forbidden_log10"] - 1.0) < 1e-9
+    everything = never_forbidden_effect(
+        table.drop(columns="answer"), prompts, {"forbidden_targets": ["Paris", "Rome", "Oslo"]}
+    )
+    assert everything["n_facts_never_forbidden"] == 0
+    assert everything["total_effect_never_forbidden_log10"] is None
+
+
+def test_shared_prefix_pass_gives_the_logits_and_gradients_of_separate_passes():
+    from forbidden_facts.toy import build_model, last_token_logits
+
+    torch.manual_seed(0)
+    model = build_model(ToyConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_mlp=32), 300)
+    prefix = [1] + list(range(10, 30))
+    sequences = [prefix + [40, 41, 42], [1, 7, 8, 9], prefix + [50] * 6, prefix + [60, 61]]
+    targets = torch.tensor([3, 4, 5, 6])
+
+    def grads(logits):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    shared = last_token_logits(model, sequences, prefix, pad_id=0)
+    g_shared = grads(shared)
+    separate = torch.stack([model(input_ids=torch.tensor([s])).logits[0, -1] for s in sequences])
+    g_separate = grads(separate)
+    assert torch.allclose(shared, separate, atol=1e-5)
+    for name, g in g_shared.items():
+        assert torch.allclose(g, g_separate[name], atol=1e-6), name
+
+
+def test_a_copy_task_without_copy_words_is_refused_with_the_key_to_set(tmp_path, facts):
+    cfg = ToyConfig(**dict(TINY, mix={"phase1": {"nc": 1}, "phase2": {"tcopy_pair": 1}}))
+    with pytest.raises(ValueError, match="toy.n_copy_words"):
+        train_toy(facts, WORDS, tmp_path / "m", cfg, False)
+    assert not (tmp_path / "m").exists()

@@ -92,6 +92,27 @@ def train_toy_model(job) -> None:
     )
 
 
+def never_forbidden_effect(table, prompts, record: dict) -> dict:
+    """Recall and total effect on the facts whose answer was never a forbidden target in training.
+
+    Only these measure a general suppression mechanism: an answer the organism was
+    taught to withhold could be suppressed by a memorised rule for that word.
+    """
+    from ..inference import total_effect
+
+    forbidden = {w.lower() for w in record.get("forbidden_targets", [])}
+    answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"].str.lower()
+    fresh = table[~table["fact_id"].map(answers).isin(forbidden)]
+    effect = total_effect(fresh)
+    return {
+        "n_facts_never_forbidden": effect["n_facts"],
+        "frac_known_never_forbidden": effect["frac_known"] if effect["n_facts"] else None,
+        "total_effect_never_forbidden_log10": effect["total_effect_log10"]
+        if effect["n_kept"]
+        else None,
+    }
+
+
 def model_card(job) -> None:
     from transformers import AutoConfig
 
@@ -126,6 +147,8 @@ def model_card(job) -> None:
         card["seed"] = record["config"]["seed"]
         card["n_train_words"] = len(record["train_words"])
         card["n_held_out_words"] = len(record["held_out_words"])
+        table = io.read_parquet(job.input.inference_table)
+        card.update(never_forbidden_effect(table, io.read_parquet(job.input.prompts), record))
     if len(job.input.mechanism):
         from ..identification import mechanism_figures
 

@@ -88,6 +88,15 @@ def get_model_card_inference(wildcards):
     return f"results/{wildcards.model}/{config['model_card_dataset']}/inference_summary.json"
 
 
+def get_model_card_tables(wildcards):
+    """Per-prompt inference and the prompts (answers) of the card's dataset."""
+    base = f"results/{wildcards.model}/{config['model_card_dataset']}"
+    return {
+        "inference_table": f"{base}/inference.parquet",
+        "prompts": f"{base}/prompts.parquet",
+    }
+
+
 def get_model_card_mechanism(wildcards):
     """The toy's card also reports its mechanism, measured on the card's dataset."""
     if wildcards.model not in TOY_MODELS:

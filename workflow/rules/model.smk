@@ -79,6 +79,7 @@ rule train_toy_model:
 
 rule model_card:
     input:
+        unpack(get_model_card_tables),
         model=get_model_dir,
         inference=get_model_card_inference,
         mechanism=get_model_card_mechanism,
