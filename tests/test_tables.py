@@ -777,3 +777,24 @@ def test_paper_compiles(tmp_path):
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
         assert "3.46" in text
+
+
+@pytest.mark.parametrize("never, says", [(0.6, "a rule learnt for the words"), (2.1, "reaches")])
+def test_organism_finding_states_the_effect_on_never_forbidden_answers(
+    tmp_path, reference, never, says
+):
+    runs = _runs(tmp_path, pairs=(("toy", "curated"), ("smollm2-135m-instruct", "curated")))
+    runs[0].card.update(
+        n_facts_never_forbidden=68,
+        frac_known_never_forbidden=0.99,
+        total_effect_never_forbidden_log10=never,
+    )
+    context, rendered, macros = _render(runs, reference)
+    organism = _finding(rendered["findings"], "ToyCuratedFindingOrganism")
+    assert says in organism
+    assert r"\ToyCuratedNNeverForbidden{}" in organism
+    assert macros["ToyCuratedNeverForbiddenEffect"] == f"{never:.2f}"
+    # a model that was not trained here gets no such sentence
+    assert (
+        _finding(rendered["findings"], "SmollmTwoOneThreeFiveMInstructCuratedFindingOrganism") == ""
+    )
