@@ -216,6 +216,21 @@ def irrelevant_word_candidates(words: Sequence[str], answers: Sequence[str]) -> 
     return [w for w in out if not any(w in a for a in lowered)]
 
 
+# Seed of a model's subset of facts: fixed, so that every run and every model with the
+# same max_facts sees the same facts.
+SUBSET_SEED = 0
+
+
+def fact_subset(facts: pd.DataFrame, n: int, seed: int = SUBSET_SEED) -> pd.DataFrame:
+    """A seeded random sample of `n` facts, kept in dataset order (all when n >= len).
+
+    The first N facts of a dataset grouped by relation would be a few relations only.
+    """
+    if n >= len(facts):
+        return facts
+    return facts.sample(n=n, random_state=seed).sort_index()
+
+
 def assign_irrelevant_words(facts: pd.DataFrame, words: Sequence[str]) -> pd.Series:
     """Assign nc1 forbidden words round-robin over the facts in dataset order (the paper's rule).
 

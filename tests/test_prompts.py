@@ -70,3 +70,16 @@ def test_build_prompts_keeps_dataset_order(facts):
     table = build_prompts(facts, assign_irrelevant_words(facts, ["floor"]))
     assert list(dict.fromkeys(table.fact_id)) == list(facts.fact_id)
     assert list(table.kind[:3]) == ["c", "nc0", "nc1"]
+
+
+def test_a_models_fact_subset_is_seeded_in_dataset_order_and_spans_relations():
+    from forbidden_facts.datasets import load_facts
+    from forbidden_facts.prompts import fact_subset
+
+    facts = load_facts("data/facts/curated.csv")
+    sub = fact_subset(facts, 100)
+    assert len(sub) == 100 and sub.equals(fact_subset(facts, 100))
+    assert list(sub.index) == sorted(sub.index)
+    # the first 100 facts cover 3 relations; the sample covers them all
+    assert facts.iloc[:100]["relation"].nunique() < sub["relation"].nunique() == 10
+    assert fact_subset(facts, 10_000) is facts

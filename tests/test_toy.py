@@ -193,6 +193,8 @@ def test_model_card_measures_the_effect_on_answers_never_forbidden_in_training()
     )
     assert everything["n_facts_never_forbidden"] == 0
     assert everything["total_effect_never_forbidden_log10"] is None
+    # an organism trained before records listed their forbidden targets: unknown
+    assert never_forbidden_effect(table.drop(columns="answer"), prompts, {}) == {}
 
 
 def test_shared_prefix_pass_gives_the_logits_and_gradients_of_separate_passes():

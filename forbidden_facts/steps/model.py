@@ -100,7 +100,9 @@ def never_forbidden_effect(table, prompts, record: dict) -> dict:
     """
     from ..inference import total_effect
 
-    forbidden = {w.lower() for w in record.get("forbidden_targets", [])}
+    if "forbidden_targets" not in record:
+        return {}  # trained before the record listed them: unknown, not "none"
+    forbidden = {w.lower() for w in record["forbidden_targets"]}
     answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"].str.lower()
     fresh = table[~table["fact_id"].map(answers).isin(forbidden)]
     effect = total_effect(fresh)

@@ -24,11 +24,6 @@ def download_dataset(job) -> None:
     io.write_json(job.output.record, info, provenance=stamp(dataset=job.wildcards.dataset))
 
 
-# Seed of a model's subset of facts (models.<name>.max_facts): fixed, so that every
-# run and every model with the same max_facts sees the same facts.
-SUBSET_SEED = 0
-
-
 def prepare_dataset(job) -> None:
     from ..datasets import load_facts_with_skipped
 
@@ -65,6 +60,7 @@ def prompts(job) -> None:
         adds_special_tokens,
         assign_irrelevant_words,
         build_prompts,
+        fact_subset,
         prompt_formatter,
         single_token_answers,
     )
@@ -79,11 +75,10 @@ def prompts(job) -> None:
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
     model_max = getattr(job.params, "max_facts", None)
-    if model_max and model_max < len(facts):
-        # This model's subset (config models.<name>.max_facts): a seeded random sample in
-        # dataset order (the first N would be a few relations only), drawn after the
-        # words are assigned so that each kept fact keeps the paper's nc1 word.
-        facts = facts.sample(n=model_max, random_state=SUBSET_SEED).sort_index()
+    if model_max:
+        # This model's subset (config models.<name>.max_facts), drawn after the words
+        # are assigned so that each kept fact keeps the paper's nc1 word.
+        facts = fact_subset(facts, model_max)
     kept, reasons = single_token_answers(facts, tokenizer, style)
     table = build_prompts(
         kept,
