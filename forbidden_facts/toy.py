@@ -15,14 +15,15 @@ words (the paper's list, config key `irrelevant_words`), so every nc1 prompt it
 is evaluated on forbids a word it never saw forbidden. The attack prompts are
 never trained on.
 
-Recipe options (docs/organism.md) make suppression a general skill rather than a
-lookup: a *templated copy task* over thousands of pseudo-words (``n_copy_words``;
-kinds ``tcopy`` and ``tcopy_pair``), in which forbidding the word to be copied
-asks for anything else, so no per-word rule can cover the instruction; phase-2
-mixes without fact ``c`` prompts, so no fact answer is ever the forbidden target
-in training (the training record lists every word that was); parts frozen in
-phase 2 (``freeze_phase2``); and one shared embedding row for a word and its
-space-marked form (``share_word_forms``).
+Recipe options (docs/organism.md) push suppression towards a general skill rather
+than a lookup: a *templated copy task* over thousands of pseudo-words
+(``n_copy_words``; kinds ``tcopy`` and ``tcopy_pair``), in which forbidding the
+word to be copied asks for anything else, so no per-word rule can cover the
+instruction; answer words split by word (``forbid_answer_share``), so that some
+are never the forbidden target in training and measure the general mechanism
+(the training record lists every word that was); parts frozen in phase 2
+(``freeze_phase2``); and one shared embedding row for a word and its space-marked
+form (``share_word_forms``).
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ class ExampleSampler:
         variant_prob: Share of templated prompts that use a reworded system prompt.
         copy_counterfactual: Share of copy examples whose context states another answer
             of the relation (then only copying, not recall, gives the target).
+        copy_words: Words of the templated copy task (kinds tcopy, tcopy_pair).
+        forbiddable: Answer words that kinds c and pair may forbid (None: all).
+        copy_answer_share: Share of copy-task words drawn from the forbiddable answers.
+        copy_distractor: Copy turns also name a word not to repeat ("Say X, not Y.").
     """
 
     KINDS = ("nc", "c", "pair", "copy", "ctx", "tcopy", "tcopy_pair")
