@@ -55,8 +55,14 @@ def test_a_stopped_step_says_so_and_leaves_no_temporary_file(tmp_path, capsys, s
             os.kill(os.getpid(), sig)  # Ctrl-C, or Snakemake stopping the job
             time.sleep(5)
 
-    with pytest.raises(SystemExit) as stop:
-        run(_job(tmp_path), long_step)
+    # Ctrl-C raises KeyboardInterrupt only under Python's default SIGINT handler; a
+    # shell that starts pytest in the background (`cmd &`) makes it ignore SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run(_job(tmp_path), long_step)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stop.value.code == 130
     console = capsys.readouterr().err
     assert "long_step stopped by" in console and "Rerun snakemake to resume" in console
