@@ -468,13 +468,14 @@ def last_token_logits(
     if shared:
         pre = model.model(input_ids=torch.tensor([prefix]), use_cache=True)
         # transformers 5 calls the cache `cache`; 4.x called it `past_key_values`.
-        name = "cache" if "cache" in inspect.signature(model.model.forward).parameters else None
-        cache = pre[name or "past_key_values"]
+        params = inspect.signature(model.model.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"
+        cache = pre[name]
         for layer in cache.layers:
             layer.keys = layer.keys.expand(len(shared), -1, -1, -1)
             layer.values = layer.values.expand(len(shared), -1, -1, -1)
         ids, last = _right_padded([sequences[i][n:] for i in shared], pad_id)
-        out = model.model(input_ids=ids, use_cache=True, **{name or "past_key_values": cache})
+        out = model.model(input_ids=ids, use_cache=True, **{name: cache})
         rows += shared
         states.append(out.last_hidden_state[torch.arange(len(shared)), last])
     if alone:
