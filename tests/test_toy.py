@@ -168,7 +168,7 @@ def test_an_unknown_part_to_freeze_is_named():
 def test_model_card_measures_the_effect_on_answers_never_forbidden_in_training():
     import pandas as pd
 
-    from forbidden_facts.steps.model import never_forbidden_effect
+    from forbidden_facts.inference import never_forbidden_effect
 
     rows = []
     # f1 (answer Paris, forbidden in training): effect 3; f2 (Rome, never): effect 1;
