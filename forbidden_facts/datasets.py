@@ -29,11 +29,12 @@ from typing import Any
 
 import pandas as pd
 
+from . import artifacts
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
-FACT_COLUMNS = ["fact_id", "relation", "prefix", "answer", "wrong_answer"]
+FACT_COLUMNS = list(artifacts.FACT_COLUMNS)  # declared in forbidden_facts/artifacts.py
 PAPER_HQ_COLUMNS = ["question", "answer", "type"]
 FORMATS = ("csv", "counterfact", "paper_hq")
 # Below this many facts, means, intervals and N* over facts say little.
@@ -509,7 +510,11 @@ def download_dataset(
         size = fetched.stat().st_size
         os.replace(fetched, dest)
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, got)
-    return {"url": url, "sha256": got, "bytes": size}
+    return {
+        artifacts.Download.url: url,
+        artifacts.Download.sha256: got,
+        artifacts.Download.bytes: size,
+    }
 
 
 def _copy_file_url(url: str, output_file: str, pooch: Any) -> None:
