@@ -7,7 +7,11 @@ of a dump of the schema.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,84 @@ from jsonschema import Draft202012Validator
 
 class ConfigError(ValueError):
     """The configuration does not match workflow/schemas/config.schema.yaml."""
+
+
+#: The config schema: the one place every default lives.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_defaults(*where: str) -> dict[str, Any]:
+    """The defaults the schema gives the keys of one config block.
+
+    Args:
+        *where: The block's path in the schema, e.g. ``("properties", "toy")`` or
+            ``("$defs", "model")``.
+
+    Example:
+        >>> schema_defaults("$defs", "model")["revision"]
+        'main'
+    """
+    root = _schema()
+    node: Any = root
+    for part in where:
+        node = _resolve(node, root)[part]
+    node = _resolve(node, root)
+    return {
+        key: copy.deepcopy(spec["default"])
+        for key, spec in node.get("properties", {}).items()
+        if "default" in spec
+    }
+
+
+def model_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A `models.<name>` block with the schema's default for every key it leaves out.
+
+    A validated block has them all already; a block given by hand to
+    ``forbidden-facts run-step --params`` gets them here, from the schema only.
+    """
+    return {**schema_defaults("$defs", "model"), **dict(block)}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How one model runs (config `models.<name>`), typed, as the steps use it.
+
+    Built from the validated block, so every value is the config's or the schema's
+    default; a block given by hand (``forbidden-facts run-step --params``) gets the
+    schema's defaults for the keys it leaves out, never a default written in code.
+    """
+
+    dtype: str
+    device: str
+    device_map: str | None
+    allow_cpu_offload: bool
+    batch_size: int
+    attribution_batch_size: int
+    row_batch: int
+    max_facts: int | None
+    ov_rows: int | None
+    token_search_tokens: int | None
+    prompt_style: str
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any]) -> ModelSettings:
+        """The settings of one `models.<name>` block (validated, or partial by hand)."""
+        values = model_block(block)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """The keywords of `forbidden_facts.modeling.load_model` these settings fix."""
+        return dict(
+            dtype=self.dtype,
+            device=self.device,
+            device_map=self.device_map,
+            allow_cpu_offload=self.allow_cpu_offload,
+        )
 
 
 def _path(error) -> str:

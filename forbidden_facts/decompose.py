@@ -166,11 +166,20 @@ def rms_linear(model) -> bool:
     return type(norm).__name__ in _PLAIN_RMS_NORMS and getattr(head, "bias", None) is None
 
 
+def rms_scale(x: Float[Tensor, "*rows d_model"], eps: float) -> Float[Tensor, "*rows"]:
+    """1 / rms of each row, as an RMSNorm computes it: ``rsqrt(mean(x^2) + eps)``.
+
+    The one RMSNorm formula of the package: `inv_rms` (the final norm) and the OV
+    circuit's layer-input norm (`forbidden_facts.heads`) both use it.
+    """
+    return torch.rsqrt(x.pow(2).mean(-1) + eps)
+
+
 def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
     """1 / rms of residual rows as the final RMSNorm computes it (float32)."""
     norm = model.model.norm
     x = x.to(norm.weight.device, norm.weight.dtype).float()
-    return torch.rsqrt(x.pow(2).mean(-1) + norm.variance_epsilon)
+    return rms_scale(x, norm.variance_epsilon)
 
 
 def unembed_unnormed(model, x: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:

@@ -23,11 +23,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .artifacts import HEAD_COLUMNS
-from .decompose import model_shape
+from .decompose import model_shape, rms_scale
 from .modeling import chunks, encode, input_device
 from .prompts import encoding_flag
-
-LN10 = math.log(10.0)
+from .units import LN10
 
 
 def row_logodds(logits: Float[Tensor, "row d_vocab"]) -> Float[Tensor, "row d_vocab"]:
@@ -73,7 +72,7 @@ def row_logodds_sums(
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    return x * rms_scale(x, eps).unsqueeze(-1) * weight
 
 
 def ov_logits(

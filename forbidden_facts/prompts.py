@@ -58,7 +58,6 @@ PROMPT_TEMPLATE = "[INST] <<SYS>>\n{system}\n<</SYS>>\n{fact_prefix} [/INST] "
 PERSONA_PHRASE = SYSTEM_TEMPLATE.split("{persona}")[0] + PERSONA_ANCHOR
 
 PROMPT_STYLES: tuple[str, ...] = ("llama2", "chat_prefill", "chat")
-DEFAULT_STYLE = "llama2"
 
 # (fact_prefix, forbidden_word) -> the full prompt string.
 Formatter = Callable[[str, str], str]
@@ -297,7 +296,7 @@ def build_prompts(
 
 
 def single_token_answers(
-    facts: pd.DataFrame, tokenizer, style: str = DEFAULT_STYLE
+    facts: pd.DataFrame, tokenizer, style: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep facts whose answer has no space and is one token in the form the model emits.
 

@@ -119,3 +119,25 @@ def test_names_are_checked_before_any_job(config, tmp_path):
             check_names(bad, ROOT)
     first = pd.read_csv(ROOT / "data/facts/curated.csv", dtype=str)["fact_id"].iloc[0]
     check_names({**config, "heads": {"example_fact": first}, "paper": {"tag": "v1.0"}}, ROOT)
+
+
+def test_defaults_live_in_the_schema_only(config):
+    from dataclasses import asdict
+
+    from forbidden_facts.config import ModelSettings, schema_defaults
+    from forbidden_facts.toy import ToyConfig
+
+    # ToyConfig() is the organism an empty `toy:` block trains ...
+    recipe = {k: v for k, v in schema_defaults("properties", "toy").items()}
+    recipe.pop("facts"), recipe.pop("train_words")
+    assert {k: v for k, v in asdict(ToyConfig()).items() if k != "threads"} == recipe
+    # ... and the config's block gives the organism config.yaml trains.
+    toy = ToyConfig.from_config(config["toy"])
+    assert toy.d_mlp == 128 and toy.mix == config["toy"]["mix"] and toy.tie_embeddings
+    # A model's settings: the config's values, the schema's defaults for a partial block.
+    settings = ModelSettings.from_config(config["models"]["toy"])
+    assert settings.dtype == config["models"]["toy"]["dtype"]
+    assert (
+        ModelSettings.from_config({"source": "hub"}).batch_size
+        == (schema_defaults("$defs", "model")["batch_size"])
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -12,12 +11,12 @@ import pandas as pd
 import seaborn as sns
 
 from ..io import atomic_path
+from ..units import LN10  # noqa: F401 (re-exported for the figure modules)
 
 sns.set_theme(style="whitegrid", context="paper")
 
 PathLike = str | os.PathLike
 
-LN10 = math.log(10.0)
 DPI = 150
 KIND_LABELS = {
     "c": "c (forbidden = answer)",

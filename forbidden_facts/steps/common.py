@@ -5,17 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import io
+from ..config import ModelSettings
 from ..provenance import stamp
 
 
-def model_kwargs(params) -> dict:
-    m = params.model
-    return dict(
-        dtype=m["dtype"],
-        device=m["device"],
-        device_map=m["device_map"],
-        allow_cpu_offload=m["allow_cpu_offload"],
-    )
+def settings(job) -> ModelSettings:
+    """The job's model settings (``params.model``: config `models.<name>`), typed."""
+    return ModelSettings.from_config(job.params.model)
 
 
 def load(job, attn_implementation: str = "eager"):
@@ -25,7 +21,7 @@ def load(job, attn_implementation: str = "eager"):
 
     torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
     return load_model(
-        job.input.model, attn_implementation=attn_implementation, **model_kwargs(job.params)
+        job.input.model, attn_implementation=attn_implementation, **settings(job).load_kwargs()
     )
 
 

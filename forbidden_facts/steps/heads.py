@@ -9,7 +9,7 @@ import numpy as np
 from .. import io
 from ..artifacts import HeadGroups as HG
 from ..effects import head_groups, top_head_names
-from .common import inherit, kept_prompts, load
+from .common import inherit, kept_prompts, load, settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -29,11 +29,11 @@ def heads(job) -> None:
     comps = io.read_parquet(job.input.components)
     prompts = kept_prompts(io.read_parquet(job.input.prompts), io.read_parquet(job.input.inference))
     model, tokenizer = load(job, attn_implementation="eager")
-    n_rows = job.params.model["ov_rows"] or params["ov_rows"]
+    n_rows = settings(job).ov_rows or params["ov_rows"]
     rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], n_rows)
     ov = ov_scores(model, vocab_chunk=params["vocab_chunk"], rows=rows)
     attention = forbidden_attention(
-        model, tokenizer, prompts, batch_size=job.params.model["attribution_batch_size"] * 2
+        model, tokenizer, prompts, batch_size=settings(job).attribution_batch_size * 2
     )
     table = head_table(ov, attention, comps)
     example_fact = params["example_fact"] or (prompts["fact_id"].iloc[0] if len(prompts) else None)

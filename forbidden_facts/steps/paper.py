@@ -103,9 +103,19 @@ def tables(job) -> None:
 # paper
 
 
+def tex_program() -> str | None:
+    """The TeX program on PATH that compiles the paper: latexmk, else tectonic, else None.
+
+    The one TeX detection: `latex_command` uses it, and so does workflow/rules/common.smk
+    to leave the PDF out of the targets when there is none.
+    """
+    return next((p for p in ("latexmk", "tectonic") if shutil.which(p)), None)
+
+
 def latex_command(main: str = "main.tex") -> list[str]:
     """The command that compiles `main`: latexmk (pdflatex), else tectonic; or fail clearly."""
-    if shutil.which("latexmk"):
+    program = tex_program()
+    if program == "latexmk":
         return [
             "latexmk",
             "-pdf",
@@ -114,7 +124,7 @@ def latex_command(main: str = "main.tex") -> list[str]:
             "-file-line-error",
             main,
         ]
-    if shutil.which("tectonic"):
+    if program == "tectonic":
         # envs/latex.yaml ships tectonic (conda-forge has no TeX Live with latexmk).
         return ["tectonic", "--keep-logs", main]
     raise RuntimeError(LATEX_INSTALL_HINT)
@@ -168,8 +178,12 @@ def missing_sources(build: Path) -> list[str]:
     return [ref for ref in refs if not (build / ref).exists()]
 
 
-def compile_paper(build: Path, timeout: float = 300) -> Path:
-    """Compile ``build/main.tex``; return the PDF. Raises with the TeX error on failure."""
+def compile_paper(build: Path, timeout: float) -> Path:
+    """Compile ``build/main.tex`` within `timeout` seconds; return the PDF.
+
+    Raises with the TeX error on failure. The timeout is rule `paper`'s ``params.timeout``
+    (workflow/rules/paper.smk), its one place.
+    """
     cmd = latex_command()
     log.info("compiling %s/main.tex: %s", build, " ".join(cmd))
     try:
@@ -230,7 +244,13 @@ def paper(job) -> None:
     if build.exists():
         shutil.rmtree(build)
     shutil.copytree(job.input.sources, build)
-    pdf = compile_paper(build, timeout=float(_param(job, "timeout", 300)))
+    timeout = _param(job, "timeout")
+    if timeout is None:
+        raise ValueError(
+            "rule paper needs params.timeout (seconds for TeX), as workflow/rules/paper.smk "
+            "sets it; by hand: forbidden-facts run-step paper --params '{\"timeout\": 600}'"
+        )
+    pdf = compile_paper(build, timeout=float(timeout))
     with io.atomic_path(out) as tmp:
         shutil.copyfile(pdf, tmp)
     log.info("wrote %s (%d bytes)", out, out.stat().st_size)

@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 
 from .. import io
+from ..artifacts import FactsReport as R
+from ..artifacts import Prompts as P
 from ..provenance import sha256_file, stamp
-from .common import evaluation_words, inherit, load
+from .common import evaluation_words, inherit, load, settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -32,14 +34,17 @@ def prepare_dataset(job) -> None:
     # A download has no telling extension: its format is `format`, else CounterFact's.
     fmt = spec.get("format") or ("counterfact" if "url" in spec else None)
     facts, skipped = load_facts_with_skipped(source, fmt)
-    report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
+    report: dict = {R.dataset: job.wildcards.dataset, R.skipped: skipped}
     max_facts = job.params.dataset["max_facts"]
     if max_facts:
         facts = facts.iloc[:max_facts]
     checksum = sha256_file(source)
-    report.update(
-        source=str(source), sha256=checksum, n_facts=len(facts), n_skipped=len(report["skipped"])
-    )
+    report |= {
+        R.source: str(source),
+        R.sha256: checksum,
+        R.n_facts: len(facts),
+        R.n_skipped: len(skipped),
+    }
     prov = stamp(dataset=job.wildcards.dataset, dataset_sha256=checksum)
     io.write_parquet(job.output.facts, facts, provenance=prov)
     io.write_json(job.output.report, report, provenance=prov)
@@ -47,7 +52,7 @@ def prepare_dataset(job) -> None:
         "dataset %s: %d facts (%d malformed records skipped)",
         job.wildcards.dataset,
         len(facts),
-        len(report["skipped"]),
+        len(skipped),
     )
 
 
@@ -56,7 +61,6 @@ def prompts(job) -> None:
 
     from ..datasets import few_facts_warning
     from ..prompts import (
-        DEFAULT_STYLE,
         adds_special_tokens,
         assign_irrelevant_words,
         build_prompts,
@@ -67,14 +71,14 @@ def prompts(job) -> None:
 
     facts = io.read_parquet(job.input.facts)
     tokenizer = AutoTokenizer.from_pretrained(job.input.model)
-    style = getattr(job.params, "prompt_style", DEFAULT_STYLE)
+    style = job.params.prompt_style  # config models.<name>.prompt_style
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
     words = evaluation_words(job.input.words, job.input.model)
     # The paper's rule: words are assigned over the whole dataset, before the
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
-    model_max = getattr(job.params, "max_facts", None)
+    model_max = job.params.max_facts
     if model_max:
         # This model's subset (config models.<name>.max_facts), drawn after the words
         # are assigned so that each kept fact keeps the paper's nc1 word.
@@ -87,21 +91,21 @@ def prompts(job) -> None:
         add_special_tokens=adds_special_tokens(style),
     )
     summary = {
-        "prompt_style": style,
-        "model_max_facts": model_max,
-        "n_facts_in": len(facts),
-        "n_facts": len(kept),
-        "n_dropped": len(facts) - len(kept),
-        "dropped_by_reason": reasons,
-        "n_prompts": len(table),
-        "n_irrelevant_words": len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
-        "warnings": [],
+        P.prompt_style: style,
+        P.model_max_facts: model_max,
+        P.n_facts_in: len(facts),
+        P.n_facts: len(kept),
+        P.n_dropped: len(facts) - len(kept),
+        P.dropped_by_reason: reasons,
+        P.n_prompts: len(table),
+        P.n_irrelevant_words: len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
+        P.warnings: [],
     }
     few = few_facts_warning(
         len(kept), f"dataset {job.wildcards.dataset}: facts with a single-token answer"
     )
     if few:
-        summary["warnings"].append(few)
+        summary[P.warnings].append(few)
         log.warning(few)
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
@@ -122,7 +126,7 @@ def inference(job) -> None:
 
     model, tokenizer = load(job, attn_implementation="sdpa")
     prompts = io.read_parquet(job.input.prompts)
-    table = run_inference(model, tokenizer, prompts, batch_size=job.params.model["batch_size"])
+    table = run_inference(model, tokenizer, prompts, batch_size=settings(job).batch_size)
     summary = {
         S.dataset: job.wildcards.dataset,
         S.model: job.wildcards.model,

