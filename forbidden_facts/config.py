@@ -171,6 +171,14 @@ def check_run_names(config: dict) -> None:
                     f"config run.{key} names {name!r}, which is not declared under `{key}:` "
                     f"(declared: {', '.join(sorted(declared))})"
                 )
+        named = config.get("run", {}).get(key, [])
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise ConfigError(
+                f"config run.{key} names {', '.join(twice)} more than once; each would be "
+                f"built once but counted twice in the paper's tables. List each name once, "
+                f"e.g. `run.{key}: {list(dict.fromkeys(named))}`."
+            )
     for name, model in config["models"].items():
         if model["source"] == "hub" and "repo_id" not in model:
             raise ConfigError(
@@ -190,6 +198,8 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
         toy = config.get("toy", {})
         needed.append(("toy.facts", toy.get("facts", "data/facts/curated.csv")))
         needed.append(("toy.train_words", toy.get("train_words", "data/irrelevant_words.txt")))
+    if config.get("run", {}).get("paper"):
+        needed.append(("paper.reference", config["paper"]["reference"]))
     for key, path in needed:
         if not (root / path).is_file():
             raise ConfigError(
@@ -245,4 +255,30 @@ def check_names(config: dict, root: str | Path = ".") -> None:
                 f"config `heads.example_fact` is {fact!r}, which is no fact_id of dataset "
                 f"{name!r} ({path}, {len(ids)} facts, e.g. {', '.join(sorted(ids)[:3])}). "
                 "Set it to a fact_id of that file, or to null for the first kept fact."
+            )
+
+
+def check_word_files(config: dict, root: str | Path = ".") -> None:
+    """The irrelevant-words files must hold words before any model is trained or run."""
+    from .datasets import DatasetError, read_words
+
+    keys = ["irrelevant_words"]
+    if any(config["models"][m]["source"] == "toy" for m in config["run"]["models"]):
+        keys.append("toy.train_words")
+    for key in keys:
+        path = config["toy"]["train_words"] if key == "toy.train_words" else config[key]
+        try:
+            read_words(Path(root) / path)
+        except DatasetError as err:
+            raise ConfigError(f"config `{key}`: {err}") from None
+
+
+def check_scatter(overrides: dict) -> None:
+    """`--set-scatter attribution=N` must give at least one shard (as `attribution.shards`)."""
+    for name, n in (overrides or {}).items():
+        if int(n) < 1:
+            raise ConfigError(
+                f"--set-scatter {name}={n}: the facts must go into at least one shard. "
+                f"Give {name}=1 or more, or leave the option out to use the config's "
+                "`attribution.shards`."
             )

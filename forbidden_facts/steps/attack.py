@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from .. import io
-from .common import evaluation_words, inherit, kept_prompts, load, nc1_prompts
+from .common import (
+    evaluation_words,
+    inherit,
+    kept_prompts,
+    load,
+    model_settings,
+    nc1_prompts,
+    section_settings,
+)
 
 log = logging.getLogger("forbidden_facts")
 
@@ -32,7 +40,7 @@ def attack_self_insertion(job) -> None:
         nc1_prompts(prompts),
         pool,
         seed=job.params.attack["seed"],
-        batch_size=job.params.model["batch_size"],
+        batch_size=model_settings(job)["batch_size"],
     )
     summary = {"model": job.wildcards.model, "dataset": job.wildcards.dataset, **summary}
     prov = inherit(job.input.inference)
@@ -50,7 +58,7 @@ def attack_self_insertion(job) -> None:
 def attack_tokens(job) -> None:
     from ..attack import TOKEN_SEARCH_COLUMNS, token_search
 
-    params = job.params.attack
+    params = section_settings(job, "attack")
     heads_table = io.read_parquet(job.input.heads).sort_values("rank")
     top = heads_table.head(params["top_k_heads"])
     heads = [
@@ -70,7 +78,7 @@ def attack_tokens(job) -> None:
             nc1,
             heads,
             batch_size=params["batch_size"],
-            n_tokens=job.params.model["token_search_tokens"],
+            n_tokens=model_settings(job)["token_search_tokens"],
             seed=params["seed"],
         )
         if len(nc1) and heads

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import io
-from .common import inherit, kept_prompts, load
+from .common import inherit, kept_prompts, load, model_settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -38,7 +38,7 @@ def attribution_shard(job) -> None:
     mine = set(shard_facts(order, shard, n))
     prompts = prompts[prompts["fact_id"].isin(mine)]
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = model_settings(job)
     frames = (
         list(
             attribute(
@@ -85,7 +85,7 @@ def rank_components(job) -> None:
 
     attribution = io.read_parquet(job.input.attribution)
     labels = list(dict.fromkeys(attribution["component"]))
-    dtype = job.params.model["dtype"]
+    dtype = model_settings(job)["dtype"]
     tolerance = noise_tolerance(dtype, logodds_scale(io.read_parquet(job.input.inference)))
     table = rank(attribution, labels, tolerance=tolerance)
     io.write_parquet(job.output[0], table, provenance=inherit(job.input.attribution))
@@ -117,7 +117,7 @@ def cumulative_patching(job) -> None:
     inference = io.read_parquet(job.input.inference)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = model_settings(job)
     order = list(comps["component"])
     lbf = pair_bayes_factors(inference).set_index(["fact_id", "pair"])["lbf"]
     values, fact_ids, pairs, effect, ns = cumulative_to_n_star(

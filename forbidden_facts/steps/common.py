@@ -7,9 +7,47 @@ import pandas as pd
 from .. import io
 from ..provenance import stamp
 
+# Model settings that cannot change a result (where and how fast a model runs, how
+# much memory a pass takes). They are left out of every rule's params
+# (workflow/rules/common.smk), so that changing them reruns nothing; a step under
+# Snakemake reads them from the job's config, a step run by hand from its --params.
+RUNTIME_KEYS = (
+    "device",
+    "device_map",
+    "allow_cpu_offload",
+    "batch_size",
+    "attribution_batch_size",
+    "row_batch",
+)
 
-def model_kwargs(params) -> dict:
-    m = params.model
+
+def model_settings(job) -> dict:
+    """The job's model block: its params (what changes results) and its run-time settings."""
+    settings = dict(job.params.model)
+    config = getattr(job, "config", None)
+    model = getattr(getattr(job, "wildcards", None), "model", None)
+    if config and model in config.get("models", {}):
+        block = config["models"][model]
+        settings.update({k: block[k] for k in RUNTIME_KEYS if k in block})
+    return settings
+
+
+# The same for the config sections a rule takes whole: per-pass sizes only.
+SECTION_RUNTIME_KEYS = {"heads": ("vocab_chunk",), "attack": ("batch_size",)}
+
+
+def section_settings(job, section: str) -> dict:
+    """Config section `section` as the job's params hold it, plus its run-time settings."""
+    settings = dict(getattr(job.params, section))
+    config = getattr(job, "config", None)
+    if config and section in config:
+        keys = SECTION_RUNTIME_KEYS.get(section, ())
+        settings.update({k: config[section][k] for k in keys if k in config[section]})
+    return settings
+
+
+def model_kwargs(job) -> dict:
+    m = model_settings(job)
     return dict(
         dtype=m["dtype"],
         device=m["device"],
@@ -24,9 +62,7 @@ def load(job, attn_implementation: str = "eager"):
     from ..modeling import load_model
 
     torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
-    return load_model(
-        job.input.model, attn_implementation=attn_implementation, **model_kwargs(job.params)
-    )
+    return load_model(job.input.model, attn_implementation=attn_implementation, **model_kwargs(job))
 
 
 def inherit(path, **extra) -> dict:

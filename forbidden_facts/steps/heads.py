@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from .. import io
-from .common import inherit, kept_prompts, load
+from .common import inherit, kept_prompts, load, model_settings, section_settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -24,15 +24,15 @@ def heads(job) -> None:
         top_heads,
     )
 
-    params = job.params.heads
+    params = section_settings(job, "heads")
     comps = io.read_parquet(job.input.components)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     model, tokenizer = load(job, attn_implementation="eager")
-    n_rows = job.params.model["ov_rows"] or params["ov_rows"]
+    n_rows = model_settings(job)["ov_rows"] or params["ov_rows"]
     rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], n_rows)
     ov = ov_scores(model, vocab_chunk=params["vocab_chunk"], rows=rows)
     attention = forbidden_attention(
-        model, tokenizer, prompts, batch_size=job.params.model["attribution_batch_size"] * 2
+        model, tokenizer, prompts, batch_size=model_settings(job)["attribution_batch_size"] * 2
     )
     table = head_table(ov, attention, comps)
     example_fact = params["example_fact"] or (prompts["fact_id"].iloc[0] if len(prompts) else None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import io
 from ..provenance import sha256_file, stamp
-from .common import evaluation_words, inherit, load
+from .common import evaluation_words, inherit, load, model_settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -121,7 +121,7 @@ def inference(job) -> None:
 
     model, tokenizer = load(job, attn_implementation="sdpa")
     prompts = io.read_parquet(job.input.prompts)
-    table = run_inference(model, tokenizer, prompts, batch_size=job.params.model["batch_size"])
+    table = run_inference(model, tokenizer, prompts, batch_size=model_settings(job)["batch_size"])
     summary = {
         "dataset": job.wildcards.dataset,
         "model": job.wildcards.model,

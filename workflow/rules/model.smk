@@ -89,7 +89,5 @@ rule model_card:
         "logs/model_card/{model}.log",
     conda:
         "../../envs/torch.yaml"
-    params:
-        model=get_model_params,
     script:
         "../../scripts/model_card.py"
