@@ -92,6 +92,15 @@ def _coerce_scalar(value: str, types: list[str]) -> Any:
     if "string" in types:
         return value
     parsed = yaml.safe_load(value) if value.strip() else value
+    if isinstance(parsed, str) and "number" in types:
+        # YAML 1.1 (PyYAML) reads `1e-3` as a string: it wants `1.0e-3`.
+        try:
+            number = float(parsed)
+        except ValueError:
+            pass
+        else:
+            if number == number and abs(number) != float("inf"):
+                return number
     for name in types:
         if name == "integer" and isinstance(parsed, int) and not isinstance(parsed, bool):
             return parsed
@@ -145,6 +154,34 @@ def apply_overrides(config: dict, overrides: dict, schema_path: str | Path) -> N
         if key not in props or not isinstance(value, dict | list):
             continue  # top-level scalars were already typed by Snakemake; unknown keys are reported
         _merge(config, {key: coerce_overrides(value, props[key], schema)})
+
+
+def coerce_config(config: dict, schema_path: str | Path) -> None:
+    """Type the strings of the whole config by the schema (e.g. `lr: 1e-3` in a --configfile).
+
+    PyYAML reads `1e-3` (no dot) as a string, and so does Snakemake's `--config`.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config.update(coerce_overrides(dict(config), schema))
+
+
+def prefer_local_paths(config: dict) -> list[str]:
+    """A dataset given a `path` (say by --config) over a shipped `url` is read from the path.
+
+    Returns the names of the datasets whose `url` was dropped.
+    """
+    dropped = []
+    for name, spec in (config.get("datasets") or {}).items():
+        if isinstance(spec, dict) and "path" in spec and "url" in spec:
+            del spec["url"]
+            dropped.append(name)
+    return dropped
+
+
+def archive_tag(version: str) -> str:
+    """A git description (e.g. `rel/1.0-3-gabc`) as a file-name part: `rel-1.0-3-gabc`."""
+    tag = re.sub(r"[^A-Za-z0-9._+-]+", "-", version).strip(".-") or "unknown"
+    return tag.replace("..", ".")
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -242,14 +279,11 @@ def check_names(config: dict, root: str | Path = ".") -> None:
     root = Path(root)
     for name in config.get("run", {}).get("datasets", []):
         spec = datasets[name]
-        path = (
-            root / spec["path"]
-            if "path" in spec
-            else root / f"resources/datasets/{name}/source.json"
-        )
+        path = root / spec["path"] if "path" in spec else root / f"resources/datasets/{name}/source"
         if not path.is_file():
             continue  # downloaded later; the heads step reports it then
-        ids = set(load_facts(path)["fact_id"].astype(str))
+        fmt = spec.get("format") or (None if "path" in spec else "counterfact")
+        ids = set(load_facts(path, fmt)["fact_id"].astype(str))
         if str(fact) not in ids:
             raise ConfigError(
                 f"config `heads.example_fact` is {fact!r}, which is no fact_id of dataset "
@@ -281,4 +315,31 @@ def check_scatter(overrides: dict) -> None:
                 f"--set-scatter {name}={n}: the facts must go into at least one shard. "
                 f"Give {name}=1 or more, or leave the option out to use the config's "
                 "`attribution.shards`."
+            )
+
+
+def check_words_usable(config: dict, root: str | Path = ".") -> None:
+    """Some irrelevant word must be no substring of a local dataset's answers (before training).
+
+    The prompts step refuses such a word list; checked here too, so that the
+    organism is not retrained first.
+    """
+    from .datasets import load_facts, read_words
+    from .prompts import irrelevant_word_candidates
+
+    words = read_words(Path(root) / config["irrelevant_words"])
+    for name in config["run"]["datasets"]:
+        spec = config["datasets"][name]
+        if "path" not in spec or not (Path(root) / spec["path"]).is_file():
+            continue
+        facts = load_facts(Path(root) / spec["path"], spec.get("format"))
+        if spec.get("max_facts"):
+            facts = facts.head(spec["max_facts"])
+        answers = list(facts["answer"]) + list(facts["wrong_answer"])
+        if not irrelevant_word_candidates(words, answers):
+            raise ConfigError(
+                f"config `irrelevant_words` ({config['irrelevant_words']}): every one of its "
+                f"{len(words)} words is a substring of some answer of dataset {name!r} "
+                f"({spec['path']}), so no fact would get an irrelevant word. Add everyday words "
+                "to that file, or point `irrelevant_words` at another (e.g. data/paper_words.csv)."
             )

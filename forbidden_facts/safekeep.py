@@ -244,7 +244,7 @@ def _names(outputs) -> dict[str, int]:
     named = getattr(outputs, "_names", None)
     if isinstance(named, dict):  # Snakemake's Namedlist: name -> (index, end)
         return {name: start for name, (start, end) in named.items() if end is None}
-    values = {k: v for k, v in vars(outputs).items() if not k.startswith("_")}
+    values = {k: v for k, v in getattr(outputs, "__dict__", {}).items() if not k.startswith("_")}
     return {k: list(outputs).index(v) for k, v in values.items() if v in list(outputs)}
 
 
@@ -257,6 +257,11 @@ def stage(outputs) -> tuple[Outputs, list[tuple[Path, Path]]]:
     pairs = []
     for out in outputs:
         dest = Path(str(out))
+        # A folder where a file output belongs (all of ours have a suffix; a folder
+        # output that Snakemake made holds its .snakemake_timestamp): refused before
+        # any compute, and never replaced.
+        if dest.is_dir() and dest.suffix and not (dest / ".snakemake_timestamp").exists():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
         io.remove_stale_temps(dest)
         fd, tmp = tempfile.mkstemp(prefix=io.temp_prefix(dest), suffix=dest.suffix, dir=dest.parent)

@@ -116,6 +116,11 @@ def explain(exc: BaseException, job) -> str:
             "(e.g. `chmod -R u+w results`) or run from a directory you can write to; "
             "no earlier output was changed."
         )
+    if isinstance(exc, OSError) and exc.errno == errno.EISDIR:
+        return (
+            f"the output {exc.filename} is a folder, but the rule writes a file there. Move "
+            "the folder away (or delete it) and rerun; nothing was computed or changed."
+        )
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (
             f"the disk is full while writing {exc.filename or 'an output'}: free space and rerun."

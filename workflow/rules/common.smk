@@ -9,18 +9,24 @@ from snakemake.utils import validate
 
 from forbidden_facts.config import (
     apply_overrides,
+    archive_tag,
+    coerce_config,
+    prefer_local_paths,
     check_config,
     check_input_files,
     check_names,
     check_run_names,
     check_scatter,
     check_word_files,
+    check_words_usable,
 )
 from forbidden_facts.safekeep import settle, stop_gently
 
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 # `--config key={...}` arrives with every nested value a string: type it by the schema.
 apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
+coerce_config(config, SCHEMA)
+prefer_local_paths(config)
 check_config(config, SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
@@ -30,6 +36,8 @@ check_scatter(workflow.resource_settings.overwrite_scatter)
 check_names(config)
 
 if workflow.is_main_process:
+    # Reads the local datasets: once, here, not in every job.
+    check_words_usable(config)
     # Before anything is planned: put back what failed or killed jobs of an earlier
     # run did to Snakemake's records of outputs they did not replace (safekeep.py).
     settle()
@@ -207,7 +215,8 @@ def get_final_outputs():
 
 
 def get_tag():
-    return config["paper"]["tag"] or get_code_version()
+    # A git tag may hold '/' (rel/1.0), which a file name cannot.
+    return config["paper"]["tag"] or archive_tag(get_code_version())
 
 
 # The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
