@@ -7,12 +7,14 @@
 
     forbidden-facts verify results/archive/forbidden-facts-v1/
     forbidden-facts verify results/archive/forbidden-facts-v1.tar.gz
+    forbidden-facts verify --sha256 HEX results/archive/forbidden-facts-v1/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,19 +114,64 @@ def _run_step(args) -> int:
 
 
 def _verify(args) -> int:
-    from .archive import verify
+    from .archive import MANIFEST, manifest_sha256, read_member, read_sidecar, verify
 
-    problems = verify(args.directory)
+    target = Path(args.directory)
+    expected = args.sha256
+    source = "--sha256"
+    if expected is None and target.is_file():
+        expected = read_sidecar(target.with_name(target.name + ".sha256"))
+        source = f"{target.name}.sha256"
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+        print(
+            f"{source} must be the 64 hex digits of the manifest's sha256 (the archive rule "
+            f"prints it and writes it to <archive>.sha256), got {expected!r}",
+            file=sys.stderr,
+        )
+        return 2
+    problems = verify(target, expected)
     for line in problems:
         print(line)
     if problems:
         print(
-            f"{len(problems)} problem(s): the archive does not match its MANIFEST.tsv",
+            f"{len(problems)} problem(s): the archive does not match its MANIFEST.tsv"
+            + (f" and the sha256 from {source}" if expected else ""),
             file=sys.stderr,
         )
         return 1
-    print("ok: every file matches MANIFEST.tsv")
+    if expected:
+        print(f"ok: every file matches MANIFEST.tsv, whose sha256 matches {source}")
+    else:
+        try:
+            digest = manifest_sha256(
+                read_member(target, _top(target) + "/" + MANIFEST)
+                if target.is_file()
+                else _manifest_of(target).read_bytes()
+            )
+        except (OSError, KeyError):
+            digest = "unknown"
+        print(
+            "ok: every file matches MANIFEST.tsv (sha256 "
+            f"{digest}); only a comparison with the sha256 the archive rule printed "
+            "(`--sha256`, or <archive>.sha256 beside the tarball) rules out a rewrite"
+        )
     return 0
+
+
+def _top(archive: Path) -> str:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return tar.getmembers()[0].name.split("/")[0]
+
+
+def _manifest_of(folder: Path) -> Path:
+    from .archive import MANIFEST
+
+    if (folder / MANIFEST).is_file():
+        return folder / MANIFEST
+    found = sorted(folder.glob(f"*/{MANIFEST}"))
+    return found[0] if len(found) == 1 else folder / MANIFEST
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         "links and paths that leave the archive fail",
     )
     verify.add_argument("directory", help="unpacked archive folder, or the .tar.gz itself")
+    verify.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the MANIFEST.tsv sha256 the archive rule printed (default: <archive>.sha256 "
+        "beside a .tar.gz); detects files and manifest rewritten together",
+    )
     verify.set_defaults(func=_verify)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -188,6 +188,15 @@ def _coerce_scalar(value: str, types: list[str]) -> Any:
     if "string" in types:
         return value
     parsed = yaml.safe_load(value) if value.strip() else value
+    if isinstance(parsed, str) and "number" in types:
+        # YAML 1.1 (PyYAML) reads `1e-3` as a string: it wants `1.0e-3`.
+        try:
+            number = float(parsed)
+        except ValueError:
+            pass
+        else:
+            if number == number and abs(number) != float("inf"):
+                return number
     for name in types:
         if name == "integer" and isinstance(parsed, int) and not isinstance(parsed, bool):
             return parsed
@@ -243,6 +252,34 @@ def apply_overrides(config: dict, overrides: dict, schema_path: str | Path) -> N
         _merge(config, {key: coerce_overrides(value, props[key], schema)})
 
 
+def coerce_config(config: dict, schema_path: str | Path) -> None:
+    """Type the strings of the whole config by the schema (e.g. `lr: 1e-3` in a --configfile).
+
+    PyYAML reads `1e-3` (no dot) as a string, and so does Snakemake's `--config`.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config.update(coerce_overrides(dict(config), schema))
+
+
+def prefer_local_paths(config: dict) -> list[str]:
+    """A dataset given a `path` (say by --config) over a shipped `url` is read from the path.
+
+    Returns the names of the datasets whose `url` was dropped.
+    """
+    dropped = []
+    for name, spec in (config.get("datasets") or {}).items():
+        if isinstance(spec, dict) and "path" in spec and "url" in spec:
+            del spec["url"]
+            dropped.append(name)
+    return dropped
+
+
+def archive_tag(version: str) -> str:
+    """A git description (e.g. `rel/1.0-3-gabc`) as a file-name part: `rel-1.0-3-gabc`."""
+    tag = re.sub(r"[^A-Za-z0-9._+-]+", "-", version).strip(".-") or "unknown"
+    return tag.replace("..", ".")
+
+
 def _merge(base: dict, new: dict) -> None:
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -267,6 +304,14 @@ def check_run_names(config: dict) -> None:
                     f"config run.{key} names {name!r}, which is not declared under `{key}:` "
                     f"(declared: {', '.join(sorted(declared))})"
                 )
+        named = config.get("run", {}).get(key, [])
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise ConfigError(
+                f"config run.{key} names {', '.join(twice)} more than once; each would be "
+                f"built once but counted twice in the paper's tables. List each name once, "
+                f"e.g. `run.{key}: {list(dict.fromkeys(named))}`."
+            )
     for name, model in config["models"].items():
         if model["source"] == "hub" and "repo_id" not in model:
             raise ConfigError(
@@ -285,6 +330,8 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
     if any(config["models"][m]["source"] == "toy" for m in config["run"]["models"]):
         needed.append(("toy.facts", config["toy"]["facts"]))
         needed.append(("toy.train_words", config["toy"]["train_words"]))
+    if config["run"]["paper"]:
+        needed.append(("paper.reference", config["paper"]["reference"]))
     for key, path in needed:
         if not (root / path).is_file():
             raise ConfigError(
@@ -327,17 +374,67 @@ def check_names(config: dict, root: str | Path = ".") -> None:
     root = Path(root)
     for name in config["run"]["datasets"]:
         spec = datasets[name]
-        path = (
-            root / spec["path"]
-            if "path" in spec
-            else root / f"resources/datasets/{name}/source.json"
-        )
+        path = root / spec["path"] if "path" in spec else root / f"resources/datasets/{name}/source"
         if not path.is_file():
             continue  # downloaded later; the heads step reports it then
-        ids = set(load_facts(path)["fact_id"].astype(str))
+        fmt = spec.get("format") or (None if "path" in spec else "counterfact")
+        ids = set(load_facts(path, fmt)["fact_id"].astype(str))
         if str(fact) not in ids:
             raise ConfigError(
                 f"config `heads.example_fact` is {fact!r}, which is no fact_id of dataset "
                 f"{name!r} ({path}, {len(ids)} facts, e.g. {', '.join(sorted(ids)[:3])}). "
                 "Set it to a fact_id of that file, or to null for the first kept fact."
+            )
+
+
+def check_word_files(config: dict, root: str | Path = ".") -> None:
+    """The irrelevant-words files must hold words before any model is trained or run."""
+    from .datasets import DatasetError, read_words
+
+    keys = ["irrelevant_words"]
+    if any(config["models"][m]["source"] == "toy" for m in config["run"]["models"]):
+        keys.append("toy.train_words")
+    for key in keys:
+        path = config["toy"]["train_words"] if key == "toy.train_words" else config[key]
+        try:
+            read_words(Path(root) / path)
+        except DatasetError as err:
+            raise ConfigError(f"config `{key}`: {err}") from None
+
+
+def check_scatter(overrides: dict) -> None:
+    """`--set-scatter attribution=N` must give at least one shard (as `attribution.shards`)."""
+    for name, n in (overrides or {}).items():
+        if int(n) < 1:
+            raise ConfigError(
+                f"--set-scatter {name}={n}: the facts must go into at least one shard. "
+                f"Give {name}=1 or more, or leave the option out to use the config's "
+                "`attribution.shards`."
+            )
+
+
+def check_words_usable(config: dict, root: str | Path = ".") -> None:
+    """Some irrelevant word must be no substring of a local dataset's answers (before training).
+
+    The prompts step refuses such a word list; checked here too, so that the
+    organism is not retrained first.
+    """
+    from .datasets import load_facts, read_words
+    from .prompts import irrelevant_word_candidates
+
+    words = read_words(Path(root) / config["irrelevant_words"])
+    for name in config["run"]["datasets"]:
+        spec = config["datasets"][name]
+        if "path" not in spec or not (Path(root) / spec["path"]).is_file():
+            continue
+        facts = load_facts(Path(root) / spec["path"], spec.get("format"))
+        if spec.get("max_facts"):
+            facts = facts.head(spec["max_facts"])
+        answers = list(facts["answer"]) + list(facts["wrong_answer"])
+        if not irrelevant_word_candidates(words, answers):
+            raise ConfigError(
+                f"config `irrelevant_words` ({config['irrelevant_words']}): every one of its "
+                f"{len(words)} words is a substring of some answer of dataset {name!r} "
+                f"({spec['path']}), so no fact would get an irrelevant word. Add everyday words "
+                "to that file, or point `irrelevant_words` at another (e.g. data/paper_words.csv)."
             )

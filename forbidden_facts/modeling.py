@@ -61,7 +61,7 @@ def load_model(
     Returns:
         (model, tokenizer), the model in eval mode.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -71,6 +71,7 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    check_tokenizer_file(path)  # before the (possibly long) load of the weights
     kwargs = dict(
         dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
     )
@@ -92,11 +93,30 @@ def load_model(
         log.warning(
             "model_type is %r: the decomposition assumes a Llama layout", model.config.model_type
         )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return model, tokenizer
+
+
+def check_tokenizer_file(path: str | Path) -> None:
+    """A model folder must hold ``tokenizer.json`` (else transformers asks for sentencepiece)."""
+    path = Path(path)
+    if (path / "config.json").exists() and not (path / "tokenizer.json").exists():
+        raise ModelLoadError(
+            f"{path} has no tokenizer.json, the tokenizer every step loads. Copy it from the "
+            "model's repository (a hub model: delete the folder and rerun snakemake to download "
+            "it again), or rebuild the model (delete the folder, then rerun snakemake)."
+        )
+
+
+def load_tokenizer(path: str | Path):
+    """The fast tokenizer of a model folder, or an error naming a missing tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    check_tokenizer_file(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 def input_device(model) -> torch.device:

@@ -8,10 +8,13 @@ thing recomputed, and that config mistakes fail before any job runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -324,16 +327,21 @@ def _planned(proc: subprocess.CompletedProcess) -> list[str]:
 
 def test_settings_that_do_not_make_the_model_never_rebuild_it(run_copy):
     # Issue 13, item 1: a batch size or a device is no reason to download or train a
-    # model again (and risk losing it).
+    # model again (and risk losing it). Issue 21, defect 3: nor to rerun any analysis,
+    # since no result depends on them.
     plan = snakemake(
         run_copy,
         "-n",
         "--config",
-        "models={tiny: {batch_size: 7, attribution_batch_size: 3, device: cpu}}",
+        "models={tiny: {batch_size: 7, attribution_batch_size: 3, row_batch: 64, device: auto}}",
+        "heads={vocab_chunk: 100}",
+        "attack={batch_size: 5}",
     )
-    outputs = _planned(plan)
-    assert outputs and not any("resources/models" in o for o in outputs), outputs
-    assert any(o.endswith("inference.parquet") for o in outputs)  # batch_size is its param
+    assert "Nothing to be done" in plan.stdout, _planned(plan)
+    # What does change a result still reruns it, and only what depends on it.
+    outputs = _planned(snakemake(run_copy, "-n", "--config", "heads={ov_rows: 50}"))
+    assert any(o.endswith("heads.parquet") for o in outputs), outputs
+    assert not any(o.endswith(("inference.parquet", "attribution.parquet")) for o in outputs)
 
 
 def test_a_failed_model_rebuild_keeps_the_model_and_its_siblings(run_copy):
@@ -422,3 +430,107 @@ def test_config_mistakes_and_nested_overrides_before_any_job(run_copy):
     proc = snakemake(run_copy, "-n", check=False)
     assert proc.returncode != 0
     assert "config.yaml, line" in proc.stdout + proc.stderr
+
+
+# Issue 21: nothing a user built is lost to a failed or killed job, and going back to
+# the good config after a failed attempt reruns nothing.
+
+
+def _results(run: Path) -> dict[str, str]:
+    return {**_digests(run / "results"), **_digests(run / "resources/models")}
+
+
+def _nothing_to_do(run: Path) -> None:
+    plan = snakemake(run, "-n")
+    assert "Nothing to be done" in plan.stdout, _planned(plan)
+
+
+def test_a_failed_rerun_keeps_every_output_and_going_back_reruns_nothing(run_copy):
+    before = _results(run_copy)
+    # A device this machine lacks (defect 1): the forced inference fails.
+    proc = snakemake(
+        run_copy,
+        "--forcerun",
+        "inference",
+        "--config",
+        "models={tiny: {device: cuda:7}}",
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "inference failed:" in out, out[-3000:]
+    assert "Traceback" not in out  # the traceback is in the log only (defect 6)
+    assert "Traceback" in (run_copy / "logs/inference/tiny/tiny.log").read_text()
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)
+    # A toy recipe that fails (defect 2): the model is kept, and going back plans nothing.
+    proc = snakemake(
+        run_copy,
+        "--config",
+        "toy={n_heads: 6, n_kv_heads: 4, steps: 1, warmup_steps: 0}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "train_toy_model failed:" in proc.stdout + proc.stderr
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)
+
+
+def _start(run: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, *OPTIONS]
+    cmd += ["--configfile", CONFIGFILE]
+    return subprocess.Popen(
+        cmd,
+        cwd=run,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # A backgrounded pytest ignores SIGINT, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize(
+    "sig, presses", [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)]
+)
+def test_a_stopped_rerun_keeps_heads_and_leaves_no_lock(run_copy, sig, presses):
+    # Defect 1: SIGTERM to the process group during `heads`; defect 6: two Ctrl-C.
+    before = _results(run_copy)
+    log = run_copy / "logs/heads/tiny/tiny.log"
+    log.unlink()
+    proc = _start(run_copy, "--forcerun", "heads")
+    deadline = time.time() + 600
+    while not (log.exists() and "heads" in log.read_text()) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for _ in range(presses):
+        os.killpg(proc.pid, sig)
+        time.sleep(0.5)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode != 0, out[-3000:]
+    assert "heads stopped by" in log.read_text(), out[-3000:]
+    assert "Cannot close a running event loop" not in out
+    assert _results(run_copy) == before
+    assert not list((run_copy / ".snakemake/locks").glob("*")), "a stale lock"
+    _nothing_to_do(run_copy)
+
+
+def test_config_mistakes_are_refused_before_any_job_and_cost_nothing(run_copy):
+    # Defects 1, 2 and 7: refused before anything is planned, so nothing is touched.
+    before = _results(run_copy)
+    (run_copy / "data/empty_words.txt").write_text("\n")
+    cases = {
+        "more than once": ["--config", "run={models: [tiny, tiny]}"],
+        "holds no words": ["--config", "irrelevant_words=data/empty_words.txt"],
+        "paper.reference": ["--config", "paper={reference: config/no_such.yaml}"],
+    }
+    for expected, args in cases.items():
+        proc = snakemake(run_copy, *args, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and expected in out, (args, out[-2000:])
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", CONFIGFILE]
+    proc = subprocess.run(
+        [*cmd, "--set-scatter", "attribution=0"], cwd=run_copy, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "at least one shard" in proc.stdout + proc.stderr
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)

@@ -10,7 +10,15 @@ import pandas as pd
 from .. import io
 from ..artifacts import TOKEN_SEARCH_COLUMNS
 from ..artifacts import Attack as S
-from .common import evaluation_words, inherit, kept_prompts, load, nc1_prompts, settings
+from .common import (
+    evaluation_words,
+    inherit,
+    kept_prompts,
+    load,
+    nc1_prompts,
+    section_settings,
+    settings,
+)
 
 log = logging.getLogger("forbidden_facts")
 
@@ -55,7 +63,7 @@ def attack_self_insertion(job) -> None:
 def attack_tokens(job) -> None:
     from ..attack import token_search
 
-    params = job.params.attack
+    params = section_settings(job, "attack")
     heads_table = io.read_parquet(job.input.heads).sort_values("rank")
     top = heads_table.head(params["top_k_heads"])
     heads = [

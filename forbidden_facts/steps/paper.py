@@ -261,8 +261,12 @@ def paper(job) -> None:
 
 
 def archive(job) -> None:
-    """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz."""
-    from ..archive import build_archive
+    """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz.
+
+    The manifest's sha256 goes to the log, the console and output ``sha256``
+    (``<archive>.sha256``), so that `forbidden-facts verify` can detect a rewrite.
+    """
+    from ..archive import build_archive_with_sidecar
 
     files = []
     for value in job.input:
@@ -270,5 +274,18 @@ def archive(job) -> None:
     files = list(dict.fromkeys(files))
     tag = job.wildcards.tag
     config = _param(job, "config") or {}
-    build_archive(files, job.output[0], tag, config, extra_provenance={"rule": "archive"})
-    log.info("archived %d files into %s", len(files), job.output[0])
+    digest = build_archive_with_sidecar(
+        files,
+        job.output[0],
+        tag,
+        config,
+        sidecar=getattr(job.output, "sha256", None),
+        extra_provenance={"rule": "archive"},
+    )
+    log.info(
+        "archived %d files; the sha256 of its MANIFEST.tsv is %s (kept in <archive>.sha256; "
+        "`forbidden-facts verify --sha256 %s <archive>` proves the archive unchanged)",
+        len(files),
+        digest,
+        digest,
+    )

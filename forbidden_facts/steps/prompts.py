@@ -57,9 +57,8 @@ def prepare_dataset(job) -> None:
 
 
 def prompts(job) -> None:
-    from transformers import AutoTokenizer
-
     from ..datasets import few_facts_warning
+    from ..modeling import load_tokenizer
     from ..prompts import (
         adds_special_tokens,
         assign_irrelevant_words,
@@ -70,7 +69,7 @@ def prompts(job) -> None:
     )
 
     facts = io.read_parquet(job.input.facts)
-    tokenizer = AutoTokenizer.from_pretrained(job.input.model)
+    tokenizer = load_tokenizer(job.input.model)
     style = job.params.prompt_style  # config models.<name>.prompt_style
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
@@ -90,6 +89,27 @@ def prompts(job) -> None:
         formatter=formatter,
         add_special_tokens=adds_special_tokens(style),
     )
+    # A prompt longer than the model's context would be silently truncated or fail in
+    # the forward pass: drop its fact, and count it.
+    context = _context_length(job.input.model)
+    too_long = []
+    if context and len(table):
+        special = adds_special_tokens(style)
+        lengths = table["prompt"].map(
+            lambda text: len(tokenizer(text, add_special_tokens=special)["input_ids"])
+        )
+        too_long = sorted(set(table.loc[lengths > context, "fact_id"]))
+    if too_long:
+        table = table[~table["fact_id"].isin(too_long)].reset_index(drop=True)
+        kept = kept[~kept["fact_id"].isin(too_long)]
+        reasons = {**reasons, "longer_than_context": len(too_long)}
+        log.warning(
+            "%d fact(s) have a prompt longer than the model's %d positions "
+            "(max_position_embeddings) and are dropped, e.g. %s",
+            len(too_long),
+            context,
+            ", ".join(map(str, too_long[:3])),
+        )
     summary = {
         P.prompt_style: style,
         P.model_max_facts: model_max,
@@ -107,6 +127,11 @@ def prompts(job) -> None:
     if few:
         summary[P.warnings].append(few)
         log.warning(few)
+    if too_long:
+        summary[P.warnings].append(
+            f"{len(too_long)} fact(s) dropped: a prompt is longer than the model's "
+            f"{context} positions (max_position_embeddings)"
+        )
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
@@ -117,6 +142,15 @@ def prompts(job) -> None:
         len(facts) - len(kept),
         reasons,
     )
+
+
+def _context_length(model_dir) -> int | None:
+    """The model's `max_position_embeddings` (None when its config.json does not say)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    value = io.read_json(config).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def inference(job) -> None:

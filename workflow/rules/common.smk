@@ -9,20 +9,40 @@ from snakemake.utils import validate
 from forbidden_facts.steps.paper import tex_program
 from forbidden_facts.config import (
     apply_overrides,
+    archive_tag,
+    coerce_config,
+    prefer_local_paths,
     check_config,
     check_input_files,
     check_names,
     check_run_names,
+    check_scatter,
+    check_word_files,
+    check_words_usable,
 )
+from forbidden_facts.safekeep import settle, stop_gently
 
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 # `--config key={...}` arrives with every nested value a string: type it by the schema.
 apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
+coerce_config(config, SCHEMA)
+prefer_local_paths(config)
 check_config(config, SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_input_files(config)
+check_word_files(config)
+check_scatter(workflow.resource_settings.overwrite_scatter)
 check_names(config)
+
+if workflow.is_main_process:
+    # Reads the local datasets: once, here, not in every job.
+    check_words_usable(config)
+    # Before anything is planned: put back what failed or killed jobs of an earlier
+    # run did to Snakemake's records of outputs they did not replace (safekeep.py).
+    settle()
+    # A second Ctrl-C while Snakemake stops its jobs would crash it and leave a lock.
+    stop_gently()
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
@@ -42,9 +62,38 @@ wildcard_constraints:
     scatteritem=r"\d+-of-\d+",
 
 
+# A job reruns when one of its params changes, so each rule's params hold only what
+# can change its result. The model's run-time settings (device, device_map,
+# allow_cpu_offload, batch sizes, row_batch) are read by the steps from the config
+# (forbidden_facts/steps/common.py RUNTIME_KEYS): changing them reruns nothing.
 def get_model_params(wildcards):
-    """The config block of the job's model."""
-    return dict(config["models"][wildcards.model])
+    """What of the job's model block changes an analysis result: its dtype."""
+    return {"dtype": config["models"][wildcards.model]["dtype"]}
+
+
+def get_heads_params():
+    """Config `heads` less its per-pass size (`vocab_chunk`)."""
+    return {k: v for k, v in config["heads"].items() if k != "vocab_chunk"}
+
+
+def get_attack_params():
+    """Config `attack` less its per-pass size (`batch_size`)."""
+    return {k: v for k, v in config["attack"].items() if k != "batch_size"}
+
+
+def get_heads_model_params(wildcards):
+    """The dtype and the model's OV sample size (`models.<name>.ov_rows`)."""
+    model = config["models"][wildcards.model]
+    return {"dtype": model["dtype"], "ov_rows": model["ov_rows"]}
+
+
+def get_token_search_model_params(wildcards):
+    """The dtype and the model's candidate-token sample (`models.<name>.token_search_tokens`)."""
+    model = config["models"][wildcards.model]
+    return {
+        "dtype": model["dtype"],
+        "token_search_tokens": model["token_search_tokens"],
+    }
 
 
 def get_wheel_source(wildcards):
@@ -165,7 +214,8 @@ def get_final_outputs():
 
 
 def get_tag():
-    return config["paper"]["tag"] or get_code_version()
+    # A git tag may hold '/' (rel/1.0), which a file name cannot.
+    return config["paper"]["tag"] or archive_tag(get_code_version())
 
 
 # The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
