@@ -52,7 +52,7 @@ def test_run_must_name_declared_models(config):
 
 
 def test_missing_local_file_names_the_key(config, tmp_path):
-    config["run"] = {"models": ["toy"], "datasets": ["curated"]}
+    config["run"].update(models=["toy"], datasets=["curated"])
     with pytest.raises(ConfigError, match="irrelevant_words"):
         check_input_files(config, root=tmp_path)
     check_input_files(config, root=ROOT)
