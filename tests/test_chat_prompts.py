@@ -298,23 +298,9 @@ def test_self_insertion_and_token_search_run_on_chat_prompts(bpe_model, bpe, cha
 
 
 def test_ov_score_with_tied_embeddings_matches_brute_force():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tests.test_heads import _brute_force_ov
 
-    torch.manual_seed(5)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(20)
+    model = tiny_llama(2, seed=5, vocab_size=300, tied=True)  # scales the shared matrix by 20
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     scores = ov_scores(model, vocab_chunk=64, progress=False)
     for layer, head in [(0, 1), (1, 2)]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,57 +19,30 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
-# The one-minute configuration of the README; its model and dataset are both `tiny`.
-CONFIGFILE = "config/test.yaml"
-RUN = "results/tiny/tiny"
-# Two shards instead of test.yaml's one, so that a lost shard can be the only thing
-# recomputed; without TeX, everything but the PDF and the archive.
-HAVE_TEX = shutil.which("latexmk") is not None
-OPTIONS = ["--set-scatter", "attribution=2"] + ([] if HAVE_TEX else ["--omit-from", "paper"])
+from tests.conftest import CONFIGFILE, HAVE_TEX, OPTIONS, RUN, snakemake
 
-pytestmark = pytest.mark.slow
+# The run itself is the session's `tiny_run` (tests/conftest.py), shared with the SLURM,
+# storage and table tests.
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # --set-scatter, --omit-from and --configfile take several values each, so they go
-    # last, after any targets.
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        *args,
-        *OPTIONS,
-        "--configfile",
-        CONFIGFILE,
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+@pytest.fixture(scope="session")
+def workdir(tiny_repo) -> Path:
+    return tiny_repo
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / name)
-    return work
+@pytest.fixture(scope="session")
+def model_dir(tiny_model) -> Path:
+    return tiny_model
 
 
-@pytest.fixture(scope="module")
-def model_dir(workdir) -> Path:
-    snakemake(workdir, "resources/models/tiny")
-    return workdir / "resources/models/tiny"
+@pytest.fixture(scope="session")
+def finished(tiny_run) -> Path:
+    return tiny_run / RUN
+
+
+@pytest.fixture()
+def run_copy(tiny_run_copy) -> Path:
+    return tiny_run_copy
 
 
 def test_model_stage_output_loads_offline_with_transformers(model_dir):
@@ -83,23 +55,6 @@ def test_model_stage_output_loads_offline_with_transformers(model_dir):
     assert list(model_dir.glob("*.safetensors")) and not list(model_dir.glob("*.bin"))
     assert tok("The capital of France is")["input_ids"][0] == tok.bos_token_id
     assert model.config.vocab_size == len(tok)
-
-
-@pytest.fixture(scope="module")
-def finished(workdir, model_dir) -> Path:
-    snakemake(workdir)
-    # A pristine copy of the finished run (outputs, mtimes and Snakemake's metadata)
-    # that the fault tests copy again per case, whatever the other tests change.
-    shutil.copytree(workdir, workdir.with_name(workdir.name + "-pristine"), symlinks=True)
-    return workdir / RUN
-
-
-@pytest.fixture()
-def run_copy(finished, workdir, tmp_path) -> Path:
-    """A private copy of the finished run, for a case that damages or reruns it."""
-    copy = tmp_path / "run"
-    shutil.copytree(workdir.with_name(workdir.name + "-pristine"), copy, symlinks=True)
-    return copy
 
 
 def test_prompts_and_inference_artifacts(finished):
@@ -254,28 +209,8 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
         assert caption.removeprefix("<p>").startswith(first_words), (path.name, caption[:80])
 
 
-def test_paper_sources_and_tables_need_no_tex(finished, workdir):
-    # The paper's sources, tables and findings for the finished run; no TeX involved.
-    proc = snakemake(workdir, "results/paper/source")
-    source = workdir / "results/paper/source"
-    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
-    assert len(list((source / "figures").glob("*.pdf"))) == 10
-    macros = dict(
-        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
-    )
-    summary = json.loads((finished / "summary.json").read_text())
-    assert macros["NComponents"] == str(summary["n_components"])
-    findings = (source / "findings.tex").read_text()
-    if summary["n_star_degenerate"]:
-        # N* past the curve, not reached, or undefined: never offered as comparable.
-        phrases = ("not comparable", "nothing to compare", "undefined")
-        assert any(p in findings for p in phrases), findings
-    comparison = (source / "tables/comparison.tex").read_text()
-    assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
-    assert proc.returncode == 0
-
-
-def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):
+def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(run_copy):
+    workdir, finished = run_copy, run_copy / RUN
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
     # As if the run had died while shard 1 was running: shard 2 and everything that
     # does not depend on the attribution were done, the rest never written.
