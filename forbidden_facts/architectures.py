@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from jaxtyping import Float
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where used: config checks read this file without it
+    import torch
+    from jaxtyping import Float
+    from torch import Tensor
 
 ADAPTER_FILE = "forbidden_facts/architectures.py"
 
@@ -57,6 +59,8 @@ class Norm:
 
     def scale(self, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows 1"]:
         """1 / rms (or 1 / std for LayerNorm) of each row, float32."""
+        import torch
+
         x = x.float()
         if self.kind == "layer":
             x = x - x.mean(-1, keepdim=True)
@@ -93,6 +97,8 @@ def softcap(logits: Tensor, cap: float | None) -> Tensor:
     """Gemma-2's final-logit soft-cap, cap * tanh(logits / cap), in the order the model uses."""
     if cap is None:
         return logits
+    import torch
+
     return torch.tanh(logits / cap) * cap
 
 
@@ -152,6 +158,8 @@ class LlamaAdapter:
     @property
     def embed_scale(self) -> float:
         """What the embedding module multiplies the looked-up rows by (Gemma: sqrt(d_model))."""
+        import torch
+
         scale = getattr(self.embedding, "embed_scale", None)
         if scale is None:
             return 1.0
@@ -201,6 +209,8 @@ class LlamaAdapter:
         return self.o_proj(layer).bias
 
     def _norm(self, module) -> Norm:
+        import torch
+
         if isinstance(module, torch.nn.LayerNorm):
             return layer_norm_of(module)
         return rms_norm_of(module, one_plus=self.one_plus_norm)

