@@ -114,6 +114,8 @@ class LlamaAdapter:
     # The config key that puts a bias on o_proj (None: the family never has one).
     o_bias_key: str | None = "attention_bias"
     one_plus_norm = False
+    # Whether transformers can run the family with attn_implementation="sdpa".
+    sdpa = True
 
     def __init__(self, model):
         self.model = model
@@ -298,6 +300,8 @@ class Gemma2Adapter(GemmaAdapter):
     """Gemma-2: Gemma plus sandwich norms around attention and MLP, final-logit soft-cap."""
 
     family = "gemma2"
+    # transformers runs its soft-capped attention logits only with eager attention.
+    sdpa = False
 
     def attn_post_norm_module(self, layer: int) -> torch.nn.Module:
         return self.model.model.layers[layer].post_attention_layernorm
@@ -345,6 +349,14 @@ def model_type_of_dir(path: str | Path) -> str | None:
 
     cfg = Path(path) / "config.json"
     return json.loads(cfg.read_text()).get("model_type")
+
+
+def attention_implementation(model_type: str | None, wanted: str) -> str:
+    """`wanted`, or "eager" where the family cannot run "sdpa" (Gemma-2)."""
+    adapter = ADAPTERS.get(model_type)
+    if wanted == "sdpa" and adapter is not None and not adapter.sdpa:
+        return "eager"
+    return wanted
 
 
 def adapter_for(model) -> LlamaAdapter:

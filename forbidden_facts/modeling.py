@@ -71,14 +71,21 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
-    from .architectures import UnsupportedArchitecture, check_model_type, model_type_of_dir
+    from .architectures import (
+        UnsupportedArchitecture,
+        attention_implementation,
+        check_model_type,
+        model_type_of_dir,
+    )
 
+    model_type = model_type_of_dir(path)
     try:
         # Before the weights load: a hub model of an unsupported family fails here, at
         # the first step that reads it, not after minutes of loading.
-        check_model_type(model_type_of_dir(path), f"the model folder {path}")
+        check_model_type(model_type, f"the model folder {path}")
     except UnsupportedArchitecture as err:
         raise ModelLoadError(str(err)) from err
+    attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
         dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
     )
