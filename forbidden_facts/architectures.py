@@ -168,6 +168,11 @@ class LlamaAdapter:
         return float(torch.as_tensor(scale).to(self.embedding.weight.dtype))
 
     @property
+    def decoder(self) -> torch.nn.Module:
+        """The base model: embedding, layers and final norm, returning hidden states."""
+        return self.model.model
+
+    @property
     def layers(self) -> list[torch.nn.Module]:
         return list(self.model.model.layers)
 
