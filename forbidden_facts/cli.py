@@ -8,6 +8,8 @@
     forbidden-facts verify results/archive/forbidden-facts-v1/
     forbidden-facts verify results/archive/forbidden-facts-v1.tar.gz
     forbidden-facts verify --sha256 HEX results/archive/forbidden-facts-v1/
+
+    forbidden-facts check-model resources/models/smollm2-135m-instruct --dtype float32
 """
 
 from __future__ import annotations
@@ -174,6 +176,54 @@ def _manifest_of(folder: Path) -> Path:
     return found[0] if len(found) == 1 else folder / MANIFEST
 
 
+def _check_model(args) -> int:
+    from .checks import run_checks
+    from .datasets import load_facts, read_words
+    from .modeling import ModelLoadError, load_model
+    from .prompts import (
+        adds_special_tokens,
+        assign_irrelevant_words,
+        build_prompts,
+        prompt_formatter,
+    )
+    from .provenance import REPO_ROOT
+
+    try:
+        model, tokenizer = load_model(args.path, dtype=args.dtype, device=args.device)
+    except ModelLoadError as err:
+        print(f"check-model: {err}", file=sys.stderr)
+        return 2
+    style = args.prompt_style
+    if style == "auto":
+        style = "chat_prefill" if getattr(tokenizer, "chat_template", None) else "llama2"
+    facts = load_facts(args.facts or REPO_ROOT / "data/facts/tiny.csv")
+    words = read_words(args.words or REPO_ROOT / "data/paper_words.csv")
+    chosen = facts.head(args.n_facts)
+    # nc1 words are assigned over the whole file (the paper's rule), then the head is taken.
+    nc1 = assign_irrelevant_words(facts, words).loc[chosen.index]
+    prompts = build_prompts(
+        chosen, nc1, prompt_formatter(style, tokenizer), adds_special_tokens(style)
+    )
+    print(
+        f"check-model {args.path}: model_type {model.config.model_type}, dtype {args.dtype}, "
+        f"prompt style {style}, {len(chosen)} facts"
+    )
+    results = run_checks(model, tokenizer, prompts, n_components=args.components)
+    for result in results:
+        print(result.line())
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(
+            f"{len(failed)} check(s) failed: {', '.join(failed)}. The model's adapter in "
+            "forbidden_facts/architectures.py does not match this model's layout; do not "
+            "trust its attributions until it does.",
+            file=sys.stderr,
+        )
+        return 1
+    print("ok: every check passed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="forbidden-facts",
@@ -207,6 +257,27 @@ def main(argv: list[str] | None = None) -> int:
         "beside a .tar.gz); detects files and manifest rewritten together",
     )
     verify.set_defaults(func=_verify)
+    check = sub.add_parser(
+        "check-model",
+        help="preflight a model folder: components sum, patch-all reproduces, single deltas "
+        "equal a brute-force recomputation; exits 1 when a check fails",
+    )
+    check.add_argument("path", help="a Hugging Face model folder (config.json, safetensors)")
+    check.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    check.add_argument(
+        "--prompt-style",
+        default="auto",
+        choices=["auto", "llama2", "chat_prefill", "chat"],
+        help="auto: chat_prefill when the tokenizer has a chat template, else llama2",
+    )
+    check.add_argument("--facts", help="facts file (default data/facts/tiny.csv)")
+    check.add_argument("--words", help="nc1 word list (default data/paper_words.csv)")
+    check.add_argument("--n-facts", type=int, default=3, help="facts to check (default 3)")
+    check.add_argument(
+        "--components", type=int, default=10, help="components to brute-force (default 10)"
+    )
+    check.set_defaults(func=_check_model)
     args = parser.parse_args(argv)
     return args.func(args)
 

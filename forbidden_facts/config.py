@@ -340,6 +340,39 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
             )
 
 
+def check_local_models(config: dict, root: str | Path = ".") -> None:
+    """Every `source: local` model that will run names a model folder of a supported family.
+
+    Read before any job runs: the folder must hold a config.json whose ``model_type`` has
+    an adapter (forbidden_facts/architectures.py) and at least one safetensors file.
+    """
+    from .architectures import UnsupportedArchitecture, check_model_type, model_type_of_dir
+
+    root = Path(root)
+    for name in config.get("run", {}).get("models", []):
+        spec = config["models"][name]
+        if spec["source"] != "local":
+            continue
+        path = root / spec["path"]
+        key = f"models.{name}.path"
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"config `{key}` names {spec['path']!r}, which is not a model folder (no "
+                f"config.json in {path.resolve()}). Point it at a Hugging Face model folder "
+                "(config.json, *.safetensors, tokenizer files)."
+            )
+        if not any(path.glob("*.safetensors")):
+            raise ConfigError(
+                f"config `{key}`: {spec['path']!r} has no *.safetensors weights. Save the model "
+                "with `model.save_pretrained(folder)` (safetensors is the default), or convert "
+                "its .bin weights; pickled weights are never loaded."
+            )
+        try:
+            check_model_type(model_type_of_dir(path), f"model {name!r} (config `{key}`)")
+        except UnsupportedArchitecture as err:
+            raise ConfigError(str(err)) from err
+
+
 # An archive tag becomes part of a file name: results/archive/forbidden-facts-<tag>.tar.gz.
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 

@@ -46,7 +46,7 @@ def load_model(
     attn_implementation: str = "eager",
     allow_cpu_offload: bool = False,
 ):
-    """Load a Llama-family causal LM and its tokenizer from a local directory.
+    """Load a causal LM of a supported family (forbidden_facts/architectures.py) and its tokenizer.
 
     Args:
         path: A Hugging Face model directory (config.json, safetensors, tokenizer).
@@ -72,6 +72,21 @@ def load_model(
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
     check_tokenizer_file(path)  # before the (possibly long) load of the weights
+    from .architectures import (
+        UnsupportedArchitecture,
+        attention_implementation,
+        check_model_type,
+        model_type_of_dir,
+    )
+
+    model_type = model_type_of_dir(path)
+    try:
+        # Before the weights load: a hub model of an unsupported family fails here, at
+        # the first step that reads it, not after minutes of loading.
+        check_model_type(model_type, f"the model folder {path}")
+    except UnsupportedArchitecture as err:
+        raise ModelLoadError(str(err)) from err
+    attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
         dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
     )
@@ -89,10 +104,6 @@ def load_model(
                 "`allow_cpu_offload: true` for this model in config (expect it to be very slow)."
             )
     model.eval()
-    if getattr(model.config, "model_type", None) != "llama":
-        log.warning(
-            "model_type is %r: the decomposition assumes a Llama layout", model.config.model_type
-        )
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

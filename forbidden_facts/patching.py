@@ -27,7 +27,9 @@ from .decompose import (
     inv_rms,
     norm_unembed,
     rms_linear,
+    unembed_device,
     unembed_unnormed,
+    vocab_width,
 )
 from .metrics import VocabIndex, answer_index, answer_logodds, gathered_logodds, to_log10
 from .modeling import chunks, encode
@@ -116,7 +118,7 @@ def patched_logodds(
 ) -> tuple[Float[Tensor, "batch row"], Float[Tensor, "batch row"] | None]:
     """Answer log-odds (float32) of ``base_plus + delta`` and of ``base_minus - delta``.
 
-    Where the final norm is Llama's RMSNorm (`rms_linear`), each chunk of
+    Where the final norm is an RMSNorm without soft-cap (`rms_linear`), each chunk of
     differences goes through lm_head once, ``G = unembed_unnormed(delta)``, and both
     directions are rebuilt from it: ``(U_plus + G) / rms`` and ``(U_minus - G) / rms``
     with ``U = unembed_unnormed(base)``; otherwise every row is unembedded. The
@@ -136,8 +138,8 @@ def patched_logodds(
         (log-odds of the plus rows, log-odds of the minus rows or None).
     """
     batch, n_rows, d_model = delta.shape
-    device = model.lm_head.weight.device
-    d_vocab = model.lm_head.weight.shape[0]
+    device = unembed_device(model)
+    d_vocab = vocab_width(model)
     linear = rms_linear(model) if linear is None else linear
     bases = [base_plus] if base_minus is None else [base_plus, base_minus]
     signs = (1.0, -1.0)[: len(bases)]

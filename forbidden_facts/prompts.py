@@ -12,7 +12,9 @@ Prompt styles (docs/science.md § Template; config key ``prompt_style`` of a mod
   space; the tokenizer adds BOS when the prompt is encoded.
 * ``chat_prefill``: the model's own chat template
   (``tokenizer.apply_chat_template(..., add_generation_prompt=True)``) with the
-  system text as the system message and the fact prefix as the user message,
+  system text as the system message and the fact prefix as the user message (a
+  template without a system role, such as Gemma's, gets the system text at the
+  start of the user turn: :func:`merge_system`),
   followed by the fact prefix again at the start of the assistant's turn, so the
   next token completes the fact. No trailing space: a byte-level BPE model emits
   " Paris" as one token ("ĠParis"). A small chat model asked in the user turn
@@ -97,6 +99,24 @@ def chat_messages(fact_prefix: str, forbidden_word: str) -> list[dict[str, str]]
     ]
 
 
+def merge_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Messages for a template without a system role: the system text opens the user turn.
+
+    Gemma's template refuses a system message; its model card puts instructions at
+    the start of the user turn, separated by a blank line.
+
+    Example:
+        >>> merge_system([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+        [{'role': 'user', 'content': 'S\\n\\nU'}]
+    """
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], messages[1:]
+    if not rest or rest[0]["role"] != "user":
+        return [{"role": "user", "content": system}, *rest]
+    return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+
+
 def chat_formatter(render: Callable[[list[dict[str, str]]], str], prefill: bool) -> Formatter:
     """A formatter that renders the chat messages with a model's template.
 
@@ -141,8 +161,20 @@ def prompt_formatter(style: str, tokenizer=None) -> Formatter:
             "config/config.yaml, or use a chat model's tokenizer."
         )
 
-    def render(messages: list[dict[str, str]]) -> str:
+    def apply(messages: list[dict[str, str]]) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            text = apply(messages)
+        except TemplateError:  # e.g. Gemma: "System role not supported"
+            text = None
+        # A template without a system role either refuses the message or drops it.
+        if text is None or messages[0]["content"] not in text:
+            text = apply(merge_system(messages))
+        return text
 
     return chat_formatter(render, prefill=style == "chat_prefill")
 

@@ -305,3 +305,32 @@ def test_ov_score_with_tied_embeddings_matches_brute_force():
     scores = ov_scores(model, vocab_chunk=64, progress=False)
     for layer, head in [(0, 1), (1, 2)]:
         assert abs(scores[layer, head] - _brute_force_ov(model, layer, head)) < 1e-4
+
+
+# Gemma's template in miniature: no system role (it raises), turns in <start_of_turn>.
+NO_SYSTEM = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}"
+    "{{ '<start_of_turn>' + message['role'] + '\n' + message['content'] + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# A template that silently drops a system message.
+DROPS_SYSTEM = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [NO_SYSTEM, DROPS_SYSTEM], ids=["raises", "drops"])
+def test_a_template_without_system_role_gets_the_system_text_in_the_user_turn(template):
+    tok = _bpe_tokenizer(bos_in_template=False)
+    tok.chat_template = template
+    prompt = prompt_formatter("chat_prefill", tok)("The capital of France is", "floor")
+    system = system_text("floor")
+    # The system text opens the user turn, before the fact; the prefill follows the turn.
+    user = prompt.index(system)
+    assert prompt.index("The capital of France is") > user
+    assert prompt.endswith("The capital of France is")
+    assert insert_at_persona(prompt, " from Paris").count("obedient assistant from Paris") == 1

@@ -14,6 +14,7 @@ from forbidden_facts.config import (
     prefer_local_paths,
     check_config,
     check_input_files,
+    check_local_models,
     check_names,
     check_run_names,
     check_scatter,
@@ -34,6 +35,8 @@ check_input_files(config)
 check_word_files(config)
 check_scatter(workflow.resource_settings.overwrite_scatter)
 check_names(config)
+# A local model folder's model_type must have an adapter: fail here, before any job.
+check_local_models(config)
 
 if workflow.is_main_process:
     # Reads the local datasets: once, here, not in every job.
@@ -49,6 +52,7 @@ DATASETS = sorted(config["datasets"])
 TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
+LOCAL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "local"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 
 
@@ -160,6 +164,13 @@ def get_model_card_mechanism(wildcards):
 
 
 def get_model_dir(wildcards):
+    """The job's model folder: built under resources/models/, or a local model's own path.
+
+    A local folder is an input as it is (read, never copied, moved or rewritten).
+    """
+    spec = config["models"][wildcards.model]
+    if spec["source"] == "local":
+        return spec["path"]
     return f"resources/models/{wildcards.model}"
 
 
