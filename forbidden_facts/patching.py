@@ -390,3 +390,52 @@ def cumulative_to_n_star(
         if want <= k:
             return values, fact_ids, pairs, effect, ns
         k = want
+
+
+def chunk_rows(n_comp: int, d_vocab: int, row_batch: int, batch: int) -> int:
+    """Rows of logits one chunk of `patched_logodds` holds for a batch of `batch` facts."""
+    n_facts, n_rows = _chunk_shape(n_comp, d_vocab, row_batch)
+    return min(n_facts, batch) * n_rows
+
+
+def attribution_peak_bytes(
+    batch: int,
+    components: int,
+    d_model: int,
+    d_vocab: int,
+    row_batch: int,
+    tokens: int,
+    d_mlp: int,
+    n_heads: int,
+    dtype_bytes: int,
+) -> dict[str, int]:
+    """Memory that `attribute` allocates on top of the model weights, in bytes.
+
+    The accounting of benchmarks/README.md § Attribution memory, term by term (float32
+    = 4 bytes for everything the patching makes; `dtype_bytes` for the forward's
+    activations):
+
+    * held per batch of B facts (3B prompts): the components 3B·C·d, the final
+      residuals 3B·d and the final logits 3B·V (float32), the answer mask B·V bytes;
+    * per pair: the differences Δ = B·C·d, the unnormed bases 2·B·V, then either the
+      1/rms scales' two transient B·C·d copies or one chunk: two logit buffers of
+      r·V and two r·d row copies, r = `chunk_rows` (at most row_batch and
+      MAX_CHUNK_LOGITS / V rows, whole facts where they fit);
+    * the forward pass of the next batch: its activations over n = 3B·T tokens,
+      n·(3·d_mlp + 8·d)·dtype_bytes (the MLP's three d_mlp-wide tensors, the
+      residual stream and q, k, v) plus the attention weights 3B·H·T² (float32),
+      while the previous batch's held tensors are still referenced.
+
+    Returns:
+        ``forward``, ``patch`` (each phase's peak) and ``total`` = their maximum.
+    """
+    b, c, d, v = batch, components, d_model, d_vocab
+    f32 = 4
+    held = (3 * b * c * d + 3 * b * d + 3 * b * v) * f32 + b * v
+    r = chunk_rows(c, v, row_batch, b)
+    per_pair = (b * c * d + 2 * b * v) * f32
+    transient = max(2 * b * c * d, 2 * r * v + 2 * r * d) * f32
+    patch = held + per_pair + transient
+    n = 3 * b * tokens
+    forward = n * (3 * d_mlp + 8 * d) * dtype_bytes + 3 * b * n_heads * tokens**2 * f32 + held
+    return {"forward": forward, "patch": patch, "total": max(forward, patch)}
