@@ -62,24 +62,27 @@ def _capture(model) -> Iterator[dict]:
     ad = adapter_for(model)
     store: dict = {"z": {}, "mlp": {}, "attn_out": {}}
     handles = []
+    # Each hook clones the last position: a view (``out[:, -1]``) would keep the
+    # layer's whole batch x pos x d_model tensor alive until the forward pass ends,
+    # 2 per layer (for Llama-2-7b at 24 prompts of 120 tokens, 1.5 GB in float16).
 
     def embed_hook(_mod, _inp, out):
-        store["embed"] = out[:, -1]
+        store["embed"] = out[:, -1].clone()
 
     def pre_hook(key, layer):
         def hook(_mod, args):
-            store[key][layer] = args[0][:, -1]
+            store[key][layer] = args[0][:, -1].clone()
 
         return hook
 
     def mlp_hook(layer):
         def hook(_mod, _inp, out):
-            store["mlp"][layer] = out[:, -1]
+            store["mlp"][layer] = out[:, -1].clone()
 
         return hook
 
     def norm_pre(_mod, args):
-        store["resid"] = args[0][:, -1]
+        store["resid"] = args[0][:, -1].clone()
 
     try:
         try:
@@ -208,13 +211,26 @@ def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
     return rms_scale(x, ad.final_norm.eps)
 
 
-def unembed_unnormed(model, x: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:
-    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32."""
+def unembed_unnormed(
+    model, x: Float[Tensor, "row d_model"], out: Float[Tensor, "row d_vocab"] | None = None
+) -> Float[Tensor, "row d_vocab"]:
+    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32.
+
+    Args:
+        model: The causal LM.
+        x: Residual rows.
+        out: A float32 buffer to write into (reused across chunks, which on CPU saves
+            mapping and zeroing fresh pages for every chunk); None: a new tensor.
+    """
     ad = adapter_for(model)
     weight, head = ad.final_norm_module.weight, ad.lm_head
     gain = ad.final_norm.gain.to(weight.device, weight.dtype)
-    x = x.to(weight.device, weight.dtype) * gain
-    return torch.nn.functional.linear(x.to(head.weight.device), head.weight).float()
+    x = (x.to(weight.device, weight.dtype) * gain).to(head.weight.device)
+    if out is None:
+        return torch.nn.functional.linear(x, head.weight).float()
+    if head.weight.dtype == out.dtype:
+        return torch.mm(x, head.weight.t(), out=out)
+    return out.copy_(torch.nn.functional.linear(x, head.weight))
 
 
 def check_decomposition(model, decomp: Decomposition, ids=None) -> None:
