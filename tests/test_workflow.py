@@ -538,3 +538,26 @@ def test_config_mistakes_are_refused_before_any_job_and_cost_nothing(run_copy):
     assert proc.returncode != 0 and "at least one shard" in proc.stdout + proc.stderr
     assert _results(run_copy) == before
     _nothing_to_do(run_copy)
+
+
+def test_a_missing_tokenizer_and_prompts_longer_than_the_context_are_named(run_copy):
+    # Defect 8: the missing file is named (not "install sentencepiece"), nothing is lost;
+    # a prompt longer than max_position_embeddings drops its fact, counted in the summary.
+    model = run_copy / "resources/models/tiny"
+    summary = run_copy / RUN / "prompts_summary.json"
+    before = _results(run_copy)
+    tokenizer = (model / "tokenizer.json").read_bytes()
+    (model / "tokenizer.json").unlink()
+    target = f"{RUN}/prompts_summary.json"
+    proc = snakemake(run_copy, target, "--forcerun", "prompts", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "has no tokenizer.json" in out, out[-2000:]
+    (model / "tokenizer.json").write_bytes(tokenizer)
+    assert _results(run_copy) == before
+    n_facts = json.loads(summary.read_text())["n_facts"]
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
+    snakemake(run_copy, target, "--forcerun", "prompts")
+    record = json.loads(summary.read_text())
+    assert record["dropped_by_reason"]["longer_than_context"] == n_facts
+    assert record["n_facts"] == 0 and "max_position_embeddings" in record["warnings"][-1]
