@@ -187,3 +187,19 @@ def test_kept_records_are_found_where_snakemake_keeps_them(tmp_path):
     for key in ["results/tiny/tiny/heads.parquet", "resources/models/" + "x" * 400]:
         expected = Persistence._record_path(theirs, str(subject), key)
         assert str(_record_path(subject, key)) == expected
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_results_folder_is_named_before_the_step(tmp_path, capsys):
+    out = tmp_path / "results/table.parquet"
+    out.parent.mkdir()
+    out.parent.chmod(0o500)
+    ran = []
+    job = _job(tmp_path)
+    job.output = [str(out)]
+    try:
+        with pytest.raises(SystemExit):
+            run(job, ran.append)
+    finally:
+        out.parent.chmod(0o700)
+    assert ran == [] and f"cannot write {out.parent}" in capsys.readouterr().err
