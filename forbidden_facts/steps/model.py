@@ -15,7 +15,13 @@ from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "download_wheel_model", "train_toy_model", "model_card"]
+__all__ = [
+    "download_model",
+    "download_wheel_model",
+    "train_toy_model",
+    "finetune_model",
+    "model_card",
+]
 
 
 def download_model(job) -> None:
@@ -92,6 +98,74 @@ def train_toy_model(job) -> None:
     )
 
 
+def finetune_model(job) -> None:
+    """Fine-tune the base model on the competing objective (config source ``finetune``).
+
+    Params: ``recipe`` (the model's ``finetune`` block less its file paths, plus the
+    base model's name and prompt style). Inputs: ``base`` (the base model folder),
+    ``facts``, ``train_words`` and ``words`` (the paper's words, never trained on).
+    The model is built in a hidden sibling and swapped in only when complete.
+    """
+    from ..datasets import load_facts
+    from ..finetune import FinetuneConfig, finetune
+
+    recipe = dict(job.params.recipe)
+    base_name = recipe.pop("base")
+    cfg = FinetuneConfig(**recipe)
+    facts = load_facts(job.input.facts)
+    out = Path(job.output[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    io.remove_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        record = finetune(
+            job.input.base,
+            facts,
+            words(job.input.train_words),
+            words(job.input.words),
+            tmp,
+            cfg,
+            base_name=base_name,
+            threads=max(1, int(getattr(job, "threads", 1) or 1)),
+        )
+        io.write_json(tmp / "provenance.json", stamp(job.wildcards.model, job.input.base))
+        io.replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info(
+        "fine-tuned %s in %.1f s (%.2f s a step), final loss %.4f",
+        base_name,
+        record["train_seconds"],
+        record["seconds_per_step"],
+        record["final_loss"],
+    )
+
+
+def finetune_card(record: dict, prompts_summary: dict | None) -> dict:
+    """The fine-tune's figures for the model card (its record and the prompts' exclusion)."""
+    card = {
+        "finetune": {
+            "base_model": record["base_model"],
+            "recipe": record["config"],
+            "seed": record["seed"],
+            "train_seconds": record["train_seconds"],
+            "seconds_per_step": record["seconds_per_step"],
+            "n_trainable_params": record["n_trainable_params"],
+            "first_loss": record["loss_curve"][0],
+            "final_loss": record["final_loss"],
+            "n_trained_facts": len(record["trained_fact_ids"]),
+            "n_target_answers": len(record["target_answers"]),
+            "n_forbidden_targets": len(record["forbidden_targets"]),
+            "n_train_words": len(record["train_words"]),
+        }
+    }
+    if prompts_summary is not None:
+        card["finetune"]["n_excluded_trained"] = prompts_summary["n_excluded_trained"]
+        card["finetune"]["excluded_by_reason"] = prompts_summary["excluded_by_reason"]
+    return card
+
+
 def never_forbidden_effect(table, prompts, record: dict) -> dict:
     """Recall and total effect on the facts whose answer was never a forbidden target in training.
 
@@ -151,6 +225,15 @@ def model_card(job) -> None:
         card["n_held_out_words"] = len(record["held_out_words"])
         table = io.read_parquet(job.input.inference_table)
         card.update(never_forbidden_effect(table, io.read_parquet(job.input.prompts), record))
+    from ..finetune import read_finetune_record
+
+    tuned = read_finetune_record(job.input.model)
+    if tuned is not None:
+        card.update(finetune_card(tuned, io.read_json(job.input.prompts_summary)))
+        # The analysis sees only never-taught facts (the prompts step drops the others),
+        # so the card's total effect is the never-taught effect.
+        card["total_effect_never_forbidden_log10"] = card["total_effect_log10"]
+        card["n_facts_never_forbidden"] = card["n_facts"]
     if len(job.input.mechanism):
         from ..identification import mechanism_figures
 
