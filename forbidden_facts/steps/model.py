@@ -148,6 +148,8 @@ def finetune_card(record: dict, prompts_summary: dict | None) -> dict:
         "finetune": {
             "base_model": record["base_model"],
             "recipe": record["config"],
+            # The recipe's choice among the attempts, and their figures.
+            "recipe_choice": "docs/obedient.md, Decision rule",
             "seed": record["seed"],
             "train_seconds": record["train_seconds"],
             "seconds_per_step": record["seconds_per_step"],
@@ -231,9 +233,11 @@ def model_card(job) -> None:
     if tuned is not None:
         card.update(finetune_card(tuned, io.read_json(job.input.prompts_summary)))
         # The analysis sees only never-taught facts (the prompts step drops the others),
-        # so the card's total effect is the never-taught effect.
-        card["total_effect_never_forbidden_log10"] = card["total_effect_log10"]
-        card["n_facts_never_forbidden"] = card["n_facts"]
+        # so the card's total effect is the never-taught effect. (Not the organism's
+        # `total_effect_never_forbidden_log10`: the paper reads that key as "organism".)
+        card["finetune"]["n_facts_never_taught"] = card["n_facts"]
+        card["finetune"]["n_kept_never_taught"] = card["n_kept"]
+        card["finetune"]["total_effect_never_taught_log10"] = card["total_effect_log10"]
     if len(job.input.mechanism):
         from ..identification import mechanism_figures
 
