@@ -32,6 +32,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/heads.smk"
 include: "workflow/rules/attack.smk"
+include: "workflow/rules/card.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/paper.smk"
 

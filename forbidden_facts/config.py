@@ -54,6 +54,20 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         )
 
 
+def validated(config: dict, schema_path: str | Path) -> dict:
+    """`config` checked against the schema and with every default the schema gives filled in.
+
+    What the workflow's `common.smk` does before any rule reads the config (our
+    `check_config`, then Snakemake's `validate`, which fills the defaults); the checks
+    below and every step read only such a config, so no code repeats a default.
+    """
+    from snakemake.utils import validate
+
+    check_config(config, schema_path)
+    validate(config, schema=str(schema_path))
+    return config
+
+
 def check_yaml_file(path: str | Path) -> None:
     """Raise ConfigError naming the file, line and column of a YAML syntax error.
 
@@ -159,13 +173,13 @@ def check_run_names(config: dict) -> None:
     """`run.models` / `run.datasets` must name declared entries; hub models need a repo_id."""
     for key in ("models", "datasets"):
         declared = config[key]
-        if not config.get("run", {}).get(key, [None]):
+        if not config["run"][key]:
             raise ConfigError(
                 f"config run.{key} is empty: there would be nothing to build. Name at least one "
                 f"of the declared {key} ({', '.join(sorted(declared))}), e.g. "
                 f"`--config 'run={{{key}: [{sorted(declared)[0]}]}}'`."
             )
-        for name in config.get("run", {}).get(key, []):
+        for name in config["run"][key]:
             if name not in declared:
                 raise ConfigError(
                     f"config run.{key} names {name!r}, which is not declared under `{key}:` "
@@ -181,15 +195,14 @@ def check_run_names(config: dict) -> None:
 def check_input_files(config: dict, root: str | Path = ".") -> None:
     """Local files named in config must exist before anything runs (names the key to fix)."""
     root = Path(root)
-    needed = [("irrelevant_words", config.get("irrelevant_words", "data/paper_words.csv"))]
-    for name in config.get("run", {}).get("datasets", []):
+    needed = [("irrelevant_words", config["irrelevant_words"])]
+    for name in config["run"]["datasets"]:
         spec = config["datasets"][name]
         if "path" in spec:
             needed.append((f"datasets.{name}.path", spec["path"]))
-    if any(config["models"][m]["source"] == "toy" for m in config.get("run", {}).get("models", [])):
-        toy = config.get("toy", {})
-        needed.append(("toy.facts", toy.get("facts", "data/facts/curated.csv")))
-        needed.append(("toy.train_words", toy.get("train_words", "data/irrelevant_words.txt")))
+    if any(config["models"][m]["source"] == "toy" for m in config["run"]["models"]):
+        needed.append(("toy.facts", config["toy"]["facts"]))
+        needed.append(("toy.train_words", config["toy"]["train_words"]))
     for key, path in needed:
         if not (root / path).is_file():
             raise ConfigError(
@@ -211,26 +224,26 @@ def check_names(config: dict, root: str | Path = ".") -> None:
     once its file is there).
     """
     datasets = config["datasets"]
-    card = config.get("model_card_dataset", "curated")
+    card = config["model_card_dataset"]
     if card not in datasets:
         raise ConfigError(
             f"config `model_card_dataset` names {card!r}, which is not declared under "
             f"`datasets:` (declared: {', '.join(sorted(datasets))}). Set it to one of those."
         )
-    tag = (config.get("paper") or {}).get("tag")
+    tag = config["paper"]["tag"]
     if tag is not None and (not _TAG.fullmatch(str(tag)) or ".." in str(tag)):
         raise ConfigError(
             f"config `paper.tag` is {tag!r}: a tag becomes part of the archive's file name, so "
             "it may hold only letters, digits and . _ + - (no '/', no '..', not starting with "
             "'.' or '-'), e.g. `paper: {tag: v1.0}`."
         )
-    fact = (config.get("heads") or {}).get("example_fact")
+    fact = config["heads"]["example_fact"]
     if fact is None:
         return
     from .datasets import load_facts
 
     root = Path(root)
-    for name in config.get("run", {}).get("datasets", []):
+    for name in config["run"]["datasets"]:
         spec = datasets[name]
         path = (
             root / spec["path"]

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .artifacts import HEAD_COLUMNS
 from .decompose import model_shape
 from .modeling import chunks, encode, input_device
 from .prompts import encoding_flag
@@ -268,24 +269,11 @@ def head_table(ov: np.ndarray, attention: pd.DataFrame, components: pd.DataFrame
     table["rank"] = table["component"].map(ranks).astype("Int64")
     means = components.set_index("component")["mean_log10"]
     table["mean_log10"] = table["component"].map(means)
-    cols = [
-        "component",
-        "layer",
-        "head",
-        "rank",
-        "ov_score",
-        "attn_forbidden_c",
-        "attn_forbidden_nc0",
-        "attn_forbidden_nc1",
-        "mean_log10",
-    ]
-    return table[[c for c in cols if c in table.columns]].sort_values("rank").reset_index(drop=True)
-
-
-def top_heads(components: pd.DataFrame, k: int) -> list[str]:
-    """The k most suppressive heads by rank."""
-    heads = components[components["type"] == "head"].sort_values("rank")
-    return list(heads["component"].head(k))
+    return (
+        table[[c for c in HEAD_COLUMNS if c in table.columns]]
+        .sort_values("rank")
+        .reset_index(drop=True)
+    )
 
 
 def attention_example(

@@ -15,7 +15,10 @@ CONFIG = ROOT / "config/config.yaml"
 
 @pytest.fixture
 def config():
-    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    """config.yaml as the workflow reads it: validated, the schema's defaults filled in."""
+    from forbidden_facts.config import validated
+
+    return validated(yaml.safe_load((ROOT / "config/config.yaml").read_text()), SCHEMA)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])

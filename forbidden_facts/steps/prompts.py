@@ -128,6 +128,7 @@ def prompts(job) -> None:
 
 
 def inference(job) -> None:
+    from ..artifacts import Inference as S
     from ..datasets import few_facts_warning
     from ..inference import run_inference, total_effect
 
@@ -135,18 +136,18 @@ def inference(job) -> None:
     prompts = io.read_parquet(job.input.prompts)
     table = run_inference(model, tokenizer, prompts, batch_size=job.params.model["batch_size"])
     summary = {
-        "dataset": job.wildcards.dataset,
-        "model": job.wildcards.model,
+        S.dataset: job.wildcards.dataset,
+        S.model: job.wildcards.model,
         **total_effect(table),
     }
     relations = prompts.drop_duplicates("fact_id").set_index("fact_id")["relation"]
     few = few_facts_warning(
-        summary["n_kept"], f"{job.wildcards.model} on {job.wildcards.dataset}: known facts"
+        summary[S.n_kept], f"{job.wildcards.model} on {job.wildcards.dataset}: known facts"
     )
-    summary["warnings"] = [few] if few else []
+    summary[S.warnings] = [few] if few else []
     if few:
         log.warning(few)
-    summary["by_relation"] = {
+    summary[S.by_relation] = {
         rel: total_effect(table[table["fact_id"].isin(set(ids))])
         for rel, ids in relations.groupby(relations).groups.items()
     }
@@ -155,7 +156,7 @@ def inference(job) -> None:
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
         "kept %d of %d facts; total effect %.3f log10",
-        summary["n_kept"],
-        summary["n_facts"],
-        summary["total_effect_log10"],
+        summary[S.n_kept],
+        summary[S.n_facts],
+        summary[S.total_effect],
     )

@@ -102,20 +102,3 @@ rule finetune_model:
     script:
         "../../scripts/finetune_model.py"
 
-
-rule model_card:
-    input:
-        unpack(get_model_card_tables),
-        model=get_model_dir,
-        inference=get_model_card_inference,
-        mechanism=get_model_card_mechanism,
-    output:
-        "results/{model}/model_card.json",
-    log:
-        "logs/model_card/{model}.log",
-    conda:
-        "../../envs/torch.yaml"
-    params:
-        model=get_model_params,
-    script:
-        "../../scripts/model_card.py"

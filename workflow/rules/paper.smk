@@ -61,7 +61,6 @@ rule tables:
         components=per_run(rules.rank_components.output[0]),
         heads=per_run(rules.heads.output.table),
         attack=per_run(rules.attack_self_insertion.output.summary),
-        attack_table=per_run(rules.attack_self_insertion.output.table),
         cards=expand(
             _as_written(rules.model_card.output[0]), model=config["run"]["models"]
         ),
