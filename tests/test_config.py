@@ -119,3 +119,12 @@ def test_names_are_checked_before_any_job(config, tmp_path):
             check_names(bad, ROOT)
     first = pd.read_csv(ROOT / "data/facts/curated.csv", dtype=str)["fact_id"].iloc[0]
     check_names({**config, "heads": {"example_fact": first}, "paper": {"tag": "v1.0"}}, ROOT)
+
+
+def test_a_finetune_model_must_name_another_declared_model_as_base(config):
+    config["models"]["obedient-x"] = {"source": "finetune", "base": "gpt-5", "finetune": {}}
+    with pytest.raises(ConfigError, match=r"models\.obedient-x\.base.*gpt-5"):
+        check_run_names(config)
+    config["models"]["obedient-x"]["base"] = "obedient-x"
+    with pytest.raises(ConfigError, match="not another declared model"):
+        check_run_names(config)

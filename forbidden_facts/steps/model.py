@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .. import io
+from ..provenance import stamp
 from .common import words
 
 log = logging.getLogger("forbidden_facts")
