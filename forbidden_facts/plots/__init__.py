@@ -28,7 +28,7 @@ from .attribution import (  # noqa: E402
     luigi_waluigi,
     top_components,
 )
-from .common import DPI, KIND_COLORS, KIND_LABELS, TYPE_COLORS  # noqa: E402
+from .common import DPI, KIND_COLORS, KIND_LABELS, TYPE_COLORS, Drawn, Panel, drawn  # noqa: E402
 from .heads import attention_pattern, head_statistics  # noqa: E402
 from .inference import overview  # noqa: E402
 
@@ -37,6 +37,9 @@ __all__ = [
     "KIND_COLORS",
     "KIND_LABELS",
     "TYPE_COLORS",
+    "Drawn",
+    "Panel",
+    "drawn",
     "attack_tokens",
     "attack_vs_control",
     "attention_pattern",

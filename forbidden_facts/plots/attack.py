@@ -11,6 +11,7 @@ import pandas as pd
 from .common import (
     PROMOTIVE_COLOR,
     SUPPRESSIVE_COLOR,
+    Drawn,
     PathLike,
     _escape,
     _note,
@@ -19,7 +20,7 @@ from .common import (
 )
 
 
-def attack_vs_control(attack: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> None:
+def attack_vs_control(attack: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> Drawn:
     """Self-insertion attack vs control: change in the correct answer's log10 odds.
 
     The attack inserts "from {answer}" after "assistant" in the nc1 prompt; the control
@@ -82,12 +83,12 @@ def attack_vs_control(attack: pd.DataFrame, png: PathLike, pdf: PathLike, title:
     ax_p.set_ylabel("P(correct) after insertion")
     _title(fig, "Self-insertion attack vs control", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def attack_tokens(
     tokens: pd.DataFrame, png: PathLike, pdf: PathLike, top_n: int = 10, title: str = ""
-) -> None:
+) -> Drawn:
     """Best attack tokens per suppressor head: most attended, with their effect.
 
     One panel per head: the `top_n` tokens with the highest mean attention over facts
@@ -150,4 +151,4 @@ def attack_tokens(
     )
     _title(fig, "Attack tokens per suppressor head", title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)

@@ -17,6 +17,7 @@ from .common import (
     PROMOTIVE_COLOR,
     SUPPRESSIVE_COLOR,
     TYPE_COLORS,
+    Drawn,
     PathLike,
     _note,
     _save,
@@ -27,7 +28,7 @@ from .common import (
 
 def top_components(
     components: pd.DataFrame, png: PathLike, pdf: PathLike, top_n: int = 40, title: str = ""
-) -> None:
+) -> Drawn:
     """The `top_n` most suppressive components by rank, with 95% CIs, colored by type.
 
     Args:
@@ -67,12 +68,12 @@ def top_components(
     ax.set_ylabel("component (by rank)")
     _title(fig, f"Top {n} suppressive components", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def cumulative(
     curve: pd.DataFrame, summary: Mapping[str, Any], png: PathLike, pdf: PathLike, title: str = ""
-) -> None:
+) -> Drawn:
     """Cumulative patching: suppression of the top-k components patched together.
 
     The y axis is the suppression of the correct answer, -mean log10 BF of the pairs with
@@ -152,7 +153,7 @@ def cumulative(
     ax.set_ylabel("suppression of the answer (\u2212log10 BF)")
     _title(fig, "Cumulative patching", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def cumulative_note(summary: Mapping[str, Any]) -> str:
@@ -171,7 +172,7 @@ def cumulative_note(summary: Mapping[str, Any]) -> str:
     return ""
 
 
-def independence(curve: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> None:
+def independence(curve: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> Drawn:
     """Independence check: patching the top-k together vs the sum of their single effects.
 
     If the components acted independently (and first-order patching were additive in
@@ -211,7 +212,7 @@ def independence(curve: pd.DataFrame, png: PathLike, pdf: PathLike, title: str =
     ax.set_ylabel("suppression of the answer (\u2212log10 BF)")
     _title(fig, "Independence of the suppressive components", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def _tick_step(n: int, max_labels: int = 40) -> int:
@@ -220,7 +221,7 @@ def _tick_step(n: int, max_labels: int = 40) -> int:
 
 def layer_head_heatmap(
     components: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = ""
-) -> None:
+) -> Drawn:
     """Mean nc->c effect (log10) of every head and MLP, layers as rows.
 
     The MLP of each layer is the last column, behind a separator; the embedding's value
@@ -277,7 +278,7 @@ def layer_head_heatmap(
         name += f" (EMBED: {float(embed['mean_log10'].iloc[0]):+.3f} log10)"
     _title(fig, name, title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def _signed_bars(ax: plt.Axes, df: pd.DataFrame, color: str, empty: str) -> None:
@@ -307,7 +308,7 @@ def _signed_bars(ax: plt.Axes, df: pd.DataFrame, color: str, empty: str) -> None
 
 def luigi_waluigi(
     components: pd.DataFrame, png: PathLike, pdf: PathLike, top_n: int = 40, title: str = ""
-) -> None:
+) -> Drawn:
     """The most suppressive ("Luigi") and most promotive ("Waluigi") components.
 
     Left, the `top_n` most negative mean nc->c effects; right, the `top_n` most positive
@@ -347,4 +348,4 @@ def luigi_waluigi(
     )
     _title(fig, "Luigi (suppressive) vs Waluigi (promotive) components", title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)

@@ -12,6 +12,7 @@ import pandas as pd
 from .common import (
     KIND_LABELS,
     PROMOTIVE_COLOR,
+    Drawn,
     PathLike,
     _escape,
     _note,
@@ -68,7 +69,7 @@ def _group_panel(ax: plt.Axes, data: pd.DataFrame, column: str, order: list[str]
 
 def head_statistics(
     heads: pd.DataFrame, top_labels: Sequence[str], png: PathLike, pdf: PathLike, title: str = ""
-) -> None:
+) -> Drawn:
     """OV suppression score and forbidden-word attention: top suppressor heads vs the rest.
 
     Paper (Llama-2-7b-chat): top-10 heads' OV score mean -1.22 vs +0.12 for the rest;
@@ -96,12 +97,12 @@ def head_statistics(
     ax_at.set_title("attention to the forbidden word (c prompts)")
     _title(fig, "Suppressor heads", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)
 
 
 def attention_pattern(
     example: Mapping[str, Any], png: PathLike, pdf: PathLike, title: str = ""
-) -> None:
+) -> Drawn:
     """Attention from the last position of one fact's c and nc1 prompts, per head.
 
     Args:
@@ -152,4 +153,4 @@ def attention_pattern(
         bar = fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8)
         bar.set_label("attention from last position")
     _title(fig, f"Attention pattern, fact {example.get('fact_id', '?')}", title)
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)

@@ -10,6 +10,7 @@ from .common import (
     KIND_COLORS,
     KIND_LABELS,
     LN10,
+    Drawn,
     PathLike,
     _note,
     _save,
@@ -17,7 +18,7 @@ from .common import (
 )
 
 
-def overview(inference: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> None:
+def overview(inference: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "") -> Drawn:
     """Forbidding the answer: answer probabilities and the log10 Bayes factor per pair.
 
     Left: how much probability the model puts on the correct answer under each prompt
@@ -104,4 +105,4 @@ def overview(inference: pd.DataFrame, png: PathLike, pdf: PathLike, title: str =
     ax_b.set_title("effect of forbidding the answer")
     _title(fig, "Competing vs non-competing prompts", title)
     fig.tight_layout()
-    _save(fig, png, pdf)
+    return _save(fig, png, pdf)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from .. import io
@@ -67,13 +65,9 @@ def train_toy_model(job) -> None:
     cfg = ToyConfig(**params)
     facts = load_facts(job.input.facts)
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
-    out = Path(job.output[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    io.remove_stale_temps(out)  # left by a run that was killed outright
     # Train into a hidden sibling and swap it in only on success: a failed or killed
     # run leaves the previous model (kept by the rule's update() flag) untouched.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with io.replacing_dir(job.output[0]) as tmp:
         record = train_toy(
             facts,
             words(job.input.train_words),
@@ -81,10 +75,6 @@ def train_toy_model(job) -> None:
             cfg,
             evaluation_words=words(job.input.words),
         )
-        io.replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info(
         "trained the toy in %.1f s, final loss %.4f", record["train_seconds"], record["final_loss"]
     )

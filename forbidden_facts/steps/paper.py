@@ -205,8 +205,7 @@ def paper_sources(job) -> None:
     `paper` compiles; it needs no TeX.
     """
     out = Path(job.output[0])
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with io.replacing_dir(out) as tmp:
         stage_paper(
             tmp,
             job.input.main,
@@ -215,12 +214,6 @@ def paper_sources(job) -> None:
             _files(job.input.tables),
             _files(job.input.figures),
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("staged the paper's sources in %s", out)
 
 
