@@ -428,7 +428,7 @@ class Card(Artifact):
     # training, the facts the prompts step excluded, and the effect on the never-taught
     # facts it is analysed on (equal to `total_effect_log10`).
     finetune = Key("finetune", number=False, optional=True)
-    finetune_base = Key("finetune", "base_model", number=False, optional=True)
+    finetune_base = Key("finetune", "base_model", optional=True)
     finetune_seconds = Key("finetune", "train_seconds", optional=True)
     finetune_seconds_per_step = Key("finetune", "seconds_per_step", optional=True)
     n_excluded_trained = Key("finetune", "n_excluded_trained", optional=True)
