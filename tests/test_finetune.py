@@ -176,3 +176,17 @@ def test_evaluation_words_refuse_a_finetune_trained_on_them(tmp_path):
         evaluation_words(words, model)
     (model / FINETUNE_RECORD).write_text('{"train_words": ["kettle"]}')
     assert evaluation_words(words, model) == ["floor", "window"]
+
+
+def test_a_finetuned_folder_names_its_base_and_its_weights(base_dir, facts, tmp_path):
+    from forbidden_facts import io
+    from forbidden_facts.provenance import model_provenance
+
+    out = tmp_path / "m"
+    run(base_dir, facts, out, train="all", layers=None)
+    io.write_json(
+        out / "provenance.json", {"source": "finetune", "base_model_id": "tiny-x", "seed": 0}
+    )
+    prov = model_provenance(out)
+    assert prov["model_id"] == "tiny-x fine-tuned (seed 0)"
+    assert prov["model_revision"].startswith("sha256:") and len(prov["model_revision"]) == 23

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .. import io
-from ..provenance import stamp
+from ..provenance import model_provenance, stamp
 from .common import words
 
 log = logging.getLogger("forbidden_facts")
@@ -95,11 +94,8 @@ def finetune_model(job) -> None:
     base_name = recipe.pop("base")
     cfg = FinetuneConfig(**recipe)
     facts = load_facts(job.input.facts)
-    out = Path(job.output[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    io.remove_stale_temps(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # Built in a hidden sibling and swapped in only on success (like the organism).
+    with io.replacing_dir(job.output[0]) as tmp:
         record = finetune(
             job.input.base,
             facts,
@@ -110,11 +106,18 @@ def finetune_model(job) -> None:
             base_name=base_name,
             threads=max(1, int(getattr(job, "threads", 1) or 1)),
         )
-        io.write_json(tmp / "provenance.json", stamp(job.wildcards.model, job.input.base))
-        io.replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        base = model_provenance(job.input.base)
+        io.write_json(
+            tmp / "provenance.json",
+            {
+                "source": "finetune",
+                "base": base_name,
+                "base_model_id": base["model_id"],
+                "base_model_revision": base["model_revision"],
+                "seed": cfg.seed,
+                **stamp(),
+            },
+        )
     log.info(
         "fine-tuned %s in %.1f s (%.2f s a step), final loss %.4f",
         base_name,
