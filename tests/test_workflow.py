@@ -94,6 +94,32 @@ def test_nc1_words_are_the_papers_and_held_out_of_training(workdir, finished, mo
     assert record["train_words"] and not set(record["train_words"]) & set(paper_words)
 
 
+def test_finetune_path_analyses_only_never_taught_facts(workdir, finished):
+    """config/test.yaml's tiny-obedient: a few steps of the fine-tune of the tiny organism."""
+    from forbidden_facts.datasets import load_facts, read_words
+
+    snakemake(workdir, "results/tiny-obedient/model_card.json")
+    model = workdir / "resources/models/tiny-obedient"
+    assert list(model.glob("*.safetensors")) and (model / "tokenizer.json").exists()
+    record = json.loads((model / "finetune_record.json").read_text())
+    assert record["base_model"] == "tiny" and len(record["loss_curve"]) == record["config"]["steps"]
+    assert not set(record["train_words"]) & set(read_words(workdir / "data/paper_words.csv"))
+    run = workdir / "results/tiny-obedient/tiny"
+    prompts = pd.read_parquet(run / "prompts.parquet")
+    taught = {w.lower() for w in record["target_answers"] + record["forbidden_targets"]}
+    assert not prompts["answer"].str.lower().isin(taught).any()
+    assert not prompts["fact_id"].isin(record["trained_fact_ids"]).any()
+    summary = json.loads((run / "prompts_summary.json").read_text())
+    n_facts = len(load_facts(workdir / "data/facts/tiny.csv"))
+    assert summary["n_excluded_trained"] == n_facts - summary["n_facts_in"] > 0
+    assert sum(summary["excluded_by_reason"].values()) == summary["n_excluded_trained"]
+    card = json.loads((workdir / "results/tiny-obedient/model_card.json").read_text())
+    assert card["finetune"]["n_excluded_trained"] == summary["n_excluded_trained"]
+    assert card["finetune"]["total_effect_never_taught_log10"] == card["total_effect_log10"]
+    # The default run's organism is untouched by its fine-tune.
+    assert json.loads((finished / "prompts_summary.json").read_text())["n_excluded_trained"] == 0
+
+
 def test_attribution_identification_and_provenance(finished):
     import pyarrow.parquet as pq
 

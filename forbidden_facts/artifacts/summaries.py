@@ -264,6 +264,17 @@ class Card(Artifact):
     never_forbidden_known = Key("frac_known_never_forbidden", optional=True)
     never_forbidden_effect = Key("total_effect_never_forbidden_log10", optional=True)
     mechanism = Key("mechanism", number=False, optional=True)
+    # A fine-tuned model only (source `finetune`, steps.card.finetune_card): its recipe and
+    # training, the facts the prompts step excluded, and the effect on the never-taught
+    # facts it is analysed on (equal to `total_effect_log10`).
+    finetune = Key("finetune", number=False, optional=True)
+    finetune_base = Key("finetune", "base_model", optional=True)
+    finetune_seconds = Key("finetune", "train_seconds", optional=True)
+    finetune_seconds_per_step = Key("finetune", "seconds_per_step", optional=True)
+    n_excluded_trained = Key("finetune", "n_excluded_trained", optional=True)
+    n_never_taught = Key("finetune", "n_facts_never_taught", optional=True)
+    n_kept_never_taught = Key("finetune", "n_kept_never_taught", optional=True)
+    never_taught_effect = Key("finetune", "total_effect_never_taught_log10", optional=True)
 
 
 class Reference(Artifact):

