@@ -26,7 +26,7 @@ from pathlib import Path
 log = logging.getLogger("forbidden_facts")
 
 # The stage modules, in DAG order: one per file in workflow/rules/.
-STAGES = ("model", "prompts", "attribution", "heads", "attack", "figures", "paper")
+STAGES = ("model", "prompts", "attribution", "shift", "heads", "attack", "figures", "paper")
 
 
 def find_step(name: str) -> Callable | None:

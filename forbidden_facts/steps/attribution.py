@@ -29,10 +29,17 @@ def shard_of(scatteritem: str) -> tuple[int, int]:
     return int(i) - 1, int(n)
 
 
-def attribution_shard(job) -> None:
+def attribute_facts(job, shard: int, n: int) -> tuple[pd.DataFrame, int]:
+    """First-order patching of the job's model on shard `shard` of `n` of the kept facts.
+
+    The kept facts are those of ``job.input.inference``; the model is ``job.input.model``
+    (the base model's attribution runs it on a derived model's kept facts and prompts).
+
+    Returns:
+        (the long attribution table, the number of facts in the shard).
+    """
     from ..patching import attribute, shard_facts
 
-    shard, n = shard_of(job.wildcards.scatteritem)
     prompts = kept_prompts(job.input.prompts, job.input.inference)
     order = list(dict.fromkeys(prompts["fact_id"]))
     mine = set(shard_facts(order, shard, n))
@@ -54,12 +61,18 @@ def attribution_shard(job) -> None:
     )
     columns = ["fact_id", "pair", "direction", "component", "delta_logodds"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return table, len(mine)
+
+
+def attribution_shard(job) -> None:
+    shard, n = shard_of(job.wildcards.scatteritem)
+    table, n_facts = attribute_facts(job, shard, n)
     io.write_parquet(
         job.output[0],
         table,
         provenance=inherit(job.input.inference, shard=job.wildcards.scatteritem),
     )
-    log.info("shard %d of %d: %d facts, %d rows", shard + 1, n, len(mine), len(table))
+    log.info("shard %d of %d: %d facts, %d rows", shard + 1, n, n_facts, len(table))
 
 
 def merge_attribution(job) -> None:
@@ -102,9 +115,11 @@ def cumulative_patching(job) -> None:
     from ..identification import (
         bootstrap_n_star,
         cumulative_curve,
+        dynamic_curve,
         fact_interval,
         k_shares,
         logodds_scale,
+        n_star,
         n_star_context,
         noise_tolerance,
         promotive_summary,
@@ -133,6 +148,10 @@ def cumulative_patching(job) -> None:
     total, total_low, total_high = fact_interval(effect, fact_ids)
     k = values.shape[1]
     curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
+    dynamic = None
+    if params["dynamic_order"]:
+        dynamic = _dynamic_values(job, model, tokenizer, prompts, order[:k], fact_ids, pairs)
+        curve = curve.assign(**dynamic_curve(dynamic))
     ci_low, ci_high, ci_share = bootstrap_n_star(
         values, effect, fact_ids, params["n_bootstrap"], params["seed"]
     )
@@ -166,7 +185,13 @@ def cumulative_patching(job) -> None:
         "n_suppressive_significant": int((comps["role"] == "suppressive").sum()),
         **promotive_summary(comps),
         "curve_k_max": int(k),
+        "dynamic_order": dynamic is not None,
     }
+    if dynamic is not None:
+        # The paper's per-pair order, on the same curve length as the fixed order.
+        dyn_mean = curve["mean_log10_dynamic"].to_numpy()
+        summary["n_star_dynamic"] = n_star(dyn_mean, total)
+        summary.update({f"{key}_dynamic": v for key, v in k_shares(dyn_mean, total).items()})
     prov = inherit(job.input.components)
     io.write_parquet(job.output.curve, curve, provenance=prov)
     with io.atomic_path(job.output.pairs) as tmp:
@@ -177,6 +202,7 @@ def cumulative_patching(job) -> None:
             pair=np.asarray(pairs),
             components=np.asarray(order[:k]),
             effect_log10=effect,
+            **({"values_log10_dynamic": dynamic} if dynamic is not None else {}),
         )
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
@@ -187,3 +213,27 @@ def cumulative_patching(job) -> None:
         summary["n_star_degenerate_reason"],
         top["component"],
     )
+
+
+def _dynamic_values(job, model, tokenizer, prompts, order, fact_ids, pairs) -> np.ndarray:
+    """Cumulative log10 BF per pair, each pair patched in its own order (the paper's dynamic
+    order), for k = 1..len(order); rows in the fixed-order curve's pair order."""
+    from ..identification import dynamic_orders
+    from ..patching import cumulative
+    from ..units import to_log10
+
+    attribution = io.read_parquet(job.input.attribution)
+    orders = dynamic_orders(attribution, list(dict.fromkeys(attribution["component"])))
+    m = job.params.model
+    values, dyn_facts, dyn_pairs = cumulative(
+        model,
+        tokenizer,
+        prompts,
+        order,
+        batch_size=m["attribution_batch_size"],
+        row_batch=m["row_batch"],
+        pair_orders=orders,
+    )
+    if (dyn_facts, dyn_pairs) != (list(fact_ids), list(pairs)):
+        raise RuntimeError("the dynamic-order pass met the pairs in another order")
+    return to_log10(values)
