@@ -45,6 +45,8 @@ KIND_COLORS = {"c": "#d62728", "nc0": "#1f77b4", "nc1": "#2ca02c"}
 TYPE_COLORS = {"embed": "#7f7f7f", "head": "#1f77b4", "mlp": "#ff7f0e"}
 SUPPRESSIVE_COLOR = "#1f77b4"
 PROMOTIVE_COLOR = "#d62728"
+DYNAMIC_COLOR = "#2ca02c"
+ROLE_CHANGED_COLOR = "#d62728"
 NC_TO_C_LOG10 = "mean nc\u2192c effect (log10 BF)"
 
 
@@ -261,8 +263,26 @@ def cumulative(
             color=SUPPRESSIVE_COLOR,
             marker="o",
             markersize=2.5,
-            label="mean over pairs",
+            label="mean over pairs" + (" (fixed order)" if "mean_log10_dynamic" in curve else ""),
         )
+        if "mean_log10_dynamic" in curve:
+            # Each pair in its own order (identification.dynamic_order).
+            ax.fill_between(
+                k,
+                -curve["q975_log10_dynamic"].to_numpy(dtype=float),
+                -curve["q025_log10_dynamic"].to_numpy(dtype=float),
+                color=DYNAMIC_COLOR,
+                alpha=0.15,
+            )
+            n_dyn = summary.get("n_star_dynamic")
+            ax.plot(
+                k,
+                -curve["mean_log10_dynamic"].to_numpy(dtype=float),
+                color=DYNAMIC_COLOR,
+                linestyle="--",
+                label="mean over pairs (each pair's own order)"
+                + (f", N* = {int(n_dyn)}" if n_dyn is not None else ""),
+            )
         if total is not None and np.isfinite(total):
             ax.axhline(total, color="black", linestyle="--", label=f"total effect = {total:.2f}")
         if n_star is not None:
@@ -768,3 +788,85 @@ def attack_tokens(
     _title(fig, "Attack tokens per suppressor head", title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     _save(fig, png, pdf)
+
+
+def component_shift(
+    shift: pd.DataFrame, png: PathLike, pdf: PathLike, title: str = "", base: str = ""
+) -> None:
+    """Each component's effect before (the base model) and after, on the same facts.
+
+    One point per component: x its mean nc->c log10 BF in the base model, y in the
+    derived model, with the 95% intervals over facts as error bars. Points off the
+    diagonal changed; components whose role changed (suppressive, promotive, neutral)
+    are drawn in red and the largest of them named.
+
+    Args:
+        shift: The table of `shift.component_shift` (``before_`` / ``after_``
+            ``mean_log10``, ``ci_low``, ``ci_high``, ``role_changed``, ``component``).
+        png: Output PNG path.
+        pdf: Output PDF path.
+        title: Model / dataset name for the figure title.
+        base: The base model's name, for the x label.
+    """
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if len(shift) == 0:
+        _note(ax, "no components")
+    else:
+        changed = shift["role_changed"].astype(bool).to_numpy()
+        for mask, color, label, z in (
+            (~changed, "0.55", "same role", 2),
+            (changed, ROLE_CHANGED_COLOR, f"role changed ({int(changed.sum())})", 3),
+        ):
+            part = shift[mask]
+            if not len(part):
+                continue
+            ax.errorbar(
+                part["before_mean_log10"],
+                part["after_mean_log10"],
+                xerr=_shift_err(part, "before"),
+                yerr=_shift_err(part, "after"),
+                fmt="o",
+                markersize=3,
+                color=color,
+                ecolor=color,
+                elinewidth=0.6,
+                alpha=0.8,
+                label=label,
+                zorder=z,
+            )
+        lo = float(np.nanmin(shift[["before_ci_low", "after_ci_low"]].to_numpy(dtype=float)))
+        hi = float(np.nanmax(shift[["before_ci_high", "after_ci_high"]].to_numpy(dtype=float)))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo = float(shift[["before_mean_log10", "after_mean_log10"]].min().min())
+            hi = float(shift[["before_mean_log10", "after_mean_log10"]].max().max())
+        pad = 0.05 * max(hi - lo, 1e-6)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=0.8, ls="--")
+        ax.axhline(0, color="0.7", lw=0.6)
+        ax.axvline(0, color="0.7", lw=0.6)
+        named = shift[changed].head(8)
+        for row in named.itertuples():
+            ax.annotate(
+                row.component,
+                (row.before_mean_log10, row.after_mean_log10),
+                fontsize="x-small",
+                xytext=(3, 3),
+                textcoords="offset points",
+                color=ROLE_CHANGED_COLOR,
+            )
+        ax.legend(loc="upper left", fontsize="small")
+    ax.set_xlabel(f"before{f' ({base})' if base else ''}: {NC_TO_C_LOG10}")
+    ax.set_ylabel(f"after: {NC_TO_C_LOG10}")
+    _title(fig, "Per-component effect before and after", title)
+    fig.tight_layout()
+    _save(fig, png, pdf)
+
+
+def _shift_err(df: pd.DataFrame, side: str) -> np.ndarray:
+    renamed = df.rename(
+        columns={
+            f"{side}_mean_log10": "mean_log10",
+            f"{side}_ci_low": "ci_low",
+            f"{side}_ci_high": "ci_high",
+        }
+    )
+    return _xerr(renamed)
