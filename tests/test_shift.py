@@ -100,9 +100,7 @@ def test_paper_section_only_with_a_derived_model():
         "n_kept_by_base": 4,
     }
     run = {"model": "tiny-b", "base": "tiny", "dataset": "tiny", "summary": summary}
-    tex = render(
-        template, paper_context([{**run, "table": table}], "figures/component_shift.pdf")
-    )
+    tex = render(template, paper_context([{**run, "table": table}], "figures/component_shift.pdf"))
     assert r"\section{What the fine-tune changed" in tex
     assert r"\includegraphics" in tex and "figures/component_shift.pdf" in tex
     text = tex.replace("{}", "")  # the templates write "({}" where jinja needs it
