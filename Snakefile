@@ -37,6 +37,7 @@ scattergather:
 include: "workflow/rules/model.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/shift.smk"
 include: "workflow/rules/heads.smk"
 include: "workflow/rules/attack.smk"
 include: "workflow/rules/card.smk"

@@ -326,6 +326,19 @@ def check_run_names(config: dict) -> None:
             )
 
 
+def check_bases(config: dict) -> None:
+    """Every `models.<name>.base` names another declared model (config already validated)."""
+    for name, model in config["models"].items():
+        base = model["base"]
+        if base is not None and (base not in config["models"] or base == name):
+            why = "the model itself" if base == name else "not a declared model"
+            raise ConfigError(
+                f"config `models.{name}.base` names {base!r}, which is {why} (declared: "
+                f"{', '.join(sorted(config['models']))}). Set it to the configured model "
+                f"{name} was derived from, or to null for no before/after comparison."
+            )
+
+
 def check_input_files(config: dict, root: str | Path = ".") -> None:
     """Local files named in config must exist before anything runs (names the key to fix)."""
     root = Path(root)

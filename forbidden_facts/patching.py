@@ -12,7 +12,7 @@ batches. Cumulative patching adds the top-k components' deltas together.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -325,11 +325,17 @@ def cumulative(
     row_batch: int = 4096,
     vocab: VocabIndex | None = None,
     progress: bool = True,
+    pair_orders: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Patch the top-k components (nc->c) together for k = 1..len(order_labels).
 
     This is the second pass over the facts: the forward passes are re-run rather
     than storing every component of every prompt.
+
+    Args:
+        pair_orders: The dynamic order: ``{(fact_id, pair): labels}``, each pair patched
+            in its own order (`identification.dynamic_orders`) up to k =
+            len(order_labels); None patches every pair in `order_labels`.
 
     Returns:
         (values, fact_ids, pairs): values[p, k-1] is the natural log BF of pair p
@@ -354,7 +360,12 @@ def cumulative(
             for pair in PAIRS:
                 c, nc = dec["c"], dec[pair]
                 lo_nc = base_logodds(model, nc.resid, ids, valid)
-                deltas = (c.components - nc.components)[:, order.to(c.components.device)]
+                if pair_orders is None:
+                    deltas = (c.components - nc.components)[:, order.to(c.components.device)]
+                else:
+                    own = _own_orders(pair_orders, part["fact_id"], pair, index, len(order))
+                    rows = torch.arange(len(part))[:, None]
+                    deltas = (c.components - nc.components)[rows, own.to(c.components.device)]
                 lo, _ = patched_logodds(
                     model, nc.resid, deltas.cumsum(dim=1), ids, valid, row_batch
                 )
@@ -362,6 +373,27 @@ def cumulative(
                 fact_ids += list(part["fact_id"])
                 pairs += [pair] * len(part)
     return np.concatenate(results, axis=0), fact_ids, pairs
+
+
+def _own_orders(
+    pair_orders: Mapping[tuple[str, str], Sequence[str]],
+    fact_ids,
+    pair: str,
+    index: dict[str, int],
+    k: int,
+) -> Int[Tensor, "batch k"]:
+    """Component indices of each fact's own order for `pair`, its first k."""
+    out = []
+    for fact in fact_ids:
+        labels = pair_orders.get((str(fact), pair))
+        if labels is None or len(labels) < k:
+            raise ValueError(
+                f"no dynamic order of {k} components for fact {fact!r}, pair {pair}: the "
+                "orders come from this model's attribution.parquet on the same kept facts; "
+                "rerun merge_attribution"
+            )
+        out.append([index[lbl] for lbl in labels[:k]])
+    return torch.tensor(out, dtype=torch.long)
 
 
 def shard_facts(fact_ids: list[str], shard: int, n_shards: int) -> list[str]:

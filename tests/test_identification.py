@@ -164,3 +164,41 @@ def test_n_star_degenerate_rules():
     # Clear overshoot but more than half the components.
     ctx = n_star_context(clear, 3.05, n_star(clear, 3.05), 40)
     assert ctx["n_star_degenerate"] and "half" in ctx["n_star_degenerate_reason"]
+
+
+def test_dynamic_order_beats_the_fixed_order_in_summed_deltas_at_every_k():
+    from forbidden_facts.identification import dynamic_curve, dynamic_orders
+
+    # Pairs disagree on which component suppresses most, so the fixed order (the mean)
+    # is not every pair's best.
+    rng = np.random.default_rng(1)
+    labels = ["EMBED", "L0H0ATN", "L0H1ATN", "L0MLP", "L1H0ATN", "L1MLP"]
+    rows = []
+    for f in range(6):
+        for pair in ("nc0", "nc1"):
+            for comp in labels:
+                value = rng.normal(0, 1)
+                rows.append((f"f{f}", pair, "nc_to_c", comp, value))
+                rows.append((f"f{f}", pair, "c_to_nc", comp, -value))
+    attr = pd.DataFrame(
+        rows, columns=["fact_id", "pair", "direction", "component", "delta_logodds"]
+    )
+    orders = dynamic_orders(attr, labels)
+    assert len(orders) == 12 and all(sorted(o) == sorted(labels) for o in orders.values())
+    fixed = list(rank_components(attr, labels).component)
+    wide = attr[attr.direction == "nc_to_c"].set_index(["fact_id", "pair", "component"])
+    gained = False
+    for key, own in orders.items():
+        vals = wide["delta_logodds"]
+        dyn = np.cumsum([vals[(*key, c)] for c in own])
+        fix = np.cumsum([vals[(*key, c)] for c in fixed])
+        assert (dyn <= fix + 1e-12).all()  # at least as suppressive at every k
+        assert dyn[-1] == pytest.approx(fix[-1])  # all components: the same sum
+        gained |= bool((dyn < fix - 1e-9).any())
+    assert gained
+    # Ties go to the residual order.
+    tie = attr.assign(delta_logodds=0.0)
+    assert dynamic_orders(tie, labels)[("f0", "nc0")] == labels
+    curve = dynamic_curve(np.array([[-1.0, -2.0], [-3.0, -4.0]]))
+    assert list(curve["mean_log10_dynamic"]) == [-2.0, -3.0]
+    assert curve["q025_log10_dynamic"][0] < curve["q975_log10_dynamic"][0]

@@ -161,3 +161,39 @@ def test_baselines_do_not_depend_on_how_rows_are_chunked(tok_model, tokenizer, p
         zero = torch.zeros(len(resid), 1, resid.shape[1])
         one_by_one = patched_logodds(tok_model, resid, zero, ids, valid, row_batch=1)[0][:, 0]
         assert torch.equal(base_logodds(tok_model, resid, ids, valid), one_by_one)
+
+
+def test_dynamic_order_patches_each_pair_in_its_own_order(tok_model, tokenizer, prompts):
+    from forbidden_facts.identification import dynamic_orders
+
+    table = pd.concat(list(attribute(tok_model, tokenizer, prompts, batch_size=2, progress=False)))
+    labels = list(dict.fromkeys(table.component))
+    orders = dynamic_orders(table, labels)
+    fixed, fact_ids, pairs = cumulative(
+        tok_model, tokenizer, prompts, labels, batch_size=2, progress=False
+    )
+    dyn, dyn_facts, dyn_pairs = cumulative(
+        tok_model, tokenizer, prompts, labels, batch_size=2, progress=False, pair_orders=orders
+    )
+    assert (dyn_facts, dyn_pairs) == (fact_ids, pairs)
+    # Every component patched: the same set in both orders, so the other prompt's log BF.
+    np.testing.assert_allclose(dyn[:, -1], fixed[:, -1], atol=1e-4)
+    # k = 1 patches the pair's own most suppressive component: its first-order delta.
+    nc_to_c = table[table.direction == "nc_to_c"].set_index(["fact_id", "pair", "component"])
+    for row, key in enumerate(zip(fact_ids, pairs, strict=True)):
+        own = orders[key]
+        deltas = nc_to_c.loc[[(*key, c) for c in own], "delta_logodds"].to_numpy()
+        assert deltas[0] == deltas.min()
+        assert abs(dyn[row, 0] - deltas[0]) < 1e-4
+    # Each pair's first component is at least as suppressive as the fixed order's first.
+    assert (dyn[:, 0] <= fixed[:, 0] + 1e-5).all()
+    # A pair missing from the orders is named.
+    with pytest.raises(ValueError, match="no dynamic order"):
+        cumulative(
+            tok_model,
+            tokenizer,
+            prompts,
+            labels[:3],
+            progress=False,
+            pair_orders={k: v for k, v in orders.items() if k[0] != "f1"},
+        )

@@ -118,6 +118,10 @@ class Attribution(Artifact):
     top_promotive = Key("top_promotive", 0)
     head_share = Key("head_share")
     curve_k_max = Key("curve_k_max", number=False)
+    # The per-pair ("dynamic") order (config identification.dynamic_order); the k-shares of
+    # its curve are the fixed order's keys with the suffix "_dynamic" (k90_dynamic, ...).
+    dynamic_order = Key("dynamic_order", number=False)
+    n_star_dynamic = Key("n_star_dynamic")
 
 
 class AttackExample(Artifact):

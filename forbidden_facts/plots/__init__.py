@@ -31,6 +31,7 @@ from .attribution import (  # noqa: E402
 from .common import DPI, KIND_COLORS, KIND_LABELS, TYPE_COLORS, Drawn, Panel, drawn  # noqa: E402
 from .heads import attention_pattern, head_statistics  # noqa: E402
 from .inference import overview  # noqa: E402
+from .shift import component_shift  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -43,6 +44,7 @@ __all__ = [
     "attack_tokens",
     "attack_vs_control",
     "attention_pattern",
+    "component_shift",
     "cumulative",
     "cumulative_note",
     "head_statistics",

@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 
 from ..artifacts import Attribution as S
 from .common import (
+    DYNAMIC_COLOR,
     NC_TO_C_LOG10,
     PROMOTIVE_COLOR,
     SUPPRESSIVE_COLOR,
@@ -112,8 +113,26 @@ def cumulative(
             color=SUPPRESSIVE_COLOR,
             marker="o",
             markersize=2.5,
-            label="mean over pairs",
+            label="mean over pairs" + (" (fixed order)" if "mean_log10_dynamic" in curve else ""),
         )
+        if "mean_log10_dynamic" in curve:
+            # Each pair in its own order (identification.dynamic_order).
+            ax.fill_between(
+                k,
+                -curve["q975_log10_dynamic"].to_numpy(dtype=float),
+                -curve["q025_log10_dynamic"].to_numpy(dtype=float),
+                color=DYNAMIC_COLOR,
+                alpha=0.15,
+            )
+            n_dyn = summary.get(S.n_star_dynamic)
+            ax.plot(
+                k,
+                -curve["mean_log10_dynamic"].to_numpy(dtype=float),
+                color=DYNAMIC_COLOR,
+                linestyle="--",
+                label="mean over pairs (each pair's own order)"
+                + (f", N* = {int(n_dyn)}" if n_dyn is not None else ""),
+            )
         if total is not None and np.isfinite(total):
             ax.axhline(total, color="black", linestyle="--", label=f"total effect = {total:.2f}")
         if n_star is not None:

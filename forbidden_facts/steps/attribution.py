@@ -30,16 +30,26 @@ def shard_of(scatteritem: str) -> tuple[int, int]:
     return int(i) - 1, int(n)
 
 
-def attribution_shard(job) -> None:
+def attribute_facts(
+    job, shard: int, n: int, model_name: str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """First-order patching of the job's model on shard `shard` of `n` of the kept facts.
+
+    The kept facts are those of ``job.input.inference``; the model is ``job.input.model``
+    (the base model's attribution runs it on a derived model's kept facts and prompts,
+    with the settings of `model_name`, the base; None: the job's ``{model}``).
+
+    Returns:
+        (the long attribution table, the number of facts in the shard).
+    """
     from ..patching import attribute, shard_facts
 
-    shard, n = shard_of(job.wildcards.scatteritem)
     prompts = kept_prompts(io.read_parquet(job.input.prompts), io.read_parquet(job.input.inference))
     order = list(dict.fromkeys(prompts["fact_id"]))
     mine = set(shard_facts(order, shard, n))
     prompts = prompts[prompts["fact_id"].isin(mine)]
-    model, tokenizer = load(job, attn_implementation="sdpa")
-    m = settings(job)
+    model, tokenizer = load(job, attn_implementation="sdpa", model=model_name)
+    m = settings(job, model_name)
     frames = (
         list(
             attribute(
@@ -58,12 +68,18 @@ def attribution_shard(job) -> None:
         if frames
         else pd.DataFrame(columns=list(ATTRIBUTION_COLUMNS))
     )
+    return table, len(mine)
+
+
+def attribution_shard(job) -> None:
+    shard, n = shard_of(job.wildcards.scatteritem)
+    table, n_facts = attribute_facts(job, shard, n)
     io.write_parquet(
         job.output[0],
         table,
         provenance=inherit(job.input.inference, shard=job.wildcards.scatteritem),
     )
-    log.info("shard %d of %d: %d facts, %d rows", shard + 1, n, len(mine), len(table))
+    log.info("shard %d of %d: %d facts, %d rows", shard + 1, n, n_facts, len(table))
 
 
 def merge_attribution(job) -> None:
@@ -108,7 +124,10 @@ def cumulative_patching(job) -> None:
         attribution_summary,
         bootstrap_n_star,
         cumulative_curve,
+        dynamic_curve,
+        k_shares,
         logodds_scale,
+        n_star,
         noise_tolerance,
     )
     from ..inference import pair_bayes_factors
@@ -135,13 +154,24 @@ def cumulative_patching(job) -> None:
     )
     k = values.shape[1]
     curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
+    dynamic = None
+    if params["dynamic_order"]:
+        dynamic = _dynamic_values(job, model, tokenizer, prompts, order[:k], fact_ids, pairs)
+        curve = curve.assign(**dynamic_curve(dynamic))
     n_star_ci = bootstrap_n_star(values, effect, fact_ids, params["n_bootstrap"], params["seed"])
     tolerance = noise_tolerance(m.dtype, logodds_scale(inference)) / LN10
     summary = {
         S.model_name: job.wildcards.model,
         S.dataset_name: job.wildcards.dataset,
         **attribution_summary(comps, values, effect, fact_ids, ns, n_star_ci, tolerance),
+        S.dynamic_order: dynamic is not None,
     }
+    if dynamic is not None:
+        # The paper's per-pair order, on the same curve length as the fixed order.
+        dyn_mean = curve["mean_log10_dynamic"].to_numpy()
+        total = summary[S.total_effect]
+        summary[S.n_star_dynamic] = n_star(dyn_mean, total)
+        summary.update({f"{key}_dynamic": v for key, v in k_shares(dyn_mean, total).items()})
     prov = inherit(job.input.components)
     io.write_parquet(job.output.curve, curve, provenance=prov)
     with io.atomic_path(job.output.pairs) as tmp:
@@ -152,6 +182,7 @@ def cumulative_patching(job) -> None:
             pair=np.asarray(pairs),
             components=np.asarray(order[:k]),
             effect_log10=effect,
+            **({"values_log10_dynamic": dynamic} if dynamic is not None else {}),
         )
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
@@ -162,3 +193,27 @@ def cumulative_patching(job) -> None:
         summary[S.n_star_reason],
         summary[S.top_component],
     )
+
+
+def _dynamic_values(job, model, tokenizer, prompts, order, fact_ids, pairs) -> np.ndarray:
+    """Cumulative log10 BF per pair, each pair patched in its own order (the paper's dynamic
+    order), for k = 1..len(order); rows in the fixed-order curve's pair order."""
+    from ..identification import dynamic_orders
+    from ..patching import cumulative
+    from ..units import to_log10
+
+    attribution = io.read_parquet(job.input.attribution)
+    orders = dynamic_orders(attribution, list(dict.fromkeys(attribution["component"])))
+    m = settings(job)
+    values, dyn_facts, dyn_pairs = cumulative(
+        model,
+        tokenizer,
+        prompts,
+        order,
+        batch_size=m.attribution_batch_size,
+        row_batch=m.row_batch,
+        pair_orders=orders,
+    )
+    if (dyn_facts, dyn_pairs) != (list(fact_ids), list(pairs)):
+        raise RuntimeError("the dynamic-order pass met the pairs in another order")
+    return to_log10(values)

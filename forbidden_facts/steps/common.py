@@ -22,16 +22,21 @@ RUNTIME_KEYS = (
 )
 
 
-def settings(job) -> ModelSettings:
+def settings(job, model: str | None = None) -> ModelSettings:
     """The job's model settings, typed: what changes results from its params, the rest
     (RUNTIME_KEYS) from the job's config.
 
     Under Snakemake the validated `models.<name>` block is the base, so every value is
     the config's; a step run by hand (``forbidden-facts run-step --params``) gets the
     schema's defaults for the keys its params leave out.
+
+    Args:
+        job: The Snakemake job (or the namespace of ``forbidden-facts run-step``).
+        model: The configured model whose settings apply; None: the job's ``{model}``
+            (the comparison's base-model jobs name the base here).
     """
     config = getattr(job, "config", None) or {}
-    model = getattr(getattr(job, "wildcards", None), "model", None)
+    model = model or getattr(getattr(job, "wildcards", None), "model", None)
     block = dict(config.get("models", {}).get(model, {}))
     return ModelSettings.from_config({**block, **dict(job.params.model)})
 
@@ -50,14 +55,17 @@ def section_settings(job, section: str) -> dict:
     return values
 
 
-def load(job, attn_implementation: str = "eager"):
+def load(job, attn_implementation: str = "eager", model: str | None = None):
+    """The job's model (``job.input.model``) and tokenizer, placed by `settings` of `model`."""
     import torch
 
     from ..modeling import load_model
 
     torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
     return load_model(
-        job.input.model, attn_implementation=attn_implementation, **settings(job).load_kwargs()
+        job.input.model,
+        attn_implementation=attn_implementation,
+        **settings(job, model).load_kwargs(),
     )
 
 

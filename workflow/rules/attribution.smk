@@ -64,6 +64,8 @@ rule cumulative_patching:
         prompts=rules.prompts.output.prompts,
         inference=rules.inference.output.table,
         components=rules.rank_components.output[0],
+        # Only with identification.dynamic_order: each pair's own order.
+        attribution=get_cumulative_attribution,
     output:
         curve="results/{model}/{dataset}/cumulative.parquet",
         pairs="results/{model}/{dataset}/cumulative_pairs.npz",

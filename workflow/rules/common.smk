@@ -12,6 +12,7 @@ from forbidden_facts.config import (
     archive_tag,
     coerce_config,
     prefer_local_paths,
+    check_bases,
     check_config,
     check_input_files,
     check_local_models,
@@ -31,6 +32,7 @@ prefer_local_paths(config)
 check_config(config, SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
+check_bases(config)
 check_input_files(config)
 check_word_files(config)
 check_scatter(workflow.resource_settings.overwrite_scatter)
@@ -243,6 +245,11 @@ def get_final_outputs():
                 f"{base}/figures/attack_vs_control.png",
                 f"{base}/figures/attack_tokens.png",
             ]
+            if config["models"][model]["base"] is not None:
+                targets += [
+                    f"{base}/component_shift.parquet",
+                    f"{base}/figures/component_shift.png",
+                ]
     if config["run"]["paper"]:
         # The PDF only where TeX is available; the archive always.
         targets.append("results/archive/forbidden-facts-%s.tar.gz" % get_tag())
@@ -306,3 +313,50 @@ PDF_SKIPPED = (
     "(sudo apt-get install -y latexmk texlive-latex-base texlive-latex-recommended "
     "texlive-fonts-recommended) or run with --sdm conda, then rerun snakemake."
 )
+
+
+# The before/after comparison (workflow/rules/shift.smk): models of config `run` whose
+# block names `base`, the configured model they were derived from.
+SHIFT_MODELS = [
+    m for m in config["run"]["models"] if config["models"][m]["base"] is not None
+]
+# Its (model, dataset) pairs in RUN_MODELS order: the paper's comparison section.
+SHIFT_RUN = [(m, d) for m, d in zip(RUN_MODELS, RUN_DATASETS) if m in SHIFT_MODELS]
+SHIFT_RUN_MODELS = [m for m, _ in SHIFT_RUN]
+SHIFT_RUN_DATASETS = [d for _, d in SHIFT_RUN]
+
+
+def per_shift_run(pattern, first=False):
+    """One path per (derived model, dataset) pair of config `run` (only the first: `first`)."""
+    n = 1 if first else len(SHIFT_RUN)
+    return expand(
+        _as_written(pattern),
+        zip,
+        model=SHIFT_RUN_MODELS[:n],
+        dataset=SHIFT_RUN_DATASETS[:n],
+    )
+
+
+def get_base_model_dir(wildcards):
+    """The base model's directory: the comparison runs it on the derived model's facts."""
+    return f"resources/models/{config['models'][wildcards.model]['base']}"
+
+
+def get_base_name(wildcards):
+    return config["models"][wildcards.model]["base"]
+
+
+def get_base_model_params(wildcards):
+    """What of the base model's block changes its results: its dtype (as get_model_params)."""
+    return {"dtype": config["models"][get_base_name(wildcards)]["dtype"]}
+
+
+def get_base_dtype(wildcards):
+    return config["models"][get_base_name(wildcards)]["dtype"]
+
+
+def get_cumulative_attribution(wildcards):
+    """The per-pair first-order effects, which the dynamic order needs (none when off)."""
+    if not config["identification"]["dynamic_order"]:
+        return []
+    return f"results/{wildcards.model}/{wildcards.dataset}/attribution.parquet"

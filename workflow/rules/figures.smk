@@ -127,3 +127,26 @@ rule figures_attack:
         "../../envs/plot.yaml"
     script:
         "../../scripts/figures_attack.py"
+
+
+rule figure_component_shift:
+    input:
+        shift=rules.component_shift.output.table,
+    output:
+        png=report(
+            "results/{model}/{dataset}/figures/component_shift.png",
+            caption="../report/component_shift.rst",
+            category="2. Suppressive components",
+            subcategory="{model} / {dataset}",
+        ),
+        pdf="results/{model}/{dataset}/figures/component_shift.pdf",
+    log:
+        "logs/figure_component_shift/{model}/{dataset}.log",
+    wildcard_constraints:
+        model=_alternation(SHIFT_MODELS),
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        base=get_base_name,
+    script:
+        "../../scripts/figure_component_shift.py"

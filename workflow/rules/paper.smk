@@ -96,13 +96,45 @@ rule tables:
         "../../scripts/tables.py"
 
 
+# The before/after comparison of every derived model of config `run` (shift.smk): a
+# section of the paper, empty (a LaTeX comment) when no model names a `base`.
+rule table_component_shift:
+    input:
+        tables=per_shift_run(rules.component_shift.output.table),
+        summaries=per_shift_run(rules.component_shift.output.summary),
+        template="paper/templates/component_shift.tex.j2",
+    output:
+        report(
+            "results/paper/tables/component_shift.tex",
+            caption="../report/tables.rst",
+            category="5. Tables",
+        ),
+    log:
+        "logs/table_component_shift/table_component_shift.log",
+    conda:
+        "../../envs/latex.yaml"
+    params:
+        models=SHIFT_RUN_MODELS,
+        datasets=SHIFT_RUN_DATASETS,
+        bases={m: config["models"][m]["base"] for m in SHIFT_MODELS},
+    script:
+        "../../scripts/table_component_shift.py"
+
+
 rule paper_sources:
     input:
         main="paper/main.tex",
         values=rules.tables.output.values,
         findings=rules.tables.output.findings,
-        tables=[rules.tables.output[name] for name in PAPER_TABLES],
-        figures=first_run(PAPER_FIGURES),
+        tables=[
+            *[rules.tables.output[name] for name in PAPER_TABLES],
+            rules.table_component_shift.output[0],
+        ],
+        # The comparison's figure: that of the first derived model of config `run`.
+        figures=[
+            *first_run(PAPER_FIGURES),
+            *per_shift_run(rules.figure_component_shift.output.pdf, first=True),
+        ],
     output:
         directory("results/paper/source"),
     log:
@@ -140,6 +172,13 @@ rule archive:
         artifacts=per_run(RUN_ARTIFACTS),
         cards=rules.tables.input.cards,
         tables=rules.tables.output,
+        shift=[
+            *per_shift_run(rules.base_inference.output),
+            *per_shift_run(rules.merge_base_attribution.output),
+            *per_shift_run(rules.component_shift.output),
+            *per_shift_run(rules.figure_component_shift.output),
+            rules.table_component_shift.output[0],
+        ],
         sources=rules.paper_sources.output[0],
         paper=rules.paper.output if BUILD_PDF else [],
     output:
