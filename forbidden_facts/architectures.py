@@ -44,6 +44,17 @@ class AdapterMismatch(RuntimeError):
     """A model whose modules do not have the layout its adapter expects."""
 
 
+def rms_scale(x: Float[Tensor, "*rows d_model"], eps: float) -> Float[Tensor, "*rows"]:
+    """1 / rms of each row, as an RMSNorm computes it: ``rsqrt(mean(x^2) + eps)``.
+
+    The one RMSNorm formula of the package: `Norm` (every family's norms), the final
+    norm's `forbidden_facts.decompose.inv_rms` and the OV circuit use it.
+    """
+    import torch
+
+    return torch.rsqrt(x.pow(2).mean(-1) + eps)
+
+
 @dataclass(frozen=True)
 class Norm:
     """A normalisation layer as data: ``rms`` (x * gain / rms(x)) or ``layer`` (LayerNorm).
@@ -59,12 +70,10 @@ class Norm:
 
     def scale(self, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows 1"]:
         """1 / rms (or 1 / std for LayerNorm) of each row, float32."""
-        import torch
-
         x = x.float()
         if self.kind == "layer":
             x = x - x.mean(-1, keepdim=True)
-        return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return rms_scale(x, self.eps).unsqueeze(-1)
 
     def __call__(self, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
         """The norm applied to rows, in float32 (a pure function of x and the weights)."""

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .architectures import AdapterMismatch, adapter_for, softcap
+from .architectures import AdapterMismatch, adapter_for, rms_scale, softcap
 from .components import component_labels, parse_label  # noqa: F401 (re-exported)
 from .modeling import Batch, input_device
 
@@ -192,15 +192,6 @@ def rms_linear(model) -> bool:
     ad = adapter_for(model)
     norm = ad.final_norm
     return norm.kind == "rms" and ad.unembed_bias is None and ad.logit_softcap is None
-
-
-def rms_scale(x: Float[Tensor, "*rows d_model"], eps: float) -> Float[Tensor, "*rows"]:
-    """1 / rms of each row, as an RMSNorm computes it: ``rsqrt(mean(x^2) + eps)``.
-
-    The one RMSNorm formula of the package: `inv_rms` (the final norm) and the OV
-    circuit's layer-input norm (`forbidden_facts.heads`) both use it.
-    """
-    return torch.rsqrt(x.pow(2).mean(-1) + eps)
 
 
 def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
