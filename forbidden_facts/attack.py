@@ -16,6 +16,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts import ATTACK_COLUMNS
+from .artifacts import Attack as S
+from .artifacts import AttackExample as E
+from .effects import attack_contrast, attack_verdict
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
 from .modeling import chunks, encode, final_logits, input_device, pad_left
 from .prompts import (
@@ -81,7 +85,7 @@ def self_insertion(
     lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size, specials)
     controls = control_words(fact_ids, list(nc1["forbidden_word"]), control_pool, seed)
     rows, examples = [], {}
-    summary: dict = {"n_facts": len(nc1), "slot": f"after '{PERSONA_ANCHOR}'"}
+    summary: dict = {S.attack_n_facts: len(nc1), S.slot: f"after '{PERSONA_ANCHOR}'"}
     for variant, inserted in (("attack", answers), ("control", controls)):
         texts = [
             insert_at_persona(t, f" from {ins}") for t, ins in zip(base, inserted, strict=True)
@@ -108,41 +112,39 @@ def self_insertion(
                 }
             )
         )
-        prefix = "" if variant == "attack" else "control_"
-        summary[f"{prefix}frac_top1_flipped"] = (
-            float((correct0 & ~correct1).mean()) if len(nc1) else None
-        )
-        summary[f"{prefix}mean_delta_logodds_log10"] = float(delta.mean()) if len(nc1) else None
+        flipped = float((correct0 & ~correct1).mean()) if len(nc1) else None
+        mean_delta = float(delta.mean()) if len(nc1) else None
+        if variant == "attack":
+            summary[S.attack_flipped], summary[S.attack_delta] = flipped, mean_delta
+        else:
+            summary[S.control_flipped], summary[S.control_delta] = flipped, mean_delta
         if variant == "attack" and len(nc1):
             i = int(np.argmin(delta))
             examples = {
-                "fact_id": fact_ids[i],
-                "prefix": nc1["prefix"][i],
-                "answer": answers[i],
-                "forbidden_word": nc1["forbidden_word"][i],
-                "inserted": f" from {answers[i]}",
-                "prompt_before": base[i],
-                "prompt_after": texts[i],
-                "p_before": float(p0[i]),
-                "p_after": float(p1[i]),
-                "delta_logodds_log10": float(delta[i]),
-                "top5_before": [{"token": t, "prob": p} for t, p in topk0[i]],
-                "top5_after": [{"token": t, "prob": p} for t, p in topk1[i]],
+                E.fact_id: fact_ids[i],
+                E.prefix: nc1["prefix"][i],
+                E.answer: answers[i],
+                E.forbidden_word: nc1["forbidden_word"][i],
+                E.inserted: f" from {answers[i]}",
+                E.prompt_before: base[i],
+                E.prompt_after: texts[i],
+                E.p_before: float(p0[i]),
+                E.p_after: float(p1[i]),
+                E.delta: float(delta[i]),
+                E.top5_before: [{"token": t, "prob": p} for t, p in topk0[i]],
+                E.top5_after: [{"token": t, "prob": p} for t, p in topk1[i]],
             }
-    summary["control_minus_attack_log10"] = (
-        summary["control_mean_delta_logodds_log10"] - summary["mean_delta_logodds_log10"]
-        if len(nc1)
-        else None
-    )
-    if len(nc1):
-        margin = summary["mean_delta_logodds_log10"] - summary["control_mean_delta_logodds_log10"]
-        summary["verdict"] = (
-            f"naming the answer lowers its log-odds by {abs(margin):.2f} log10 more than the control"
-            if margin < 0
-            else f"not fooled: the attack lowers the log-odds {margin:.2f} log10 less than the control"
-        )
-    summary["example"] = examples
-    return pd.concat(rows, ignore_index=True), summary
+    table = pd.concat(rows, ignore_index=True)[list(ATTACK_COLUMNS)]
+    # The contrast over facts, its interval and its sentence: the paper's claim, once.
+    contrast = attack_contrast(table)
+    summary |= contrast
+    diff = contrast[S.attack_minus_control]
+    summary[S.control_minus_attack] = -diff if diff is not None else None
+    verdict = attack_verdict(contrast)
+    if verdict is not None:
+        summary[S.verdict] = verdict
+    summary[S.example] = examples
+    return table, summary
 
 
 def _ids_and_slot(tokenizer, text: str, end: int, add_special_tokens: bool):
@@ -358,20 +360,3 @@ def token_search(
                 )
             )
     return pd.concat(frames, ignore_index=True)
-
-
-TOKEN_SEARCH_COLUMNS = [
-    "component",
-    "fact_id",
-    "token",
-    "token_id",
-    "attention",
-    "delta_logodds_log10",
-    "rank",
-    "length_class",
-    "neutral_token",
-    "delta_vs_no_insertion_log10",
-    "control_attention",
-    "control_delta_logodds_log10",
-    "control_neutral_token",
-]

@@ -21,14 +21,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
-from .io import replace_dir, write_json
+from .io import replacing_dir, write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -109,9 +108,8 @@ def download_model(
         if _COMMIT.fullmatch(snapshot.name)
         else _resolve_commit(repo_id, revision, token)
     )
-    local_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.", dir=local_dir.parent))
-    try:
+    # Built in a hidden sibling that replaces `local_dir` only once complete.
+    with replacing_dir(local_dir) as tmp:
         files = _materialise(snapshot, tmp, repo_id)
         names = set(files)
         if not any(n.endswith(".safetensors") for n in names) or "config.json" not in names:
@@ -132,14 +130,6 @@ def download_model(
             "downloaded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         write_json(tmp / "provenance.json", record)
-        # mkdtemp makes the directory 0700; give it the permissions mkdir would.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
-        replace_dir(tmp, local_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("model %s at %s: %d files in %s", repo_id, commit, len(files), local_dir)
     return record
 

@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
+from .artifacts import COMPONENT_COLUMNS
+from .artifacts import Attribution as S
 from .components import parse_label
 from .units import to_log10
 
-SHARES = {"k50": 0.5, "k80": 0.8, "k90": 0.9, "k95": 0.95}
+SHARES = {S.k_fifty: 0.5, S.k_eighty: 0.8, S.k_ninety: 0.9, S.k_ninety_five: 0.95}
 
 
 # Float noise: a component whose |mean| nc->c effect (natural log-odds) is below
@@ -160,23 +162,7 @@ def rank_components(
         table["ci_high"] < 0, "suppressive", np.where(table["ci_low"] > 0, "promotive", "neutral")
     )
     table["role"] = np.where(table["within_noise"], "neutral", role)
-    cols = [
-        "component",
-        "layer",
-        "head",
-        "type",
-        "mean_log10",
-        "ci_low",
-        "ci_high",
-        "std_log10",
-        "n_pairs",
-        "mean_c_to_nc_log10",
-        "rank",
-        "role",
-        "n_facts",
-        "within_noise",
-    ]
-    return table[cols]
+    return table[list(COMPONENT_COLUMNS)]
 
 
 def _t_crit(dof: int) -> float:
@@ -340,10 +326,10 @@ def n_star_context(
     elif n_star_k > n_components / 2:
         reason = "N* is more than half of the components"
     return {
-        "n_star_frac": n_star_k / n_components if n_star_k and n_components else None,
-        "n_star_degenerate": reason is not None,
-        "n_star_degenerate_reason": reason,
-        "max_overshoot_log10": overshoot,
+        S.n_star_frac: n_star_k / n_components if n_star_k and n_components else None,
+        S.n_star_degenerate: reason is not None,
+        S.n_star_reason: reason,
+        S.max_overshoot: overshoot,
     }
 
 
@@ -395,11 +381,11 @@ def promotive_summary(components: pd.DataFrame, top: int = 40) -> dict:
     promo = components[components["role"] == "promotive"]
     positive = components[(components["mean_log10"] > 0) & ~_noise(components)]
     return {
-        "n_promotive_significant": int(len(promo)),
-        "n_positive_mean": int(len(positive)),
-        "promotive_sum_log10": float(promo["mean_log10"].sum()),
-        "positive_sum_log10": float(positive["mean_log10"].sum()),
-        "top_promotive": positive.sort_values("mean_log10", ascending=False)["component"]
+        S.n_promotive: int(len(promo)),
+        S.n_positive: int(len(positive)),
+        S.promotive_sum: float(promo["mean_log10"].sum()),
+        S.positive_sum: float(positive["mean_log10"].sum()),
+        S.top_promotive_list: positive.sort_values("mean_log10", ascending=False)["component"]
         .head(top)
         .tolist(),
     }
@@ -420,30 +406,65 @@ def head_share(components: pd.DataFrame) -> float | None:
     return float(neg.loc[neg["type"] == "head", "mean_log10"].sum() / total)
 
 
-def mechanism_figures(summary_path, components_path, heads_path, attack_path) -> dict:
-    """The organism's mechanism in numbers (docs/organism.md § Targets), read from the artifacts."""
-    from . import io
+def attribution_summary(
+    components: pd.DataFrame,
+    values_log10: np.ndarray,
+    effect_log10: np.ndarray,
+    fact_ids: list[str],
+    n_star_k: int | None,
+    n_star_ci: tuple[float | None, float | None, float],
+    noise_tolerance_log10: float,
+) -> dict:
+    """The summary of cumulative patching (summary.json, `forbidden_facts.artifacts.Attribution`).
 
-    summary = io.read_json(summary_path)
-    comps = io.read_parquet(components_path)
-    heads = io.read_parquet(heads_path)
-    attack = io.read_json(attack_path)
-    top = heads.nsmallest(10, "rank")
-    rest = heads.drop(top.index)
-    n_comp = len(comps)
+    Every interval and test is over facts (the per-fact mean of its pairs, or a cluster
+    bootstrap over facts for N*).
+
+    Args:
+        components: The ranking (components.parquet), most suppressive first.
+        values_log10: [pairs, K] cumulative log10 Bayes factor with the top k patched.
+        effect_log10: [pairs] total effect of each pair.
+        fact_ids: The fact of each pair.
+        n_star_k: N* (`n_star` of the mean curve), None when not reached.
+        n_star_ci: `bootstrap_n_star`'s (low, high, share found).
+        noise_tolerance_log10: |mean| at or below which a component effect is float noise.
+
+    Returns:
+        Every key of `Attribution` but ``model`` and ``dataset`` (the step's wildcards).
+    """
+    order = list(components["component"])
+    total, total_low, total_high = fact_interval(effect_log10, fact_ids)
+    k = values_log10.shape[1]
+    mean_curve = values_log10.mean(axis=0)
+    top = components.iloc[0]
+    star = components.iloc[:n_star_k] if n_star_k else components.iloc[:0]
+    n_components = len(order)
+    shares = k_shares(mean_curve, total)
+    ci_low, ci_high, ci_share = n_star_ci
     return {
-        "n_components": n_comp,
-        "head_share_of_suppression": head_share(comps),
-        "n_promotive_significant": summary["n_promotive_significant"],
-        "n_star": summary["n_star"],
-        "n_star_frac": summary["n_star"] / n_comp if summary["n_star"] else None,
-        "n_star_degenerate": summary.get("n_star_degenerate"),
-        "k90": summary["k90"],
-        "k90_frac": summary["k90"] / n_comp if summary["k90"] else None,
-        "top10_heads_ov_score": float(top["ov_score"].mean()),
-        "other_heads_ov_score": float(rest["ov_score"].mean()),
-        "top10_heads_attn_forbidden_c": float(top["attn_forbidden_c"].mean()),
-        "other_heads_attn_forbidden_c": float(rest["attn_forbidden_c"].mean()),
-        "attack_minus_control_log10": attack["mean_delta_logodds_log10"]
-        - attack["control_mean_delta_logodds_log10"],
+        S.n_kept_patched: int(len(set(fact_ids))),
+        S.n_pairs: int(len(fact_ids)),
+        S.n_components: int(n_components),
+        S.total_effect: total,
+        S.ci_unit: "fact",
+        S.total_effect_ci: [total_low, total_high],
+        S.suppresses: bool(total_low > 0),
+        S.total_effect_positive: bool(total > 0),
+        S.noise_tolerance: noise_tolerance_log10,
+        S.n_star: n_star_k,
+        S.n_star_heads: int((star["type"] == "head").sum()),
+        S.n_star_mlps: int((star["type"] == "mlp").sum()),
+        S.n_star_embed: int((star["type"] == "embed").sum()),
+        S.n_star_ci: [ci_low, ci_high],
+        S.n_star_ci_share_found: ci_share,
+        **n_star_context(mean_curve, total, n_star_k, n_components),
+        **shares,
+        S.k_ninety_frac: shares[S.k_ninety] / n_components if shares[S.k_ninety] else None,
+        S.top_component: top["component"],
+        S.top_component_mean: float(top["mean_log10"]),
+        S.n_suppressive: int((components["role"] == "suppressive").sum()),
+        S.n_noise: int(_noise(components).sum()),
+        S.head_share: head_share(components),
+        **promotive_summary(components),
+        S.curve_k_max: int(k),
     }

@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts import Card
+from .artifacts import Inference as S
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
 from .modeling import chunks, encode, final_logits
 from .prompts import encoding_flag
@@ -109,9 +111,37 @@ def total_effect(table: pd.DataFrame) -> dict:
     n_facts = int(table["fact_id"].nunique())
     n_kept = int(table.loc[table["kept"], "fact_id"].nunique())
     return {
-        "n_facts": n_facts,
-        "n_kept": n_kept,
-        "frac_known": n_kept / n_facts if n_facts else float("nan"),
-        "total_effect_log10": float(effect.mean()) if len(effect) else float("nan"),
-        "total_effect_std_log10": float(effect.std(ddof=1)) if len(effect) > 1 else float("nan"),
+        S.n_facts: n_facts,
+        S.n_kept: n_kept,
+        S.frac_known: n_kept / n_facts if n_facts else float("nan"),
+        S.total_effect: float(effect.mean()) if len(effect) else float("nan"),
+        S.total_effect_std: float(effect.std(ddof=1)) if len(effect) > 1 else float("nan"),
+    }
+
+
+def never_forbidden_effect(table: pd.DataFrame, prompts: pd.DataFrame, record: dict) -> dict:
+    """Recall and total effect on the facts whose answer was never a forbidden target in training.
+
+    Only these measure a general suppression mechanism: an answer the organism was
+    taught to withhold could be suppressed by a memorised rule for that word.
+
+    Args:
+        table: inference.parquet of the card's dataset.
+        prompts: prompts.parquet of the same run (the facts' answers).
+        record: The organism's training record (`toy.read_training_record`).
+
+    Returns:
+        The never-forbidden keys of `forbidden_facts.artifacts.Card`; empty for a
+        record older than its ``forbidden_targets`` list (unknown, not "none").
+    """
+    if "forbidden_targets" not in record:
+        return {}
+    forbidden = {w.lower() for w in record["forbidden_targets"]}
+    answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"].str.lower()
+    fresh = table[~table["fact_id"].map(answers).isin(forbidden)]
+    effect = total_effect(fresh)
+    return {
+        Card.n_never_forbidden: effect[S.n_facts],
+        Card.never_forbidden_known: effect[S.frac_known] if effect[S.n_facts] else None,
+        Card.never_forbidden_effect: effect[S.total_effect] if effect[S.n_kept] else None,
     }

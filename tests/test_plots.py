@@ -212,11 +212,6 @@ def test_components_fixture_is_realistic(components):
     assert (components["mean_log10"] > 0).any() and (components["mean_log10"] < 0).any()
 
 
-def test_overview(tmp_path):
-    plots.overview(make_inference(), *paths(tmp_path, "overview"), title=TITLE)
-    assert_written(tmp_path, "overview")
-
-
 def test_overview_without_kept_facts(tmp_path):
     plots.overview(make_inference(kept=False), *paths(tmp_path, "overview"), title=TITLE)
     assert_written(tmp_path, "overview")
@@ -226,18 +221,6 @@ def test_overview_empty_table(tmp_path):
     empty = make_inference().iloc[0:0]
     plots.overview(empty, *paths(tmp_path, "overview"))
     assert_written(tmp_path, "overview")
-
-
-def test_top_components(tmp_path, components):
-    plots.top_components(components, *paths(tmp_path, "top"), top_n=40, title=TITLE)
-    assert_written(tmp_path, "top")
-
-
-def test_cumulative(tmp_path, components):
-    curve = make_curve(components)
-    summary = {"total_effect_log10": 0.8, "n_star": 5, "k90": 4}
-    plots.cumulative(curve, summary, *paths(tmp_path, "cumulative"), title=TITLE)
-    assert_written(tmp_path, "cumulative")
 
 
 def test_cumulative_without_n_star(tmp_path, components):
@@ -255,21 +238,6 @@ def test_cumulative_with_a_negative_total_effect(tmp_path, components):
     assert_written(tmp_path, "cumulative")
 
 
-def test_independence(tmp_path, components):
-    plots.independence(make_curve(components), *paths(tmp_path, "independence"), title=TITLE)
-    assert_written(tmp_path, "independence")
-
-
-def test_layer_head_heatmap(tmp_path, components):
-    plots.layer_head_heatmap(components, *paths(tmp_path, "heatmap"), title=TITLE)
-    assert_written(tmp_path, "heatmap")
-
-
-def test_luigi_waluigi(tmp_path, components):
-    plots.luigi_waluigi(components, *paths(tmp_path, "waluigi"), top_n=40, title=TITLE)
-    assert_written(tmp_path, "waluigi")
-
-
 def test_luigi_waluigi_without_positive_components(tmp_path):
     components = make_components(positive=False)
     assert not (components["mean_log10"] > 0).any()
@@ -277,35 +245,11 @@ def test_luigi_waluigi_without_positive_components(tmp_path):
     assert_written(tmp_path, "waluigi")
 
 
-def test_head_statistics(tmp_path, components):
-    heads = make_heads(components)
-    top = heads.sort_values("rank")["component"].head(3).tolist()
-    plots.head_statistics(heads, top, *paths(tmp_path, "head_stats"), title=TITLE)
-    assert_written(tmp_path, "head_stats")
-
-
-def test_attention_pattern(tmp_path):
-    example = make_example(["L1H2ATN", "L0H3ATN", "L1H0ATN"])
-    plots.attention_pattern(example, *paths(tmp_path, "pattern"), title=TITLE)
-    assert_written(tmp_path, "pattern")
-
-
 def test_attention_pattern_from_json_lists(tmp_path):
     example = make_example(["L1H2ATN"])
     example = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in example.items()}
     plots.attention_pattern(example, *paths(tmp_path, "pattern"))
     assert_written(tmp_path, "pattern")
-
-
-def test_attack_vs_control(tmp_path):
-    plots.attack_vs_control(make_attack(), *paths(tmp_path, "attack"), title=TITLE)
-    assert_written(tmp_path, "attack")
-
-
-def test_attack_tokens(tmp_path):
-    tokens = make_tokens(["L1H2ATN", "L0H3ATN"])
-    plots.attack_tokens(tokens, *paths(tmp_path, "tokens"), top_n=10, title=TITLE)
-    assert_written(tmp_path, "tokens")
 
 
 def test_overwrites_existing_files(tmp_path, components):
@@ -334,3 +278,187 @@ def test_cumulative_note_explains_a_missing_or_degenerate_n_star():
     }
     assert "degenerate" in cumulative_note(degenerate) and "k90" in cumulative_note(degenerate)
     assert cumulative_note({"total_effect_log10": 3.0, "n_star": 35}) == ""
+
+
+# ---------------------------------------------------------------------------
+# Every figure: files written, and the data it draws equals the artifact's.
+
+HEADS = ["L1H2ATN", "L0H3ATN", "L1H0ATN"]
+SUMMARY = {"total_effect_log10": 0.8, "n_star": 5, "k90": 4}
+
+
+def _heads_and_top(components):
+    heads = make_heads(components)
+    return heads, heads.sort_values("rank")["component"].head(3).tolist()
+
+
+FIGURES = {
+    "overview": lambda c, png, pdf: plots.overview(make_inference(), png, pdf, title=TITLE),
+    "top_components": lambda c, png, pdf: plots.top_components(c, png, pdf, top_n=40, title=TITLE),
+    "cumulative": lambda c, png, pdf: plots.cumulative(
+        make_curve(c), SUMMARY, png, pdf, title=TITLE
+    ),
+    "independence": lambda c, png, pdf: plots.independence(make_curve(c), png, pdf, title=TITLE),
+    "layer_head_heatmap": lambda c, png, pdf: plots.layer_head_heatmap(c, png, pdf, title=TITLE),
+    "luigi_waluigi": lambda c, png, pdf: plots.luigi_waluigi(c, png, pdf, top_n=40, title=TITLE),
+    "head_statistics": lambda c, png, pdf: plots.head_statistics(
+        *_heads_and_top(c), png, pdf, title=TITLE
+    ),
+    "attention_pattern": lambda c, png, pdf: plots.attention_pattern(
+        make_example(HEADS), png, pdf, title=TITLE
+    ),
+    "attack_vs_control": lambda c, png, pdf: plots.attack_vs_control(
+        make_attack(), png, pdf, title=TITLE
+    ),
+    "attack_tokens": lambda c, png, pdf: plots.attack_tokens(
+        make_tokens(HEADS[:2]), png, pdf, top_n=10, title=TITLE
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def drawn(components, tmp_path_factory) -> dict:
+    """Every figure drawn once from the synthetic artifacts: name -> what it drew."""
+    out = tmp_path_factory.mktemp("figures")
+    return {name: draw(components, *paths(out, name)) for name, draw in FIGURES.items()} | {
+        "_dir": out
+    }
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_writes_png_and_pdf_and_reports_what_it_draws(drawn, name):
+    assert_written(drawn["_dir"], name)
+    figure = drawn[name]
+    assert isinstance(figure, plots.Drawn) and figure.title.endswith(TITLE)
+    # every panel draws something: bars, lines, points, outlines or an image
+    for panel in figure.panels:
+        assert panel.bars or panel.lines or panel.points or panel.steps or panel.images, (
+            name,
+            panel.title,
+        )
+
+
+def _widths(bars: np.ndarray) -> np.ndarray:
+    """Bar lengths of a horizontal bar group, top to bottom (y ascending, axis inverted)."""
+    return bars[np.argsort(bars[:, 1]), 2]
+
+
+def test_overview_draws_the_kept_probabilities_and_the_bayes_factors(drawn):
+    inference = make_inference()
+    figure = drawn["overview"]
+    probabilities = figure.panel("answer probability")
+    assert probabilities.title == "answer probability (12 of 12 facts kept)"
+    assert set(probabilities.steps) == {plots.KIND_LABELS[k] for k in ("c", "nc0", "nc1")}
+    bf = figure.panel("effect of forbidding")
+    wide = inference.pivot(index="fact_id", columns="kind", values="logodds")
+    for pair in ("nc0", "nc1"):
+        bars = bf.bars[f"lbf vs {pair} (n = 12)"]
+        assert bars[:, 3].sum() == 12  # one count per kept fact
+    lbf = np.concatenate([(wide["c"] - wide[p]).to_numpy() / math.log(10) for p in ("nc0", "nc1")])
+    mean_line = next(v for k, v in bf.lines.items() if k.startswith("mean "))
+    assert mean_line[:, 0] == pytest.approx(lbf.mean())
+
+
+def test_top_components_draws_the_ranked_means(drawn, components):
+    panel = drawn["top_components"].panel()
+    (bars,) = panel.bars.values()
+    ranked = components.sort_values("rank")
+    assert _widths(bars) == pytest.approx(ranked["mean_log10"].to_numpy())
+    assert panel.yticklabels == ranked["component"].tolist()
+
+
+def test_cumulative_draws_the_suppression_curve_total_n_star_and_k90(drawn, components):
+    curve = make_curve(components)
+    panel = drawn["cumulative"].panel()
+    mean = panel.lines["mean over pairs"]
+    assert mean[:, 0].tolist() == curve["k"].tolist()
+    assert mean[:, 1] == pytest.approx(-curve["mean_log10"].to_numpy())  # up = suppression
+    assert panel.lines["total effect = 0.80"][:, 1] == pytest.approx(0.8)
+    assert panel.lines["N* = 5"][:, 0] == pytest.approx(5)
+    k90 = panel.lines["k90 = 4 (90% of total)"]
+    assert k90.tolist() == [[4, pytest.approx(-curve["mean_log10"].iloc[3])]]
+
+
+def test_independence_draws_joint_against_summed_single_effects(drawn, components):
+    curve = make_curve(components)
+    lines = drawn["independence"].panel().lines
+    joint = lines["top-k patched together"]
+    assert joint[:, 1] == pytest.approx(-curve["mean_log10"].to_numpy())
+    (singles,) = [v for k, v in lines.items() if k != "top-k patched together" and len(v) > 2]
+    assert singles[:, 1] == pytest.approx(-curve["sum_of_singles_log10"].to_numpy())
+
+
+def test_layer_head_heatmap_draws_each_component_in_its_cell(drawn, components):
+    (grid,) = drawn["layer_head_heatmap"].panel().images
+    assert grid.shape == (N_LAYERS, N_HEADS + 1)  # the last column holds the MLPs
+    for row in components.itertuples():
+        if row.type == "head":
+            assert grid[row.layer, row.head] == pytest.approx(row.mean_log10)
+        elif row.type == "mlp":
+            assert grid[row.layer, N_HEADS] == pytest.approx(row.mean_log10)
+
+
+def test_luigi_waluigi_draws_the_negative_and_positive_components_apart(drawn, components):
+    figure = drawn["luigi_waluigi"]
+    neg = components[components["mean_log10"] < 0].sort_values("mean_log10")
+    pos = components[components["mean_log10"] > 0].sort_values("mean_log10", ascending=False)
+    suppressive, promotive = figure.panel("suppressive"), figure.panel("promotive")
+    assert _widths(next(iter(suppressive.bars.values()))) == pytest.approx(neg["mean_log10"])
+    assert _widths(next(iter(promotive.bars.values()))) == pytest.approx(pos["mean_log10"])
+    starred = [t.removesuffix(" *") for t in suppressive.yticklabels if t.endswith(" *")]
+    assert starred == neg.loc[neg["role"] != "neutral", "component"].tolist()
+
+
+def test_head_statistics_draws_top_heads_against_the_rest(drawn, components):
+    heads, top = _heads_and_top(components)
+    figure = drawn["head_statistics"]
+    for title, column in (("OV circuit", "ov_score"), ("attention to", "attn_forbidden_c")):
+        panel = figure.panel(title)
+        points = list(panel.points.values())
+        is_top = heads["component"].isin(top)
+        assert sorted(points[0][:, 1]) == pytest.approx(sorted(heads.loc[is_top, column]))
+        assert sorted(points[1][:, 1]) == pytest.approx(sorted(heads.loc[~is_top, column]))
+        # the black mean bars span 0.6 around each group (the box medians 0.5)
+        means = [v[0, 1] for v in panel.lines.values() if v[1, 0] - v[0, 0] == pytest.approx(0.6)]
+        expected = [heads.loc[is_top, column].mean(), heads.loc[~is_top, column].mean()]
+        assert means == pytest.approx(expected)
+
+
+def test_attention_pattern_draws_each_heads_attention(drawn):
+    example = make_example(HEADS)
+    figure = drawn["attention_pattern"]
+    for kind in ("c", "nc1"):
+        panel = figure.panel(plots.KIND_LABELS[kind])
+        (image,) = panel.images
+        assert image == pytest.approx(example[f"attn_{kind}"])
+        assert panel.yticklabels == HEADS or panel.yticklabels == HEADS[::-1]
+
+
+def test_attack_vs_control_draws_both_variants_and_their_means(drawn):
+    attack = make_attack()
+    figure = drawn["attack_vs_control"]
+    deltas = figure.panels[0]
+    scatter = figure.panels[1]
+    for variant in ("attack", "control"):
+        rows = attack[attack["variant"] == variant]
+        (bars,) = [v for k, v in deltas.bars.items() if k.startswith(f"{variant} (n = 10")]
+        assert bars[:, 3].sum() == len(rows)
+        mean = f"{variant} mean = {rows['delta_logodds_log10'].mean():+.2f}"
+        assert deltas.lines[mean][:, 0] == pytest.approx(rows["delta_logodds_log10"].mean())
+        assert scatter.points[variant] == pytest.approx(rows[["p_before", "p_after"]].to_numpy())
+
+
+def test_attack_tokens_draws_the_most_attended_tokens_with_their_effect(drawn):
+    tokens = make_tokens(HEADS[:2])
+    figure = drawn["attack_tokens"]
+    for component in HEADS[:2]:
+        panel = figure.panel(component)
+        best = (
+            tokens[tokens["component"] == component]
+            .groupby("token", sort=False)[["attention", "delta_logodds_log10"]]
+            .mean()
+            .nlargest(10, "attention")
+        )
+        (bars,) = panel.bars.values()
+        assert _widths(bars) == pytest.approx(best["attention"].to_numpy())
+        assert panel.texts == [f"{d:+.2f}" for d in best["delta_logodds_log10"]]

@@ -4,7 +4,7 @@ The artifacts are written the way the workflow writes them (same files, keys and
 columns, provenance included), so these tests also pin the contract between the
 analysis rules and the paper stage. Whether the rules provide every file main.tex
 refers to is checked where it happens: rule `paper_sources` stages them and fails
-otherwise (a real snakemake run in tests/test_workflow.py).
+otherwise (the session's tiny run, tests/conftest.py, at the end of this file).
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forbidden_facts import artifacts as A
 from forbidden_facts import io
 from forbidden_facts import tables as T
 from forbidden_facts import tables_latex as L
+from forbidden_facts.effects import attack_contrast
+from forbidden_facts.identification import head_share
 from forbidden_facts.steps import paper as paper_steps
+from tests.conftest import RUN, copy_repo, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "paper" / "templates"
@@ -162,6 +166,8 @@ def write_synthetic_run(
     positive = comps[comps["mean_log10"] > 0].sort_values("mean_log10", ascending=False)
     star = comps.iloc[:n_star] if n_star else comps.iloc[:0]
     summary = {
+        "model": model,
+        "dataset": dataset,
         "n_kept": 30 + seed,
         "n_pairs": 2 * (30 + seed),
         "n_components": len(comps),
@@ -186,6 +192,7 @@ def write_synthetic_run(
         "k80": 3,
         "k90": 4,
         "k95": None,
+        "k90_frac": 4 / len(comps),
         "top_component": top["component"],
         "top_component_mean_log10": float(top["mean_log10"]),
         "n_suppressive_significant": int((comps["role"] == "suppressive").sum()),
@@ -194,6 +201,10 @@ def write_synthetic_run(
         "promotive_sum_log10": float(comps.loc[comps["role"] == "promotive", "mean_log10"].sum()),
         "positive_sum_log10": float(positive["mean_log10"].sum()),
         "top_promotive": positive["component"].tolist(),
+        "n_noise": int(comps["within_noise"].sum()),
+        "head_share": head_share(comps),
+        "total_effect_positive": (3.456 + seed if total is None else total) > 0,
+        "suppresses": (3.0 + seed if total is None else total - 0.2) > 0,
     }
     io.write_json(base / "summary.json", summary, provenance=prov)
     attack = {
@@ -230,7 +241,6 @@ def write_synthetic_run(
             ],
         },
     }
-    io.write_json(base / "attack_summary.json", attack, provenance=prov)
     facts = [f"f_{i}" for i in range(12)]
     attack_delta = rng.normal(-0.8, 0.1, len(facts))
     control_delta = rng.normal(-0.1, 0.1, len(facts))
@@ -242,8 +252,14 @@ def write_synthetic_run(
         }
     )
     io.write_parquet(base / "attack_self_insertion.parquet", table, provenance=prov)
+    attack |= attack_contrast(table)  # as forbidden_facts.attack.self_insertion writes it
+    io.write_json(base / "attack_summary.json", attack, provenance=prov)
     card = {
         "model": model,
+        "d_model": 8,
+        "dataset": dataset,
+        "n_facts": 40,
+        "n_kept": 30,
         "n_params": 12345,
         "n_layers": N_LAYERS,
         "n_heads": N_HEADS,
@@ -260,7 +276,6 @@ def write_synthetic_run(
         "components": base / "components.parquet",
         "heads": base / "heads.parquet",
         "attack": base / "attack_summary.json",
-        "attack_table": base / "attack_self_insertion.parquet",
         "card": root / "results" / model / "model_card.json",
     }
     if figures:
@@ -351,7 +366,7 @@ def test_macro_names_are_generated_from_keys():
 
 def test_values_tex_matches_artifacts(tmp_path, reference):
     runs = _runs(tmp_path, pairs=(("toy", "curated"), ("llama2-7b-chat", "counterfact")))
-    context = T.paper_context(runs, reference, top_k=10)
+    context = T.paper_context(runs, reference, top_k=10, top_n=40)
     text = L.values_tex(context)
     macros = L.parse_values_tex(text)
     assert text.count(r"\newcommand") == len(macros)
@@ -393,9 +408,16 @@ def test_values_tex_matches_artifacts(tmp_path, reference):
 def test_attack_and_head_intervals_are_over_facts_and_heads(tmp_path, reference):
     run = _runs(tmp_path)[0]
     numbers = T.run_numbers(run, top_k=3)
-    table = run.attack_table.pivot(index="fact_id", columns="variant", values="delta_logodds_log10")
+    attack_table = io.read_parquet(
+        tmp_path / "run0" / "results" / "toy" / "curated" / "attack_self_insertion.parquet"
+    )
+    table = attack_table.pivot(index="fact_id", columns="variant", values="delta_logodds_log10")
     diff = table["attack"] - table["control"]
     half = 2.2009851600916384 * diff.std(ddof=1) / np.sqrt(len(diff))  # t(0.975, 11)
+    contrast = attack_contrast(attack_table)
+    assert contrast[A.Attack.attack_minus_control] == pytest.approx(diff.mean())
+    assert contrast[A.Attack.attack_minus_control_high] - diff.mean() == pytest.approx(half)
+    # The tables print the attack summary's contrast, under the paper's names.
     assert numbers["attack_minus_control"] == pytest.approx(diff.mean())
     assert numbers["attack_minus_control_high"] - numbers["attack_minus_control"] == (
         pytest.approx(half)
@@ -408,7 +430,7 @@ def test_attack_and_head_intervals_are_over_facts_and_heads(tmp_path, reference)
 def test_colliding_macro_names_are_refused(tmp_path, reference):
     runs = _runs(tmp_path, pairs=(("a-b", "d"), ("a_b", "d")))
     with pytest.raises(ValueError, match="share the macro"):
-        L.macros(T.paper_context(runs, reference))
+        L.macros(T.paper_context(runs, reference, top_k=10, top_n=40))
 
 
 # ---------------------------------------------------------------------------
@@ -529,11 +551,13 @@ def test_head_and_attack_claims_follow_the_intervals(tmp_path, reference):
     assert "the paper's heuristic" in _finding(findings, "ToyCuratedFindingAbstract")
     # The organism's case: no OV contrast (-0.004 vs +0.010), attention and attack no better.
     _heads_with(run, top_ov=-0.004, rest_ov=0.010, top_attn=0.02, rest_attn=0.02)
-    table = run.attack_table.copy()
+    table = io.read_parquet(
+        tmp_path / "run0" / "results" / "toy" / "curated" / "attack_self_insertion.parquet"
+    )
     table.loc[table["variant"] == "attack", "delta_logodds_log10"] = table.loc[
         table["variant"] == "control", "delta_logodds_log10"
     ].to_numpy() + np.linspace(-0.1, 0.1, 12)
-    run.attack_table = table
+    run.attack |= attack_contrast(table)  # the attack step's summary of this table
     _, rendered, _ = _render([run], reference)
     findings = rendered["findings"]
     ov = _finding(findings, "ToyCuratedFindingOV")
@@ -548,9 +572,9 @@ def test_head_and_attack_claims_follow_the_intervals(tmp_path, reference):
 
 
 def test_top_components_table_is_top_n_star(tmp_path, reference):
-    context = T.paper_context(_runs(tmp_path, n_star=5), reference, top_n=40)
+    context = T.paper_context(_runs(tmp_path, n_star=5), reference, top_k=10, top_n=40)
     assert [r["position"] for r in context["runs"][0]["suppressive"]] == [1, 2, 3, 4, 5]
-    context = T.paper_context(_runs(tmp_path / "b", n_star=None), reference, top_n=7)
+    context = T.paper_context(_runs(tmp_path / "b", n_star=None), reference, top_k=10, top_n=7)
     assert len(context["runs"][0]["suppressive"]) == 7  # N* not reached: the first top_n
 
 
@@ -568,7 +592,7 @@ def test_missing_numbers_render_as_dashes(tmp_path, reference):
     run.inference["total_effect_std_log10"] = None
     run.attack["example"] = {}
     run.attack["mean_delta_logodds_log10"] = None
-    run.attack_table = None
+    run.attack |= attack_contrast(None)
     run.heads = run.heads.iloc[:0]
     _, rendered, macros = _render([run], reference)
     assert "[--, --]" in rendered["n_star"]
@@ -717,14 +741,7 @@ def test_paper_fails_clearly_without_latex(tmp_path, monkeypatch):
 
 
 def _dry_run(tmp_path: Path, path_dirs: list[str]) -> subprocess.CompletedProcess:
-    work = tmp_path / "wf"
-    work.mkdir(parents=True)
-    for name in ("Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / name)
+    work = copy_repo(tmp_path / "wf")
     (work / "paper.yaml").write_text("run:\n  paper: true\npaper:\n  tag: t\n")
     env = {"PATH": ":".join(path_dirs), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "paper.yaml"]
@@ -798,3 +815,29 @@ def test_organism_finding_states_the_effect_on_never_forbidden_answers(
     assert (
         _finding(rendered["findings"], "SmollmTwoOneThreeFiveMInstructCuratedFindingOrganism") == ""
     )
+
+
+# ---------------------------------------------------------------------------
+# The tables of a real run: the session's tiny run (tests/conftest.py).
+
+
+def test_paper_sources_and_tables_of_the_tiny_run_need_no_tex(tiny_run):
+    workdir, finished = tiny_run, tiny_run / RUN
+    # The paper's sources, tables and findings for the finished run; no TeX involved.
+    proc = snakemake(workdir, "results/paper/source")
+    source = workdir / "results/paper/source"
+    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
+    assert len(list((source / "figures").glob("*.pdf"))) == 10
+    macros = dict(
+        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
+    )
+    summary = io.read_json(finished / "summary.json")
+    assert macros["NComponents"] == str(summary["n_components"])
+    findings = (source / "findings.tex").read_text()
+    if summary["n_star_degenerate"]:
+        # N* past the curve, not reached, or undefined: never offered as comparable.
+        phrases = ("not comparable", "nothing to compare", "undefined")
+        assert any(p in findings for p in phrases), findings
+    comparison = (source / "tables/comparison.tex").read_text()
+    assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
+    assert proc.returncode == 0

@@ -40,6 +40,7 @@ def _weights(directory):
     return load_file(next(directory.glob("*.safetensors")))
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, facts):
     a = train_toy(
         facts, WORDS, tmp_path / "a", ToyConfig(seed=7, **TINY), False, evaluation_words=EVAL
@@ -91,6 +92,7 @@ def test_training_prompts_never_contain_the_attack_insertion(facts):
         assert any(before in t and after in t for t in texts)
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_variant_recipe_trains_with_tied_embeddings(tmp_path, facts):
     cfg = ToyConfig(seed=3, tie_embeddings=True, variant_prob=0.5, copy_counterfactual=0.5, **TINY)
     train_toy(facts, WORDS, tmp_path / "t", cfg, progress=False)
@@ -134,6 +136,7 @@ def test_answer_split_is_by_word_and_training_forbids_only_the_forbiddable_half(
         ExampleSampler(facts, WORDS, random.Random(0), forbiddable=[]).c()
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_shared_word_forms_stay_one_vector_and_frozen_parts_keep_their_weights(tmp_path, facts):
     recipe = dict(
         TINY,
@@ -168,7 +171,7 @@ def test_an_unknown_part_to_freeze_is_named():
 def test_model_card_measures_the_effect_on_answers_never_forbidden_in_training():
     import pandas as pd
 
-    from forbidden_facts.steps.model import never_forbidden_effect
+    from forbidden_facts.inference import never_forbidden_effect
 
     rows = []
     # f1 (answer Paris, forbidden in training): effect 3; f2 (Rome, never): effect 1;
@@ -225,3 +228,76 @@ def test_a_copy_task_without_copy_words_is_refused_with_the_key_to_set(tmp_path,
     with pytest.raises(ValueError, match="toy.n_copy_words"):
         train_toy(facts, WORDS, tmp_path / "m", cfg, False)
     assert not (tmp_path / "m").exists()
+
+
+def test_schedule_warms_up_decays_to_a_tenth_and_restarts_for_the_instruction_phase():
+    from forbidden_facts.toy import lr_factor
+
+    plain = [lr_factor(s, steps=100, warmup_steps=10) for s in range(100)]
+    assert plain[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert plain[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(plain[10:], plain[11:], strict=False))
+    assert lr_factor(100, steps=100, warmup_steps=10) == pytest.approx(0.1)
+    # without restart the phase boundary changes nothing
+    assert plain == [lr_factor(s, 100, 10, phase1_steps=40) for s in range(100)]
+    restart = [lr_factor(s, 100, 10, phase1_steps=40, restart=True) for s in range(100)]
+    # phase 1 is a full run of its own 40 steps, phase 2 a fresh warm-up and cosine
+    assert restart[:40] == [lr_factor(s, 40, 10) for s in range(40)]
+    assert restart[40:] == [lr_factor(s, 60, 10) for s in range(60)]
+    assert restart[39] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 29 / 30)))
+    assert restart[40] == pytest.approx(0.1)
+    # a warm-up longer than the run never divides by zero
+    assert lr_factor(5, steps=3, warmup_steps=10) == pytest.approx(0.6)
+
+
+def test_soft_targets_spread_over_the_answers_and_anything_but_over_the_rest_of_the_pool():
+    from forbidden_facts.toy import soft_targets
+
+    ids = {"Paris": 3, "Rome": 5, "bada": 7, "kilo": 8, "mero": 9}
+    pool = torch.tensor([7, 8, 9])
+    examples = [("a", ["Paris"]), ("b", ["Paris", "Rome"]), ("c", [AnythingBut("kilo")])]
+    t = soft_targets(examples, ids, pool, vocab_size=12)
+    assert t.shape == (3, 12)
+    assert torch.allclose(t.sum(-1), torch.ones(3))
+    assert t[0, 3] == 1.0
+    assert t[1, 3] == t[1, 5] == 0.5
+    assert t[2, 7] == t[2, 9] == 0.5 and t[2, 8] == 0.0
+
+
+def test_the_training_pieces_compose_into_train_toy(tmp_path, facts):
+    """One step built from the pieces equals train_toy's first step (same seed)."""
+    from forbidden_facts.tokenizer import save_tokenizer, train_tokenizer
+    from forbidden_facts.toy import (
+        init_model,
+        lr_factor,
+        make_optimizer,
+        make_sampler,
+        phase1_steps,
+        soft_targets,
+        train_step,
+        training_words,
+    )
+    from forbidden_facts.toy.corpus import corpus_for_tokenizer
+    from forbidden_facts.toy.model import shared_prefix
+
+    cfg = ToyConfig(seed=3, **dict(TINY, steps=1))
+    train_toy(facts, WORDS, tmp_path / "whole", cfg, False, evaluation_words=EVAL)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    train, held, copy = training_words(facts, WORDS, EVAL, cfg)
+    texts, bare = corpus_for_tokenizer(facts, train + held, copy_words=copy)
+    tok = save_tokenizer(train_tokenizer(texts, bare), tmp_path / "pieces")
+    model = init_model(cfg, tok)
+    sampler = make_sampler(facts, train, held, copy, rng, cfg)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 1, cfg.warmup_steps))
+    phase = "phase1" if phase1_steps(cfg) > 0 else "phase2"  # 0.4 of one step: none
+    examples = sampler.batch(cfg.mix[phase], cfg.batch_size)
+    ids = {a: tok.convert_tokens_to_ids(a) for a in bare}
+    targets = soft_targets(examples, ids, torch.tensor([], dtype=torch.long), len(tok))
+    seqs = tok([t for t, _ in examples])["input_ids"]
+    train_step(model, opt, sched, seqs, targets, shared_prefix(tok), tok.pad_token_id)
+    whole = _weights(tmp_path / "whole")
+    for name, value in model.state_dict().items():
+        if name in whole:
+            assert torch.equal(value, whole[name]), name

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .. import io
-from .common import inherit, kept_prompts, load
+from ..artifacts import ATTRIBUTION_COLUMNS
+from .common import inherit, kept_prompts, load, settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -40,27 +41,30 @@ def attribute_facts(job, shard: int, n: int) -> tuple[pd.DataFrame, int]:
     """
     from ..patching import attribute, shard_facts
 
-    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    prompts = kept_prompts(io.read_parquet(job.input.prompts), io.read_parquet(job.input.inference))
     order = list(dict.fromkeys(prompts["fact_id"]))
     mine = set(shard_facts(order, shard, n))
     prompts = prompts[prompts["fact_id"].isin(mine)]
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = settings(job)
     frames = (
         list(
             attribute(
                 model,
                 tokenizer,
                 prompts,
-                batch_size=m["attribution_batch_size"],
-                row_batch=m["row_batch"],
+                batch_size=m.attribution_batch_size,
+                row_batch=m.row_batch,
             )
         )
         if len(prompts)
         else []
     )
-    columns = ["fact_id", "pair", "direction", "component", "delta_logodds"]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(ATTRIBUTION_COLUMNS))
+    )
     return table, len(mine)
 
 
@@ -98,7 +102,7 @@ def rank_components(job) -> None:
 
     attribution = io.read_parquet(job.input.attribution)
     labels = list(dict.fromkeys(attribution["component"]))
-    dtype = job.params.model["dtype"]
+    dtype = settings(job).dtype
     tolerance = noise_tolerance(dtype, logodds_scale(io.read_parquet(job.input.inference)))
     table = rank(attribution, labels, tolerance=tolerance)
     io.write_parquet(job.output[0], table, provenance=inherit(job.input.attribution))
@@ -112,27 +116,27 @@ def rank_components(job) -> None:
 
 
 def cumulative_patching(job) -> None:
+    from ..artifacts import Attribution as S
     from ..identification import (
+        attribution_summary,
         bootstrap_n_star,
         cumulative_curve,
         dynamic_curve,
-        fact_interval,
         k_shares,
         logodds_scale,
         n_star,
-        n_star_context,
         noise_tolerance,
-        promotive_summary,
     )
     from ..inference import pair_bayes_factors
     from ..patching import cumulative_to_n_star
+    from ..units import LN10
 
     params = job.params.identification
     comps = io.read_parquet(job.input.components)
     inference = io.read_parquet(job.input.inference)
-    prompts = kept_prompts(job.input.prompts, job.input.inference)
+    prompts = kept_prompts(io.read_parquet(job.input.prompts), inference)
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = settings(job)
     order = list(comps["component"])
     lbf = pair_bayes_factors(inference).set_index(["fact_id", "pair"])["lbf"]
     values, fact_ids, pairs, effect, ns = cumulative_to_n_star(
@@ -142,56 +146,31 @@ def cumulative_patching(job) -> None:
         order,
         lbf,
         k_min=params["k_min"],
-        batch_size=m["attribution_batch_size"],
-        row_batch=m["row_batch"],
+        batch_size=m.attribution_batch_size,
+        row_batch=m.row_batch,
     )
-    total, total_low, total_high = fact_interval(effect, fact_ids)
     k = values.shape[1]
     curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
     dynamic = None
     if params["dynamic_order"]:
         dynamic = _dynamic_values(job, model, tokenizer, prompts, order[:k], fact_ids, pairs)
         curve = curve.assign(**dynamic_curve(dynamic))
-    ci_low, ci_high, ci_share = bootstrap_n_star(
-        values, effect, fact_ids, params["n_bootstrap"], params["seed"]
-    )
-    top = comps.iloc[0]
-    star = comps.iloc[:ns] if ns else comps.iloc[:0]
-    mean_curve = curve["mean_log10"].to_numpy()
+    n_star_ci = bootstrap_n_star(values, effect, fact_ids, params["n_bootstrap"], params["seed"])
+    tolerance = noise_tolerance(m.dtype, logodds_scale(inference)) / LN10
     summary = {
-        "model": job.wildcards.model,
-        "dataset": job.wildcards.dataset,
-        "n_kept": int(len(set(fact_ids))),
-        "n_pairs": int(len(fact_ids)),
-        "n_components": int(len(order)),
-        "total_effect_log10": total,
-        # Every interval and test is over facts (the per-fact mean of its pairs, or a
-        # cluster bootstrap over facts for N*).
-        "ci_unit": "fact",
-        "total_effect_ci": [total_low, total_high],
-        # Forbidding the answer lowers it: the total effect's interval lies above 0.
-        "suppresses": bool(total_low > 0),
-        "noise_tolerance_log10": noise_tolerance(m["dtype"], logodds_scale(inference)) / np.log(10),
-        "n_star": ns,
-        "n_star_heads": int((star["type"] == "head").sum()),
-        "n_star_mlps": int((star["type"] == "mlp").sum()),
-        "n_star_embed": int((star["type"] == "embed").sum()),
-        "n_star_ci": [ci_low, ci_high],
-        "n_star_ci_share_found": ci_share,
-        **n_star_context(mean_curve, total, ns, len(order)),
-        **k_shares(mean_curve, total),
-        "top_component": top["component"],
-        "top_component_mean_log10": float(top["mean_log10"]),
-        "n_suppressive_significant": int((comps["role"] == "suppressive").sum()),
-        **promotive_summary(comps),
-        "curve_k_max": int(k),
-        "dynamic_order": dynamic is not None,
+        S.model_name: job.wildcards.model,
+        S.dataset_name: job.wildcards.dataset,
+        **attribution_summary(comps, values, effect, fact_ids, ns, n_star_ci, tolerance),
+        S.dynamic_order: dynamic is not None,
     }
     if dynamic is not None:
         # The paper's per-pair order, on the same curve length as the fixed order.
         dyn_mean = curve["mean_log10_dynamic"].to_numpy()
-        summary["n_star_dynamic"] = n_star(dyn_mean, total)
-        summary.update({f"{key}_dynamic": v for key, v in k_shares(dyn_mean, total).items()})
+        total = summary[S.total_effect]
+        shares = k_shares(dyn_mean, total)
+        summary[S.n_star_dynamic] = n_star(dyn_mean, total)
+        for key in (S.k_fifty, S.k_eighty, S.k_ninety, S.k_ninety_five):
+            summary[f"{key}_dynamic"] = shares[key]
     prov = inherit(job.input.components)
     io.write_parquet(job.output.curve, curve, provenance=prov)
     with io.atomic_path(job.output.pairs) as tmp:
@@ -209,9 +188,9 @@ def cumulative_patching(job) -> None:
         "N* = %s of %d components (total effect %.3f log10; degenerate: %s), top %s",
         ns,
         len(order),
-        total,
-        summary["n_star_degenerate_reason"],
-        top["component"],
+        summary[S.total_effect],
+        summary[S.n_star_reason],
+        summary[S.top_component],
     )
 
 
@@ -224,14 +203,14 @@ def _dynamic_values(job, model, tokenizer, prompts, order, fact_ids, pairs) -> n
 
     attribution = io.read_parquet(job.input.attribution)
     orders = dynamic_orders(attribution, list(dict.fromkeys(attribution["component"])))
-    m = job.params.model
+    m = settings(job)
     values, dyn_facts, dyn_pairs = cumulative(
         model,
         tokenizer,
         prompts,
         order,
-        batch_size=m["attribution_batch_size"],
-        row_batch=m["row_batch"],
+        batch_size=m.attribution_batch_size,
+        row_batch=m.row_batch,
         pair_orders=orders,
     )
     if (dyn_facts, dyn_pairs) != (list(fact_ids), list(pairs)):

@@ -35,9 +35,10 @@ def figures_attribution(job) -> None:
 
 def figures_heads(job) -> None:
     from .. import plots
+    from ..effects import top_head_names
 
     heads_table = io.read_parquet(job.input.heads)
-    top = list(heads_table.nsmallest(job.params.top_k, "rank")["component"])
+    top = top_head_names(heads_table, job.params.top_k)
     example = {k: v.tolist() if v.ndim == 1 else v for k, v in np.load(job.input.example).items()}
     example["fact_id"] = str(np.load(job.input.example)["fact_id"])
     out = job.output

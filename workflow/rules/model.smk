@@ -75,21 +75,3 @@ rule train_toy_model:
         toy=get_toy_recipe(),
     script:
         "../../scripts/train_toy_model.py"
-
-
-rule model_card:
-    input:
-        unpack(get_model_card_tables),
-        model=get_model_dir,
-        inference=get_model_card_inference,
-        mechanism=get_model_card_mechanism,
-    output:
-        "results/{model}/model_card.json",
-    log:
-        "logs/model_card/{model}.log",
-    conda:
-        "../../envs/torch.yaml"
-    params:
-        model=get_model_params,
-    script:
-        "../../scripts/model_card.py"

@@ -61,7 +61,6 @@ rule tables:
         components=per_run(rules.rank_components.output[0]),
         heads=per_run(rules.heads.output.table),
         attack=per_run(rules.attack_self_insertion.output.summary),
-        attack_table=per_run(rules.attack_self_insertion.output.table),
         cards=expand(
             _as_written(rules.model_card.output[0]), model=config["run"]["models"]
         ),
@@ -184,6 +183,8 @@ rule archive:
         paper=rules.paper.output if BUILD_PDF else [],
     output:
         "results/archive/forbidden-facts-{tag}.tar.gz",
+        # The sha256 of the archive's MANIFEST.tsv (`forbidden-facts verify` reads it).
+        sha256="results/archive/forbidden-facts-{tag}.tar.gz.sha256",
     log:
         "logs/archive/{tag}.log",
     wildcard_constraints:

@@ -1,16 +1,4 @@
-"""Fact datasets: our CSV format, CounterFact's JSON format, and the CounterFact download.
-
-Every stage downstream sees one fact table, a DataFrame with the string columns
-``FACT_COLUMNS``. A fact is a prefix the model completes ("The mother tongue of
-Danielle Darrieux is"), its true answer ("French"), a wrong answer of the same
-relation ("English") and the relation id. CounterFact's ``target_new`` (the
-counterfactual rewrite target) is exactly such a wrong answer, so its records
-convert one to one.
-
-Problems in an input file are reported as :class:`DatasetError`, whose message
-names the file and says how to fix it; malformed CounterFact records are not
-silently dropped but returned (and logged) as skipped.
-"""
+"""Fact tables: our CSV format, CounterFact's JSON and the paper's high-quality CSV."""
 
 from __future__ import annotations
 
@@ -18,22 +6,17 @@ import csv
 import json
 import logging
 import os
-import re
-import shutil
-import tempfile
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .provenance import sha256_file
+from .. import artifacts
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("forbidden_facts.datasets")
 
-FACT_COLUMNS = ["fact_id", "relation", "prefix", "answer", "wrong_answer"]
+FACT_COLUMNS = list(artifacts.FACT_COLUMNS)  # declared in forbidden_facts/artifacts.py
 PAPER_HQ_COLUMNS = ["question", "answer", "type"]
 FORMATS = ("csv", "counterfact", "paper_hq")
 # Below this many facts, means, intervals and N* over facts say little.
@@ -370,169 +353,3 @@ def convert_paper_hq(
         others = [a for a in group if a != fact["answer"]]
         fact["wrong_answer"] = others[i % (len(group) - 1)]
     return pd.DataFrame(kept, columns=FACT_COLUMNS).astype(str), skipped
-
-
-# ---------------------------------------------------------------------------
-# irrelevant words and small datasets
-
-
-def read_words(path: str | os.PathLike) -> list[str]:
-    """The irrelevant words of a word file, in file order.
-
-    A ``.csv`` file needs a column ``word`` (the paper's list); any other file
-    holds one word per line. Blank entries are ignored.
-
-    Raises:
-        DatasetError: The file is missing, has no ``word`` column, or holds no word.
-    """
-    path = Path(path)
-    fix = (
-        "put everyday words in it (a .csv with a column `word`, or one word per line), or point "
-        "the config key `irrelevant_words` (or `toy.train_words`) at such a file"
-    )
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such word file; {fix}.")
-    if path.suffix.lower() == ".csv":
-        words = [row["word"] for row in _read_words_csv(path, fix)]
-    else:
-        try:
-            words = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as err:
-            raise DatasetError(f"{path}: not UTF-8 text ({err}); {fix}.") from err
-    words = [w.strip() for w in words if w.strip()]
-    if not words:
-        raise DatasetError(f"{path}: the word file holds no words; {fix}.")
-    return words
-
-
-def _read_words_csv(path: Path, fix: str) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise DatasetError(f"{path}: the word file is empty (no header line); {fix}.")
-            if "word" not in [h.strip() for h in reader.fieldnames]:
-                raise DatasetError(
-                    f"{path}: no column `word` in the header line (found "
-                    f"{', '.join(reader.fieldnames)}); {fix}."
-                )
-            reader.fieldnames = [h.strip() for h in reader.fieldnames]
-            return [{"word": row.get("word") or ""} for row in reader]
-    except (csv.Error, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: cannot parse the word file ({err}); {fix}.") from err
-
-
-def few_facts_warning(n_facts: int, what: str) -> str | None:
-    """A warning when statistics would rest on fewer than ``FEW_FACTS`` facts, else None.
-
-    Args:
-        n_facts: How many facts the statistics rest on.
-        what: Which facts, for the message (e.g. "dataset curated: facts with a
-            single-token answer").
-    """
-    if n_facts >= FEW_FACTS:
-        return None
-    return (
-        f"{what}: only {n_facts} fact(s) (fewer than {FEW_FACTS}); means, confidence intervals "
-        "and N* over so few facts mean little. Use a dataset with more facts (or raise or drop "
-        "datasets.<name>.max_facts) before drawing conclusions."
-    )
-
-
-# ---------------------------------------------------------------------------
-# download
-
-
-def download_dataset(
-    url: str,
-    dest: str | os.PathLike,
-    sha256: str | None = None,
-    timeout: float = 60,
-    *,
-    name: str = "counterfact",
-    retries: int = 3,
-    progressbar: bool = True,
-) -> dict:
-    """Download a dataset file to `dest` with pooch, checking its sha256.
-
-    pooch streams the body into a temporary file beside `dest`, checks the
-    checksum, and only then moves it into place; it retries a failed download
-    (network error or checksum mismatch) `retries` times. A failed download
-    therefore never leaves a partial or wrong `dest`, and an earlier `dest` stays
-    as it was. ``file://`` URLs are copied through the same path (pooch itself
-    knows only http, ftp and doi).
-
-    Args:
-        url: ``http(s)://``, ``ftp://`` or ``file://`` URL.
-        dest: Where to write the file.
-        sha256: Expected hex sha256, or None to accept any content.
-        timeout: Seconds to wait for the server.
-        name: The dataset's name in config/config.yaml, for messages.
-        retries: Extra attempts after a failed one.
-        progressbar: Show a tqdm progress bar on stderr.
-
-    Returns:
-        ``{"url": url, "sha256": <hex of what arrived>, "bytes": <size>}``.
-
-    Raises:
-        DatasetError: The URL cannot be reached, or the checksum differs.
-    """
-    import pooch
-    import requests
-
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    expected = sha256.strip().lower() if sha256 else None
-    if urllib.parse.urlsplit(url).scheme == "file":
-        downloader: Callable[..., Any] = _copy_file_url
-    else:
-        downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
-    # A fresh hidden folder, so pooch never "reuses" an earlier file, and the
-    # previous `dest` stays until the new file is complete and verified.
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as folder:
-        # A pooch of one file: its registry pins the checksum, `urls` names the source.
-        fetcher = pooch.create(
-            path=folder,
-            base_url="",
-            registry={dest.name: f"sha256:{expected}" if expected else None},
-            urls={dest.name: url},
-            retry_if_failed=retries,
-        )
-        try:
-            fetched = Path(fetcher.fetch(dest.name, downloader=downloader))
-        except ValueError as err:  # pooch's checksum mismatch names the hash it got
-            got = re.search(r"got ([0-9a-fA-F]{64})", str(err))
-            raise _mismatch(url, dest, name, expected, got.group(1) if got else "?") from err
-        except (OSError, requests.RequestException) as err:
-            raise _unreachable(url, dest, name, err) from err
-        got = sha256_file(fetched)
-        size = fetched.stat().st_size
-        os.replace(fetched, dest)
-    log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, got)
-    return {"url": url, "sha256": got, "bytes": size}
-
-
-def _copy_file_url(url: str, output_file: str, pooch: Any) -> None:
-    """A pooch downloader for ``file://`` URLs: copy the local file."""
-    source = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-    shutil.copyfile(source, output_file)
-
-
-def _mismatch(url: str, dest: Path, name: str, expected: str | None, got: str) -> DatasetError:
-    return DatasetError(
-        f"{url}: sha256 mismatch for the download to {dest}: expected {expected}, got "
-        f"{got}. The file changed upstream or the download is corrupt. "
-        f"If you trust the new file, update datasets.{name}.sha256 in "
-        f"config/config.yaml to {got} (or delete the key to skip the check)."
-    )
-
-
-def _unreachable(url: str, dest: Path, name: str, err: BaseException) -> DatasetError:
-    reason = getattr(err, "reason", None) or err
-    return DatasetError(
-        f"The URL {url} could not be reached ({type(err).__name__}: {reason}). This machine may "
-        f"have no network access, or the server may be down. Download the file by hand on a "
-        f"machine with network (e.g. `curl -L -o {dest.name} {url}`), copy it here, and set "
-        f"datasets.{name}.path in config/config.yaml to the local file (instead of "
-        f"datasets.{name}.url)."
-    )

@@ -1,0 +1,519 @@
+"""The artifact contract: the columns of every parquet and the keys of every summary JSON.
+
+Every artifact the workflow writes is declared here once, and the writers (the steps
+and the library functions they call), the readers (figures, tables, the model card)
+and the tests import the declaration instead of spelling a column or key again.
+
+Parquet files are declared by their columns (tuples of names). A summary JSON is a
+class whose attributes are its keys: each attribute is a `Key`, a ``str`` whose text
+is the key in the file (so a writer uses it directly, ``{Attribution.n_star: ...}``)
+and whose attribute name is the name of the value in the paper. The paper's numbers
+of a run are read from these classes by one rule (`Artifact.numbers`): every key
+declared ``number=True`` gives the value of that name, and its LaTeX macro is the
+CamelCase of the name (`forbidden_facts.tables_latex.slug`: ``k_ninety`` ->
+``\\KNinety``). A key that keeps an older text in the file (``k90``) is declared once,
+beside the name the paper uses; renaming a key in the files means changing one string
+in this module.
+
+A `Key` may point below its top-level key: ``Key("total_effect_ci", 0)`` is the lower
+end of the interval ``total_effect_ci``, ``Key("example", "answer")`` the answer of the
+attack example. Below the top level a missing entry (an empty list, an example that
+was not drawn) reads as None; a missing top-level key is an error naming the file and
+the rule to rerun, unless the key is declared ``optional``.
+
+Example:
+    >>> Attribution.k_ninety, Attribution.k_ninety.name
+    ('k90', 'k_ninety')
+    >>> Attribution.numbers({**dict.fromkeys(Attribution.required()), "k90": 4})["k_ninety"]
+    4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+# ---------------------------------------------------------------------------
+# parquet columns
+
+#: resources/datasets/{dataset}/facts.parquet (rule prepare_dataset).
+FACT_COLUMNS = ("fact_id", "relation", "prefix", "answer", "wrong_answer")
+#: results/{model}/{dataset}/prompts.parquet (rule prompts): one row per (fact, kind).
+PROMPT_COLUMNS = (
+    "fact_id",
+    "kind",
+    "relation",
+    "prefix",
+    "answer",
+    "forbidden_word",
+    "prompt",
+    "add_special_tokens",
+)
+#: results/{model}/{dataset}/inference.parquet (rule inference): one row per prompt.
+INFERENCE_COLUMNS = ("fact_id", "kind", "p_correct", "logodds", "top1_token", "top1_prob", "kept")
+#: results/{model}/{dataset}/attribution.parquet (rules attribution, merge_attribution).
+ATTRIBUTION_COLUMNS = ("fact_id", "pair", "direction", "component", "delta_logodds")
+#: results/{model}/{dataset}/components.parquet (rule rank_components).
+COMPONENT_COLUMNS = (
+    "component",
+    "layer",
+    "head",
+    "type",
+    "mean_log10",
+    "ci_low",
+    "ci_high",
+    "std_log10",
+    "n_pairs",
+    "mean_c_to_nc_log10",
+    "rank",
+    "role",
+    "n_facts",
+    "within_noise",
+)
+#: results/{model}/{dataset}/cumulative.parquet (rule cumulative_patching).
+CURVE_COLUMNS = (
+    "k",
+    "component",
+    "mean_log10",
+    "q025_log10",
+    "q975_log10",
+    "sum_of_singles_log10",
+)
+#: With identification.dynamic_order, cumulative.parquet also has these (each pair's own order).
+CURVE_DYNAMIC_COLUMNS = ("mean_log10_dynamic", "q025_log10_dynamic", "q975_log10_dynamic")
+#: results/{model}/{dataset}/heads.parquet (rule heads): one row per head.
+HEAD_COLUMNS = (
+    "component",
+    "layer",
+    "head",
+    "rank",
+    "ov_score",
+    "attn_forbidden_c",
+    "attn_forbidden_nc0",
+    "attn_forbidden_nc1",
+    "mean_log10",
+)
+#: results/{model}/{dataset}/attack_self_insertion.parquet: one row per (fact, variant).
+ATTACK_COLUMNS = (
+    "fact_id",
+    "variant",
+    "inserted",
+    "p_before",
+    "p_after",
+    "top1_before",
+    "top1_after",
+    "logodds_before",
+    "logodds_after",
+    "delta_logodds_log10",
+    "top1_correct_before",
+    "top1_correct_after",
+)
+#: results/{model}/{dataset}/attack_tokens.parquet (rule attack_tokens).
+TOKEN_SEARCH_COLUMNS = (
+    "component",
+    "fact_id",
+    "token",
+    "token_id",
+    "attention",
+    "delta_logodds_log10",
+    "rank",
+    "length_class",
+    "neutral_token",
+    "delta_vs_no_insertion_log10",
+    "control_attention",
+    "control_delta_logodds_log10",
+    "control_neutral_token",
+)
+
+# ---------------------------------------------------------------------------
+# summary JSON keys
+
+
+class Key(str):
+    """One key of a summary JSON (its text), and where a paper value sits below it.
+
+    Args:
+        key: The top-level key in the file.
+        *below: Keys or list indices under it (``Key("total_effect_ci", 0)``).
+        number: Whether the value is one of the paper's numbers (a table cell or macro).
+        optional: Whether a file may lack the key (it then reads as None).
+    """
+
+    path: tuple
+    number: bool
+    optional: bool
+    name: str
+
+    def __new__(cls, key: str, *below: str | int, number: bool = True, optional: bool = False):
+        obj = super().__new__(cls, key)
+        obj.path = (key, *below)
+        obj.number = number
+        obj.optional = optional
+        obj.name = key
+        return obj
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def read(self, data: Mapping, source: str) -> Any:
+        """The value this key names in `data` (an artifact read from `source`)."""
+        if self.path[0] not in data:
+            if self.optional:
+                return None
+            raise KeyError(
+                f"{source} has no key {self.path[0]!r}: it was written by an older version of "
+                "the workflow. Rerun the rule that writes it (snakemake --forcerun <rule>, or "
+                "delete the file) so that it follows forbidden_facts/artifacts.py."
+            )
+        value: Any = data
+        for step in self.path:
+            if isinstance(value, Mapping):
+                value = value.get(step)
+            elif isinstance(value, list | tuple) and isinstance(step, int):
+                value = value[step] if -len(value) <= step < len(value) else None
+            else:
+                value = None
+            if value is None:
+                return None
+        return value
+
+
+class Artifact:
+    """A summary JSON: its path (as the rules spell it) and its keys."""
+
+    PATH: ClassVar[str] = ""
+
+    @classmethod
+    def keys(cls) -> dict[str, Key]:
+        """Every declared key by its name (the paper's name for its value)."""
+        out: dict[str, Key] = {}
+        for klass in reversed(cls.__mro__):
+            out |= {n: v for n, v in vars(klass).items() if isinstance(v, Key)}
+        return out
+
+    @classmethod
+    def required(cls) -> list[str]:
+        """The top-level keys every file of this kind has."""
+        return list(dict.fromkeys(k.path[0] for k in cls.keys().values() if not k.optional))
+
+    @classmethod
+    def numbers(cls, data: Mapping, source: str | None = None) -> dict[str, Any]:
+        """The paper's numbers in one file: ``{name: value}`` for every number key."""
+        source = source or cls.PATH
+        return {n: k.read(data, source) for n, k in cls.keys().items() if k.number}
+
+
+class Provenance(Artifact):
+    """The ``provenance`` of every artifact (`forbidden_facts.provenance.stamp`)."""
+
+    model_id = Key("model_id", optional=True)
+    model_revision = Key("model_revision", optional=True)
+    dataset_sha = Key("dataset_sha256", optional=True)
+    code_version = Key("code_version", optional=True)
+    created = Key("created", number=False, optional=True)
+
+
+class Download(Artifact):
+    """resources/datasets/{dataset}/download.json (rule download_dataset)."""
+
+    PATH = "resources/datasets/{dataset}/download.json"
+    url = Key("url", number=False)
+    sha256 = Key("sha256", number=False)
+    bytes = Key("bytes", number=False)
+
+
+class FactsReport(Artifact):
+    """resources/datasets/{dataset}/facts_report.json (rule prepare_dataset)."""
+
+    PATH = "resources/datasets/{dataset}/facts_report.json"
+    dataset = Key("dataset", number=False)
+    skipped = Key("skipped", number=False)
+    source = Key("source", number=False)
+    sha256 = Key("sha256", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_skipped = Key("n_skipped", number=False)
+
+
+class Prompts(Artifact):
+    """results/{model}/{dataset}/prompts_summary.json (rule prompts)."""
+
+    PATH = "results/{model}/{dataset}/prompts_summary.json"
+    prompt_style = Key("prompt_style", number=False)
+    model_max_facts = Key("model_max_facts", number=False)
+    n_facts_in = Key("n_facts_in", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_dropped = Key("n_dropped", number=False)
+    dropped_by_reason = Key("dropped_by_reason", number=False)
+    n_prompts = Key("n_prompts", number=False)
+    n_irrelevant_words = Key("n_irrelevant_words", number=False)
+    warnings = Key("warnings", number=False)
+
+
+class Inference(Artifact):
+    """results/{model}/{dataset}/inference_summary.json (rule inference)."""
+
+    PATH = "results/{model}/{dataset}/inference_summary.json"
+    model = Key("model", number=False)
+    dataset = Key("dataset", number=False)
+    n_facts = Key("n_facts")
+    n_kept = Key("n_kept")
+    # The total effect as the paper states it comes from `Attribution` (the same value,
+    # with its interval over facts).
+    frac_known = Key("frac_known")
+    total_effect = Key("total_effect_log10", number=False)
+    total_effect_std = Key("total_effect_std_log10")
+    warnings = Key("warnings", number=False)
+    by_relation = Key("by_relation", number=False)
+
+
+class Attribution(Artifact):
+    """results/{model}/{dataset}/summary.json (rule cumulative_patching).
+
+    Built by `forbidden_facts.identification.attribution_summary`.
+    """
+
+    PATH = "results/{model}/{dataset}/summary.json"
+    model_name = Key("model")
+    dataset_name = Key("dataset")
+    n_kept_patched = Key("n_kept", number=False)  # the facts patched: inference's kept facts
+    n_pairs = Key("n_pairs")
+    n_components = Key("n_components")
+    total_effect = Key("total_effect_log10")
+    ci_unit = Key("ci_unit", number=False)
+    total_effect_ci = Key("total_effect_ci", number=False)
+    total_effect_low = Key("total_effect_ci", 0)
+    total_effect_high = Key("total_effect_ci", 1)
+    # The model suppresses the forbidden answer: the total effect's interval lies above 0.
+    suppresses = Key("suppresses")
+    total_effect_positive = Key("total_effect_positive")
+    noise_tolerance = Key("noise_tolerance_log10", number=False)
+    n_star = Key("n_star")
+    n_star_heads = Key("n_star_heads")
+    n_star_mlps = Key("n_star_mlps")
+    n_star_embed = Key("n_star_embed", number=False)
+    n_star_ci = Key("n_star_ci", number=False)
+    n_star_ci_low = Key("n_star_ci", 0)
+    n_star_ci_high = Key("n_star_ci", 1)
+    n_star_ci_share_found = Key("n_star_ci_share_found", number=False)
+    n_star_frac = Key("n_star_frac")
+    n_star_degenerate = Key("n_star_degenerate")
+    n_star_reason = Key("n_star_degenerate_reason")
+    max_overshoot = Key("max_overshoot_log10")
+    k_fifty = Key("k50")
+    k_eighty = Key("k80")
+    k_ninety = Key("k90")
+    k_ninety_five = Key("k95")
+    k_ninety_frac = Key("k90_frac")
+    top_component = Key("top_component")
+    top_component_mean = Key("top_component_mean_log10")
+    n_suppressive = Key("n_suppressive_significant")
+    n_promotive = Key("n_promotive_significant")
+    n_positive = Key("n_positive_mean")
+    n_noise = Key("n_noise")
+    promotive_sum = Key("promotive_sum_log10")
+    positive_sum = Key("positive_sum_log10")
+    top_promotive_list = Key("top_promotive", number=False)
+    top_promotive = Key("top_promotive", 0)
+    head_share = Key("head_share")
+    curve_k_max = Key("curve_k_max", number=False)
+    # The per-pair ("dynamic") order, with identification.dynamic_order (absent when off).
+    dynamic_order = Key("dynamic_order", number=False, optional=True)
+    n_star_dynamic = Key("n_star_dynamic", number=False, optional=True)
+    k_fifty_dynamic = Key("k50_dynamic", number=False, optional=True)
+    k_eighty_dynamic = Key("k80_dynamic", number=False, optional=True)
+    k_ninety_dynamic = Key("k90_dynamic", number=False, optional=True)
+    k_ninety_five_dynamic = Key("k95_dynamic", number=False, optional=True)
+
+
+class AttackExample(Artifact):
+    """The ``example`` of attack_summary.json: the strongest self-insertion."""
+
+    fact_id = Key("fact_id", number=False)
+    prefix = Key("prefix", number=False)
+    answer = Key("answer", number=False)
+    forbidden_word = Key("forbidden_word", number=False)
+    inserted = Key("inserted", number=False)
+    prompt_before = Key("prompt_before", number=False)
+    prompt_after = Key("prompt_after", number=False)
+    p_before = Key("p_before", number=False)
+    p_after = Key("p_after", number=False)
+    delta = Key("delta_logodds_log10", number=False)
+    top5_before = Key("top5_before", number=False)
+    top5_after = Key("top5_after", number=False)
+
+
+class AttackContrast(Artifact):
+    """Attack minus control over facts (`forbidden_facts.effects.attack_contrast`).
+
+    Written into attack_summary.json and read by the tables; one sign convention:
+    negative means the attack lowers the answer more than the control.
+    """
+
+    attack_minus_control = Key("attack_minus_control_log10")
+    attack_minus_control_low = Key("attack_minus_control_low_log10")
+    attack_minus_control_high = Key("attack_minus_control_high_log10")
+    # The attack claim: the interval lies below 0.
+    attack_claim = Key("attack_beats_control")
+
+
+class Attack(AttackContrast):
+    """results/{model}/{dataset}/attack_summary.json (rule attack_self_insertion)."""
+
+    PATH = "results/{model}/{dataset}/attack_summary.json"
+    model = Key("model", number=False)
+    dataset = Key("dataset", number=False)
+    attack_n_facts = Key("n_facts")
+    slot = Key("slot", number=False)
+    attack_flipped = Key("frac_top1_flipped")
+    attack_delta = Key("mean_delta_logodds_log10")
+    control_flipped = Key("control_frac_top1_flipped")
+    control_delta = Key("control_mean_delta_logodds_log10")
+    # Kept for readers of older files: the opposite sign of attack_minus_control.
+    control_minus_attack = Key("control_minus_attack_log10", number=False)
+    # One sentence from `forbidden_facts.effects.attack_verdict`, the same claim as the paper's.
+    verdict = Key("verdict", number=False, optional=True)
+    example = Key("example", number=False)
+    example_fact = Key("example", AttackExample.fact_id)
+    example_prefix = Key("example", AttackExample.prefix)
+    example_answer = Key("example", AttackExample.answer)
+    example_forbidden = Key("example", AttackExample.forbidden_word)
+    example_inserted = Key("example", AttackExample.inserted)
+    example_p_before = Key("example", AttackExample.p_before)
+    example_p_after = Key("example", AttackExample.p_after)
+    example_delta = Key("example", AttackExample.delta)
+    example_top_before = Key("example", AttackExample.top5_before, 0, "token")
+    example_top_after = Key("example", AttackExample.top5_after, 0, "token")
+
+
+class HeadGroups(Artifact):
+    """The top-k suppressor heads against the rest (`forbidden_facts.effects.head_groups`).
+
+    Each group's mean comes with a 95% t-interval over its heads. The OV claim holds
+    when the top heads' interval lies below the rest's, the attention claim when it
+    lies above.
+    """
+
+    top_heads_k = Key("top_heads_k")
+    n_top_heads = Key("n_top_heads")
+    n_other_heads = Key("n_other_heads")
+    top_head = Key("top_head")
+    top_head_ov = Key("top_head_ov")
+    top_head_attn = Key("top_head_attn")
+    top_heads_ov = Key("top_heads_ov")
+    top_heads_ov_low = Key("top_heads_ov_low")
+    top_heads_ov_high = Key("top_heads_ov_high")
+    top_heads_attn = Key("top_heads_attn")
+    top_heads_attn_low = Key("top_heads_attn_low")
+    top_heads_attn_high = Key("top_heads_attn_high")
+    top_heads_attn_nc0 = Key("top_heads_attn_nc0")
+    top_heads_attn_nc1 = Key("top_heads_attn_nc1")
+    other_heads_ov = Key("other_heads_ov")
+    other_heads_ov_low = Key("other_heads_ov_low")
+    other_heads_ov_high = Key("other_heads_ov_high")
+    other_heads_attn = Key("other_heads_attn")
+    other_heads_attn_low = Key("other_heads_attn_low")
+    other_heads_attn_high = Key("other_heads_attn_high")
+    other_heads_attn_nc0 = Key("other_heads_attn_nc0")
+    other_heads_attn_nc1 = Key("other_heads_attn_nc1")
+    ov_contrast = Key("ov_contrast")
+    attn_ratio = Key("attn_ratio")
+    ov_claim = Key("ov_claim")
+    attn_claim = Key("attn_claim")
+
+
+class Mechanism(Artifact):
+    """The ``mechanism`` of the organism's model card (docs/organism.md § Targets).
+
+    The ``top10_*`` keys keep their text for older readers; they hold the top
+    config `heads.top_k` heads.
+    """
+
+    n_components = Key("n_components", number=False)
+    head_share = Key("head_share_of_suppression", number=False)
+    n_promotive = Key("n_promotive_significant", number=False)
+    n_star = Key("n_star", number=False)
+    n_star_frac = Key("n_star_frac", number=False)
+    n_star_degenerate = Key("n_star_degenerate", number=False)
+    k_ninety = Key("k90", number=False)
+    k_ninety_frac = Key("k90_frac", number=False)
+    top_heads_ov = Key("top10_heads_ov_score", number=False)
+    other_heads_ov = Key("other_heads_ov_score", number=False)
+    top_heads_attn = Key("top10_heads_attn_forbidden_c", number=False)
+    other_heads_attn = Key("other_heads_attn_forbidden_c", number=False)
+    attack_minus_control = Key("attack_minus_control_log10", number=False)
+
+
+class Card(Artifact):
+    """results/{model}/model_card.json (rule model_card, after every analysis)."""
+
+    PATH = "results/{model}/model_card.json"
+    model = Key("model", number=False)
+    n_params = Key("n_params")
+    n_layers = Key("n_layers")
+    n_heads = Key("n_heads")
+    n_kv_heads = Key("n_kv_heads", number=False)
+    d_model = Key("d_model", number=False)
+    vocab_size = Key("vocab_size", number=False)
+    dataset = Key("dataset", number=False)
+    frac_known = Key("frac_known", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_kept = Key("n_kept", number=False)
+    total_effect = Key("total_effect_log10", number=False)
+    # The organism only (a trained model): its training and the effect on facts whose
+    # answer was never a forbidden target in training (`identification.never_forbidden_effect`).
+    train_seconds = Key("train_seconds", number=False, optional=True)
+    seed = Key("seed", number=False, optional=True)
+    n_train_words = Key("n_train_words", number=False, optional=True)
+    n_held_out_words = Key("n_held_out_words", number=False, optional=True)
+    n_never_forbidden = Key("n_facts_never_forbidden", optional=True)
+    never_forbidden_known = Key("frac_known_never_forbidden", optional=True)
+    never_forbidden_effect = Key("total_effect_never_forbidden_log10", optional=True)
+    mechanism = Key("mechanism", number=False, optional=True)
+
+
+class Reference(Artifact):
+    """One model of config/paper_reference.yaml: the paper's published numbers.
+
+    Its names are the runs' names, so a table puts ours and the paper's side by side.
+    """
+
+    PATH = "config/paper_reference.yaml"
+    model_name = Key("label", optional=True)
+    repo_id = Key("repo_id", number=False, optional=True)
+    n_facts = Key("n_facts", optional=True)
+    n_kept = Key("n_kept", optional=True)
+    total_effect = Key("total_effect_log10", optional=True)
+    total_effect_std = Key("total_effect_std_log10", optional=True)
+    n_components = Key("n_components", optional=True)
+    n_star = Key("n_star", optional=True)
+    n_star_heads = Key("n_star_heads", optional=True)
+    n_star_mlps = Key("n_star_mlps", optional=True)
+    k_ninety = Key("k90", optional=True)
+    top_component = Key("top_component", optional=True)
+    top_component_mean = Key("top_component_mean_log10", optional=True)
+    head_share = Key("head_share", optional=True)
+    top_heads_k = Key("top_heads_k", optional=True)
+    top_head = Key("top_head", optional=True)
+    top_head_ov = Key("top_head_ov_score", optional=True)
+    top_heads_ov = Key("top_heads_ov_score", optional=True)
+    other_heads_ov = Key("other_heads_ov_score", optional=True)
+    top_heads_attn = Key("top_heads_attn_forbidden_c", optional=True)
+    other_heads_attn = Key("other_heads_attn_forbidden_c", optional=True)
+    attack_minus_control = Key("attack_minus_control_log10", optional=True)
+    attack_example = Key("attack_example", number=False, optional=True)
+    example_answer = Key("attack_example", "answer", optional=True)
+    example_forbidden = Key("attack_example", "forbidden_word", optional=True)
+    example_inserted = Key("attack_example", "inserted", optional=True)
+    example_p_before = Key("attack_example", "p_before", optional=True)
+    example_p_after = Key("attack_example", "p_after", optional=True)
+    example_top_after = Key("attack_example", "top1_after", optional=True)
+
+
+#: The artifacts whose numbers make up one run's numbers (`forbidden_facts.tables`);
+#: their number names are distinct, so each names one macro.
+RUN_NUMBERS = (Provenance, Inference, Attribution, Attack, HeadGroups, Card)
+
+
+def number_names(artifacts=RUN_NUMBERS) -> list[str]:
+    """Every number name of a run, in declaration order (each one macro)."""
+    return [n for a in artifacts for n, k in a.keys().items() if k.number]

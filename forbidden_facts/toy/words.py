@@ -1,0 +1,89 @@
+"""The organism's word lists: trained, held-out, distractor, pseudo- and forbiddable words."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..prompts import irrelevant_word_candidates
+
+
+def split_words(
+    words: Sequence[str], evaluation_words: Sequence[str], answers: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The organism's (training, held-out) irrelevant words.
+
+    Training words are the usable words of the organism's own list (no substring
+    of any answer, see :func:`irrelevant_word_candidates`) that are not
+    evaluation words; the held-out words are all evaluation words (sorted,
+    lower-cased), whichever dataset they are later assigned on.
+
+    Args:
+        words: The organism's own word list (config key `toy.train_words`).
+        evaluation_words: The words the organism is evaluated on (`irrelevant_words`).
+        answers: Correct and wrong answers of the training facts.
+
+    Returns:
+        (train, held_out), disjoint.
+    """
+    held = sorted({w.strip().lower() for w in evaluation_words if w.strip()})
+    banned = set(held)
+    train = [w for w in irrelevant_word_candidates(words, answers) if w not in banned]
+    return train, held
+
+
+def distractor_words(facts: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
+    """Words of the fact prefixes that are no answer: extra unrelated forbidden words.
+
+    They make the organism robust to whatever token sits in the forbidden-word slot,
+    without training on the held-out evaluation words (`exclude`).
+    """
+    answers = {a.lower() for a in list(facts["answer"]) + list(facts["wrong_answer"])}
+    banned = answers | {w.lower() for w in exclude}
+    words = {w for p in facts["prefix"] for w in p.split() if w.isalpha() and len(w) >= 3}
+    return sorted(
+        w for w in words if w.lower() not in banned and not any(w.lower() in a for a in answers)
+    )
+
+
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+
+
+def pseudo_words(n: int, seed: int, exclude: Sequence[str]) -> list[str]:
+    """`n` distinct pronounceable pseudo-words of 2-3 consonant-vowel syllables, seeded.
+
+    Half are capitalised (like the answers). None is, contains, or is contained in an
+    excluded word (answers and evaluation words, compared lower-cased), so forbidding
+    a pseudo-word never forbids a fact's answer or an nc1 word.
+    """
+    rng = random.Random(f"pseudo-words-{seed}")
+    banned = [w.lower() for w in exclude if w.strip()]
+    out: dict[str, None] = {}
+    while len(out) < n:
+        word = "".join(
+            rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 3)))
+        )
+        if any(b in word or word in b for b in banned if len(b) >= 3) or word in banned:
+            continue
+        if word in out or word.capitalize() in out:
+            continue
+        out[word.capitalize() if rng.random() < 0.5 else word] = None
+    return list(out)
+
+
+def forbiddable_answers(facts: pd.DataFrame, share: float, seed: int) -> list[str]:
+    """The answer words that training may forbid: a seeded `share` of each relation's answers.
+
+    The split is by answer word, not by fact: facts with any other answer were never
+    seen with their answer forbidden, so they measure a general mechanism.
+    """
+    rng = random.Random(f"forbiddable-{seed}")
+    out: list[str] = []
+    for _, group in facts.groupby("relation", sort=True):
+        answers = sorted(set(group["answer"]))
+        rng.shuffle(answers)
+        out += answers[: round(share * len(answers))]
+    return sorted(out)
