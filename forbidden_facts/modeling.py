@@ -113,13 +113,18 @@ def load_model(
 
 def check_tokenizer_file(path: str | Path) -> None:
     """A model folder must hold ``tokenizer.json`` (else transformers asks for sentencepiece)."""
+    import importlib.util
+
     path = Path(path)
-    if (path / "config.json").exists() and not (path / "tokenizer.json").exists():
-        raise ModelLoadError(
-            f"{path} has no tokenizer.json, the tokenizer every step loads. Copy it from the "
-            "model's repository (a hub model: delete the folder and rerun snakemake to download "
-            "it again), or rebuild the model (delete the folder, then rerun snakemake)."
-        )
+    if not (path / "config.json").exists() or (path / "tokenizer.json").exists():
+        return
+    if (path / "tokenizer.model").exists() and importlib.util.find_spec("sentencepiece"):
+        return  # a slow sentencepiece tokenizer that transformers converts
+    raise ModelLoadError(
+        f"{path} has no tokenizer.json, the tokenizer every step loads. Copy it from the "
+        "model's repository (a hub model: delete the folder and rerun snakemake to download "
+        "it again), or rebuild the model (delete the folder, then rerun snakemake)."
+    )
 
 
 def load_tokenizer(path: str | Path):

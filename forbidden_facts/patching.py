@@ -146,8 +146,12 @@ def patched_logodds(
     out = [torch.empty(batch, n_rows, device=device) for _ in bases]
     if linear:
         unnormed = [unembed_unnormed(model, b) for b in bases]
+        # Fact by fact: the patched rows exist only inside inv_rms, so the temporaries
+        # are 2 x components x d_model, not 2 x batch x components x d_model.
         scales = [
-            inv_rms(model, b[:, None] + s * delta).to(device)
+            torch.cat(
+                [inv_rms(model, b[f : f + 1, None] + s * delta[f : f + 1]) for f in range(batch)]
+            ).to(device)
             for b, s in zip(bases, signs, strict=True)
         ]
     ids, valid = ids.to(device), valid.to(device)
@@ -465,9 +469,9 @@ def attribution_peak_bytes(
     * held per batch of B facts (3B prompts): the components 3B·C·d, the final
       residuals 3B·d and the final logits 3B·V (float32), the answer mask B·V bytes;
     * per pair: the differences Δ = B·C·d, the unnormed bases 2·B·V, then either the
-      1/rms scales' two transient B·C·d copies or one chunk: two logit buffers of
-      r·V and two r·d row copies, r = `chunk_rows` (at most row_batch and
-      MAX_CHUNK_LOGITS / V rows, whole facts where they fit);
+      1/rms scales' two transient C·d copies (made fact by fact) or one chunk: two
+      logit buffers of r·V and two r·d row copies, r = `chunk_rows` (at most
+      row_batch and MAX_CHUNK_LOGITS / V rows, whole facts where they fit);
     * the forward pass of the next batch: its activations over n = 3B·T tokens,
       n·(3·d_mlp + 2·d)·dtype_bytes (at the MLP's product its two d_mlp-wide inputs
       and its output, beside the residual stream and its normed copy) plus the
@@ -483,7 +487,7 @@ def attribution_peak_bytes(
     held = (3 * b * c * d + 3 * b * d + 3 * b * v) * f32 + b * v
     r = chunk_rows(c, v, row_batch, b)
     per_pair = (b * c * d + 2 * b * v) * f32
-    transient = max(2 * b * c * d, 2 * r * v + 2 * r * d) * f32
+    transient = max(2 * c * d, 2 * r * v + 2 * r * d) * f32
     patch = held + per_pair + transient
     n = 3 * b * tokens
     forward = n * (3 * d_mlp + 2 * d) * dtype_bytes + 3 * b * n_heads * tokens**2 * f32 + held

@@ -70,6 +70,14 @@ def model_provenance(model_dir: str | Path) -> dict:
                 "model_id": f"{data['package']}=={data['version']}:{data['file']}",
                 "model_revision": f"sha256:{data['wheel_sha256']}",
             }
+        if data.get("source") == "finetune":
+            # Its base model's identity, the recipe's seed and the weights' digest.
+            weights = sorted(model_dir.glob("*.safetensors"))
+            digest = sha256_file(weights[0])[:16] if weights else None
+            return {
+                "model_id": f"{data['base_model_id']} fine-tuned (seed {data['seed']})",
+                "model_revision": f"sha256:{digest}",
+            }
         return {"model_id": data.get("repo_id"), "model_revision": data.get("revision")}
     record = model_dir / "toy_training.json"
     if record.exists():

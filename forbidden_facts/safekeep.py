@@ -262,9 +262,14 @@ def stage(outputs) -> tuple[Outputs, list[tuple[Path, Path]]]:
         # any compute, and never replaced.
         if dest.is_dir() and dest.suffix and not (dest / ".snakemake_timestamp").exists():
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(dest))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temps(dest)
-        fd, tmp = tempfile.mkstemp(prefix=io.temp_prefix(dest), suffix=dest.suffix, dir=dest.parent)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            io.remove_stale_temps(dest)
+            fd, tmp = tempfile.mkstemp(
+                prefix=io.temp_prefix(dest), suffix=dest.suffix, dir=dest.parent
+            )
+        except PermissionError as err:  # before any compute: name the folder, not a temp file
+            raise PermissionError(err.errno, err.strerror, str(dest.parent)) from None
         os.close(fd)
         os.unlink(tmp)
         pairs.append((Path(tmp), dest))

@@ -3,15 +3,15 @@
 Pure functions of loaded artifacts and nothing LaTeX-specific (rendering and
 escaping live in `forbidden_facts.tables_latex`): a `Run` holds what the workflow
 wrote for one (model, dataset) pair; `run_numbers` turns it into one flat dict of
-plain values (the source of every table cell and every macro of the paper's text),
-`paper_numbers` does the same for the published numbers
-(``config/paper_reference.yaml``) under the same keys, and the ``*_claim`` entries
-decide which sentence the paper may state.
+plain values (the source of every table cell and every macro of the paper's text)
+by one rule: every number key that `forbidden_facts.artifacts` declares for the
+run's artifacts, under its declared name. `paper_numbers` reads the published
+numbers (``config/paper_reference.yaml``, `artifacts.Reference`) under the same
+names, and the ``*_claim`` entries decide which sentence the paper may state.
 
-Statistics over units that are not independent are taken over the independent
-unit: the total effect's interval over facts (its two pairs are averaged first),
-the attack's attack-minus-control over facts, and the heads' OV scores and
-attention over heads (a t-interval of the group mean).
+The statistics themselves are computed where the artifacts are written, or by
+`forbidden_facts.effects` (the head groups, over heads; the attack contrast, over
+facts); nothing here recomputes them.
 
 Example:
     >>> run = load_run("toy", "curated", **paths)  # doctest: +SKIP

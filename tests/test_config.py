@@ -225,3 +225,12 @@ def test_gaps_of_issue_21_are_closed(config, tmp_path):
             },
             ROOT,
         )
+
+
+def test_a_finetune_model_must_name_another_declared_model_as_base(config):
+    config["models"]["obedient-x"] = {"source": "finetune", "base": "gpt-5", "finetune": {}}
+    with pytest.raises(ConfigError, match=r"models\.obedient-x\.base.*gpt-5"):
+        check_run_names(config)
+    config["models"]["obedient-x"]["base"] = "obedient-x"
+    with pytest.raises(ConfigError, match="not another declared model"):
+        check_run_names(config)

@@ -149,3 +149,57 @@ def test_a_folder_where_an_output_file_belongs_is_refused_before_the_step(tmp_pa
         run(job, ran.append)
     assert ran == [] and (out / "keep.txt").read_text() == "mine"
     assert "is a folder, but the rule writes a file there" in capsys.readouterr().err
+
+
+def test_an_example_fact_that_is_not_kept_is_refused_before_the_ov_scores(tmp_path):
+    # Issue 21, defect 4: named before the model is even loaded (no model folder here).
+    from forbidden_facts.datasets import DatasetError
+    from forbidden_facts.steps.heads import heads
+
+    prompts = pd.DataFrame({"fact_id": ["known", "unknown"], "kind": ["c", "c"]})
+    inference = pd.DataFrame({"fact_id": ["known", "unknown"], "kept": [True, False]})
+    io.write_parquet(tmp_path / "prompts.parquet", prompts)
+    io.write_parquet(tmp_path / "inference.parquet", inference)
+    io.write_parquet(tmp_path / "components.parquet", pd.DataFrame({"component": ["EMBED"]}))
+    job = SimpleNamespace(
+        input=SimpleNamespace(
+            model=str(tmp_path / "no_model"),
+            prompts=str(tmp_path / "prompts.parquet"),
+            inference=str(tmp_path / "inference.parquet"),
+            components=str(tmp_path / "components.parquet"),
+        ),
+        params=SimpleNamespace(heads={"example_fact": "unknown", "top_k": 1, "ov_rows": None}),
+    )
+    with pytest.raises(DatasetError, match="not kept.*known"):
+        heads(job)
+
+
+def test_kept_records_are_found_where_snakemake_keeps_them(tmp_path):
+    # forbidden_facts.safekeep repeats Snakemake's record layout; it must stay the same.
+    from snakemake.persistence.file import FilePersistence as Persistence
+
+    from forbidden_facts.safekeep import _record_path
+
+    subject = tmp_path / "metadata"
+    subject.mkdir()
+    theirs = SimpleNamespace(_max_len=None)
+    theirs._fetch_max_len = lambda s: Persistence._fetch_max_len(theirs, s)
+    for key in ["results/tiny/tiny/heads.parquet", "resources/models/" + "x" * 400]:
+        expected = Persistence._record_path(theirs, str(subject), key)
+        assert str(_record_path(subject, key)) == expected
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_results_folder_is_named_before_the_step(tmp_path, capsys):
+    out = tmp_path / "results/table.parquet"
+    out.parent.mkdir()
+    out.parent.chmod(0o500)
+    ran = []
+    job = _job(tmp_path)
+    job.output = [str(out)]
+    try:
+        with pytest.raises(SystemExit):
+            run(job, ran.append)
+    finally:
+        out.parent.chmod(0o700)
+    assert ran == [] and f"cannot write {out.parent}" in capsys.readouterr().err

@@ -841,3 +841,37 @@ def test_paper_sources_and_tables_of_the_tiny_run_need_no_tex(tiny_run):
     comparison = (source / "tables/comparison.tex").read_text()
     assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "shipped_effect, says", [(-0.66, "copies the forbidden word"), (0.4, "has a total effect")]
+)
+def test_finetune_finding_compares_the_obedient_model_with_its_shipped_base_and_the_paper(
+    tmp_path, reference, shipped_effect, says
+):
+    pairs = (("smollm2-135m-obedient", "curated"), ("smollm2-135m-instruct", "curated"))
+    runs = _runs(tmp_path, pairs=pairs)
+    runs[0].card.update(
+        finetune={
+            "base_model": "smollm2-135m-instruct",
+            "train_seconds": 315.0,
+            "seconds_per_step": 2.1,
+            "n_excluded_trained": 243,
+            "n_facts_never_taught": 178,
+            "n_kept_never_taught": 75,
+            "total_effect_never_taught_log10": 3.456,
+        }
+    )
+    runs[1].summary.update(total_effect_log10=shipped_effect)
+    context, rendered, macros = _render(runs, reference)
+    finding = _finding(rendered["findings"], "SmollmTwoOneThreeFiveMObedientCuratedFindingFinetune")
+    assert "smollm2-135m-instruct fine-tuned" in finding and says in finding
+    assert r"\SmollmTwoOneThreeFiveMObedientCuratedNExcludedTrained{}" in finding
+    assert macros["SmollmTwoOneThreeFiveMObedientCuratedNExcludedTrained"] == "243"
+    assert macros["SmollmTwoOneThreeFiveMObedientCuratedNeverTaughtEffect"] == "3.46"
+    assert ("made suppression win" in finding) == (shipped_effect < 0)
+    # the first run's finding is also \FindingFinetune; a model not fine-tuned here has none
+    assert r"\newcommand{\FindingFinetune}" in rendered["findings"]
+    assert (
+        _finding(rendered["findings"], "SmollmTwoOneThreeFiveMInstructCuratedFindingFinetune") == ""
+    )

@@ -94,6 +94,32 @@ def test_nc1_words_are_the_papers_and_held_out_of_training(workdir, finished, mo
     assert record["train_words"] and not set(record["train_words"]) & set(paper_words)
 
 
+def test_finetune_path_analyses_only_never_taught_facts(workdir, finished):
+    """config/test.yaml's tiny-obedient: a few steps of the fine-tune of the tiny organism."""
+    from forbidden_facts.datasets import load_facts, read_words
+
+    snakemake(workdir, "results/tiny-obedient/model_card.json")
+    model = workdir / "resources/models/tiny-obedient"
+    assert list(model.glob("*.safetensors")) and (model / "tokenizer.json").exists()
+    record = json.loads((model / "finetune_record.json").read_text())
+    assert record["base_model"] == "tiny" and len(record["loss_curve"]) == record["config"]["steps"]
+    assert not set(record["train_words"]) & set(read_words(workdir / "data/paper_words.csv"))
+    run = workdir / "results/tiny-obedient/tiny"
+    prompts = pd.read_parquet(run / "prompts.parquet")
+    taught = {w.lower() for w in record["target_answers"] + record["forbidden_targets"]}
+    assert not prompts["answer"].str.lower().isin(taught).any()
+    assert not prompts["fact_id"].isin(record["trained_fact_ids"]).any()
+    summary = json.loads((run / "prompts_summary.json").read_text())
+    n_facts = len(load_facts(workdir / "data/facts/tiny.csv"))
+    assert summary["n_excluded_trained"] == n_facts - summary["n_facts_in"] > 0
+    assert sum(summary["excluded_by_reason"].values()) == summary["n_excluded_trained"]
+    card = json.loads((workdir / "results/tiny-obedient/model_card.json").read_text())
+    assert card["finetune"]["n_excluded_trained"] == summary["n_excluded_trained"]
+    assert card["finetune"]["total_effect_never_taught_log10"] == card["total_effect_log10"]
+    # The default run's organism is untouched by its fine-tune.
+    assert json.loads((finished / "prompts_summary.json").read_text())["n_excluded_trained"] == 0
+
+
 def test_attribution_identification_and_provenance(finished):
     import pyarrow.parquet as pq
 
@@ -272,7 +298,9 @@ def test_settings_that_do_not_make_the_model_never_rebuild_it(run_copy):
         "heads={vocab_chunk: 100}",
         "attack={batch_size: 5}",
     )
-    assert "Nothing to be done" in plan.stdout, _planned(plan)
+    # Only the archive, whose provenance.json records the config in effect, is packed again.
+    outputs = _planned(plan)
+    assert all(o.startswith("results/archive/") for o in outputs), outputs
     # What does change a result still reruns it, and only what depends on it.
     outputs = _planned(snakemake(run_copy, "-n", "--config", "heads={ov_rows: 50}"))
     assert any(o.endswith("heads.parquet") for o in outputs), outputs
@@ -434,9 +462,11 @@ def test_a_stopped_rerun_keeps_heads_and_leaves_no_lock(run_copy, sig, presses):
     log.unlink()
     proc = _start(run_copy, "--forcerun", "heads")
     deadline = time.time() + 600
-    while not (log.exists() and "heads" in log.read_text()) and proc.poll() is None:
+    # The step creates its log first thing; loading the model takes it seconds more.
+    while not log.exists() and proc.poll() is None:
         assert time.time() < deadline
         time.sleep(0.05)
+    time.sleep(1)
     for _ in range(presses):
         os.killpg(proc.pid, sig)
         time.sleep(0.5)
@@ -469,3 +499,26 @@ def test_config_mistakes_are_refused_before_any_job_and_cost_nothing(run_copy):
     assert proc.returncode != 0 and "at least one shard" in proc.stdout + proc.stderr
     assert _results(run_copy) == before
     _nothing_to_do(run_copy)
+
+
+def test_a_missing_tokenizer_and_prompts_longer_than_the_context_are_named(run_copy):
+    # Defect 8: the missing file is named (not "install sentencepiece"), nothing is lost;
+    # a prompt longer than max_position_embeddings drops its fact, counted in the summary.
+    model = run_copy / "resources/models/tiny"
+    summary = run_copy / RUN / "prompts_summary.json"
+    before = _results(run_copy)
+    tokenizer = (model / "tokenizer.json").read_bytes()
+    (model / "tokenizer.json").unlink()
+    target = f"{RUN}/prompts_summary.json"
+    proc = snakemake(run_copy, target, "--forcerun", "prompts", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "has no tokenizer.json" in out, out[-2000:]
+    (model / "tokenizer.json").write_bytes(tokenizer)
+    assert _results(run_copy) == before
+    n_facts = json.loads(summary.read_text())["n_facts"]
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
+    snakemake(run_copy, target, "--forcerun", "prompts")
+    record = json.loads(summary.read_text())
+    assert record["dropped_by_reason"]["longer_than_context"] == n_facts
+    assert record["n_facts"] == 0 and "max_position_embeddings" in record["warnings"][-1]

@@ -16,7 +16,7 @@ from .. import artifacts
 
 log = logging.getLogger("forbidden_facts.datasets")
 
-FACT_COLUMNS = list(artifacts.FACT_COLUMNS)  # declared in forbidden_facts/artifacts.py
+FACT_COLUMNS = list(artifacts.FACT_COLUMNS)  # declared in forbidden_facts/artifacts/
 PAPER_HQ_COLUMNS = ["question", "answer", "type"]
 FORMATS = ("csv", "counterfact", "paper_hq")
 # Below this many facts, means, intervals and N* over facts say little.

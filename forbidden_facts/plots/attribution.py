@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 
 from ..artifacts import Attribution as S
 from .common import (
+    DYNAMIC_COLOR,
     NC_TO_C_LOG10,
     PROMOTIVE_COLOR,
     SUPPRESSIVE_COLOR,
@@ -25,9 +26,6 @@ from .common import (
     _title,
     _xerr,
 )
-
-# The dynamic-order curve of the cumulative figure.
-DYNAMIC_COLOR = "#2ca02c"
 
 
 def top_components(

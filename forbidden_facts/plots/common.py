@@ -27,6 +27,8 @@ KIND_COLORS = {"c": "#d62728", "nc0": "#1f77b4", "nc1": "#2ca02c"}
 TYPE_COLORS = {"embed": "#7f7f7f", "head": "#1f77b4", "attn_bias": "#2ca02c", "mlp": "#ff7f0e"}
 SUPPRESSIVE_COLOR = "#1f77b4"
 PROMOTIVE_COLOR = "#d62728"
+DYNAMIC_COLOR = "#2ca02c"
+ROLE_CHANGED_COLOR = "#d62728"
 NC_TO_C_LOG10 = "mean nc\u2192c effect (log10 BF)"
 
 

@@ -1,4 +1,4 @@
-"""The before/after comparison of a derived model with its base (rule figure_component_shift)."""
+"""Figure of the comparison stage: each component's effect before and after a fine-tune."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .common import NC_TO_C_LOG10, Drawn, PathLike, _note, _save, _title, _xerr
-
-# Components whose role (suppressive, promotive, neutral) changed.
-ROLE_CHANGED_COLOR = "#d62728"
+from .common import (
+    NC_TO_C_LOG10,
+    ROLE_CHANGED_COLOR,
+    Drawn,
+    PathLike,
+    _note,
+    _save,
+    _title,
+    _xerr,
+)
 
 
 def component_shift(

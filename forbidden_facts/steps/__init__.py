@@ -28,7 +28,17 @@ from .. import safekeep
 log = logging.getLogger("forbidden_facts")
 
 # The stage modules, in DAG order: one per file in workflow/rules/.
-STAGES = ("model", "prompts", "attribution", "shift", "heads", "attack", "card", "figures", "paper")
+STAGES = (
+    "model",
+    "prompts",
+    "attribution",
+    "shift",
+    "heads",
+    "attack",
+    "card",
+    "figures",
+    "paper",
+)
 
 
 def find_step(name: str) -> Callable | None:

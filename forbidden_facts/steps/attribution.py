@@ -30,11 +30,14 @@ def shard_of(scatteritem: str) -> tuple[int, int]:
     return int(i) - 1, int(n)
 
 
-def attribute_facts(job, shard: int, n: int) -> tuple[pd.DataFrame, int]:
+def attribute_facts(
+    job, shard: int, n: int, model_name: str | None = None
+) -> tuple[pd.DataFrame, int]:
     """First-order patching of the job's model on shard `shard` of `n` of the kept facts.
 
     The kept facts are those of ``job.input.inference``; the model is ``job.input.model``
-    (the base model's attribution runs it on a derived model's kept facts and prompts).
+    (the base model's attribution runs it on a derived model's kept facts and prompts,
+    with the settings of `model_name`, the base; None: the job's ``{model}``).
 
     Returns:
         (the long attribution table, the number of facts in the shard).
@@ -45,8 +48,8 @@ def attribute_facts(job, shard: int, n: int) -> tuple[pd.DataFrame, int]:
     order = list(dict.fromkeys(prompts["fact_id"]))
     mine = set(shard_facts(order, shard, n))
     prompts = prompts[prompts["fact_id"].isin(mine)]
-    model, tokenizer = load(job, attn_implementation="sdpa")
-    m = settings(job)
+    model, tokenizer = load(job, attn_implementation="sdpa", model=model_name)
+    m = settings(job, model_name)
     frames = (
         list(
             attribute(
@@ -167,10 +170,8 @@ def cumulative_patching(job) -> None:
         # The paper's per-pair order, on the same curve length as the fixed order.
         dyn_mean = curve["mean_log10_dynamic"].to_numpy()
         total = summary[S.total_effect]
-        shares = k_shares(dyn_mean, total)
         summary[S.n_star_dynamic] = n_star(dyn_mean, total)
-        for key in (S.k_fifty, S.k_eighty, S.k_ninety, S.k_ninety_five):
-            summary[f"{key}_dynamic"] = shares[key]
+        summary.update({f"{key}_dynamic": v for key, v in k_shares(dyn_mean, total).items()})
     prov = inherit(job.input.components)
     io.write_parquet(job.output.curve, curve, provenance=prov)
     with io.atomic_path(job.output.pairs) as tmp:

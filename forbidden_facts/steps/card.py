@@ -12,6 +12,32 @@ from ..provenance import stamp
 __all__ = ["model_card"]
 
 
+def finetune_card(record: dict, prompts_summary: dict | None) -> dict:
+    """The fine-tune's figures for the model card (its record and the prompts' exclusion)."""
+    card = {
+        "finetune": {
+            "base_model": record["base_model"],
+            "recipe": record["config"],
+            # The recipe's choice among the attempts, and their figures.
+            "recipe_choice": "docs/obedient.md, Decision rule",
+            "seed": record["seed"],
+            "train_seconds": record["train_seconds"],
+            "seconds_per_step": record["seconds_per_step"],
+            "n_trainable_params": record["n_trainable_params"],
+            "first_loss": record["loss_curve"][0],
+            "final_loss": record["final_loss"],
+            "n_trained_facts": len(record["trained_fact_ids"]),
+            "n_target_answers": len(record["target_answers"]),
+            "n_forbidden_targets": len(record["forbidden_targets"]),
+            "n_train_words": len(record["train_words"]),
+        }
+    }
+    if prompts_summary is not None:
+        card["finetune"]["n_excluded_trained"] = prompts_summary["n_excluded_trained"]
+        card["finetune"]["excluded_by_reason"] = prompts_summary["excluded_by_reason"]
+    return card
+
+
 def model_card(job) -> None:
     """The model's card: its architecture, recall and total effect on `model_card_dataset`.
 
@@ -57,6 +83,17 @@ def model_card(job) -> None:
         card[C.n_held_out_words] = len(record["held_out_words"])
         table = io.read_parquet(job.input.inference_table)
         card.update(never_forbidden_effect(table, io.read_parquet(job.input.prompts), record))
+    from ..finetune import read_finetune_record
+
+    tuned = read_finetune_record(job.input.model)
+    if tuned is not None:
+        card.update(finetune_card(tuned, io.read_json(job.input.prompts_summary)))
+        # The analysis sees only never-taught facts (the prompts step drops the others),
+        # so the card's total effect is the never-taught effect. (Not the organism's
+        # `total_effect_never_forbidden_log10`: the paper reads that key as "organism".)
+        card["finetune"]["n_facts_never_taught"] = n_facts
+        card["finetune"]["n_kept_never_taught"] = n_kept
+        card["finetune"]["total_effect_never_taught_log10"] = card[C.total_effect]
     if len(job.input.mechanism):
         from ..effects import mechanism
 

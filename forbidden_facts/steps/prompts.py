@@ -58,6 +58,7 @@ def prepare_dataset(job) -> None:
 
 def prompts(job) -> None:
     from ..datasets import few_facts_warning
+    from ..finetune import drop_trained, read_finetune_record
     from ..modeling import load_tokenizer
     from ..prompts import (
         adds_special_tokens,
@@ -77,6 +78,16 @@ def prompts(job) -> None:
     # The paper's rule: words are assigned over the whole dataset, before the
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
+    # A fine-tuned model never sees a fact it was trained on, nor one whose answer was a
+    # training target or forbidden word (its finetune_record.json lists them): dropped
+    # before the subset and every filter, so the analysis cannot see a trained fact.
+    facts, excluded = drop_trained(facts, read_finetune_record(job.input.model))
+    if excluded["n_excluded_trained"]:
+        log.info(
+            "dropped %d facts seen in the fine-tune (%s)",
+            excluded["n_excluded_trained"],
+            excluded["excluded_by_reason"],
+        )
     model_max = job.params.max_facts
     if model_max:
         # This model's subset (config models.<name>.max_facts), drawn after the words
@@ -112,6 +123,7 @@ def prompts(job) -> None:
         )
     summary = {
         P.prompt_style: style,
+        **excluded,
         P.model_max_facts: model_max,
         P.n_facts_in: len(facts),
         P.n_facts: len(kept),

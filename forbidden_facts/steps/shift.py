@@ -8,7 +8,6 @@ patching) on exactly the derived model's kept facts and prompts, and
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -29,35 +28,18 @@ __all__ = [
 ]
 
 
-class _AsBase:
-    """The job seen as the base model's: `settings` and `load` read the base's config block."""
-
-    def __init__(self, job):
-        self._job = job
-        self.wildcards = SimpleNamespace(
-            model=job.params.base,
-            dataset=job.wildcards.dataset,
-            scatteritem=getattr(job.wildcards, "scatteritem", None),
-        )
-
-    def __getattr__(self, name):
-        return getattr(self._job, name)
-
-
 def _base(job) -> dict:
     return {"base_model": job.params.base, "base_model_dir": str(job.input.model)}
 
 
 def base_inference(job) -> None:
     """The base model's p_correct and log-odds on the derived model's kept prompts."""
-    from transformers import AutoTokenizer
-
     from ..inference import run_inference
+    from ..modeling import load_tokenizer
 
     prompts = kept_prompts(io.read_parquet(job.input.prompts), io.read_parquet(job.input.inference))
-    base = _AsBase(job)
-    model, tokenizer = load(base, attn_implementation="sdpa")
-    if tokenizer.get_vocab() != AutoTokenizer.from_pretrained(job.input.derived).get_vocab():
+    model, tokenizer = load(job, attn_implementation="sdpa", model=job.params.base)
+    if tokenizer.get_vocab() != load_tokenizer(job.input.derived).get_vocab():
         raise ValueError(
             f"config `models.{job.wildcards.model}.base` is {job.params.base!r}, whose "
             f"tokenizer ({job.input.model}) differs from {job.wildcards.model}'s "
@@ -65,7 +47,9 @@ def base_inference(job) -> None:
             "mean the same to the base. Set `base` to the model it was derived from, which "
             "shares its tokenizer, or to null."
         )
-    table = run_inference(model, tokenizer, prompts, batch_size=settings(base).batch_size)
+    table = run_inference(
+        model, tokenizer, prompts, batch_size=settings(job, job.params.base).batch_size
+    )
     io.write_parquet(job.output[0], table, provenance=inherit(job.input.inference, **_base(job)))
     log.info(
         "base %s on %d kept facts of %s: it keeps %d of them itself",
@@ -79,7 +63,7 @@ def base_inference(job) -> None:
 def base_attribution_shard(job) -> None:
     """First-order patching of the base model on one shard of the derived model's kept facts."""
     shard, n = shard_of(job.wildcards.scatteritem)
-    table, n_facts = attribute_facts(_AsBase(job), shard, n)
+    table, n_facts = attribute_facts(job, shard, n, model_name=job.params.base)
     io.write_parquet(
         job.output[0],
         table,
@@ -113,7 +97,7 @@ def component_shift(job) -> None:
     inference = io.read_parquet(job.input.inference)
     base_inference = io.read_parquet(job.input.base_inference)
     tol_before = _tolerance(base_inference, job.params.base_dtype)
-    tol_after = _tolerance(inference[inference["kept"]], settings(job).dtype)
+    tol_after = _tolerance(inference[inference["kept"]], job.params.model["dtype"])
     labels = list(dict.fromkeys(after["component"]))
     table = shift(before, after, tol_before, tol_after, label_order=labels)
     effects = {}

@@ -48,7 +48,7 @@ class ToyConfig:
     share_word_forms: bool = _schema_default("share_word_forms")
     embed_std: float | None = _schema_default("embed_std")
     phase2_lr_restart: bool = _schema_default("phase2_lr_restart")
-    # Not a config key: torch threads of the training run (the rule's `threads`).
+    # Not a config key: torch threads of the training run.
     threads: int = 2
 
     @classmethod

