@@ -120,8 +120,9 @@ class Attribution(Artifact):
     curve_k_max = Key("curve_k_max", number=False)
     # The per-pair ("dynamic") order (config identification.dynamic_order); the k-shares of
     # its curve are the fixed order's keys with the suffix "_dynamic" (k90_dynamic, ...).
-    dynamic_order = Key("dynamic_order", number=False)
-    n_star_dynamic = Key("n_star_dynamic")
+    # Optional: summaries of runs without it (and older ones) lack both keys.
+    dynamic_order = Key("dynamic_order", number=False, optional=True)
+    n_star_dynamic = Key("n_star_dynamic", optional=True)
 
 
 class AttackExample(Artifact):
