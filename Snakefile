@@ -18,6 +18,13 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# No earlier output is deleted before its job runs: a job that fails or is stopped
+# leaves it in place (the step swaps its new outputs in only when complete, and
+# forbidden_facts.safekeep repairs Snakemake's records of the old ones).
+outputflags:
+    update,
+
+
 include: "workflow/rules/common.smk"
 
 

@@ -5,7 +5,10 @@ paths relative to the working directory, a ``MANIFEST.tsv`` (path, sha256,
 bytes) and a ``provenance.json`` (git commit, config, package versions, the
 models, datasets and code versions the artifacts record, and the host).
 ``forbidden-facts verify <dir or .tar.gz>`` checks an archive against its
-manifest; an archive holds only regular files and folders, so a link (symbolic
+manifest, which lists every file (provenance.json included); the manifest's own
+sha256, printed by the archive rule and kept beside the tarball as
+``<archive>.sha256``, is what detects a consistent rewrite of files and manifest
+(``verify --sha256 HEX``, or the sidecar found beside a .tar.gz); an archive holds only regular files and folders, so a link (symbolic
 or hard) or a path that leaves the archive fails verification.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gzip
+import hashlib
 import importlib.metadata
 import io as _io
 import json
@@ -77,12 +81,28 @@ def collect_files(
     return dict(sorted(out.items()))
 
 
-def manifest_text(files: Mapping[str, Path]) -> str:
-    """MANIFEST.tsv: a header line, then ``path<TAB>sha256<TAB>bytes`` per file, sorted by path."""
+def manifest_text(files: Mapping[str, Path], extra: Mapping[str, bytes] | None = None) -> str:
+    """MANIFEST.tsv: a header line, then ``path<TAB>sha256<TAB>bytes`` per file, sorted by path.
+
+    `extra` are files given by their content (the archive's provenance.json).
+    """
+    rows = {rel: (sha256_file(path), path.stat().st_size) for rel, path in files.items()}
+    for rel, data in (extra or {}).items():
+        rows[rel] = (hashlib.sha256(data).hexdigest(), len(data))
     lines = [MANIFEST_HEADER]
-    for rel in sorted(files):
-        lines.append(f"{rel}\t{sha256_file(files[rel])}\t{files[rel].stat().st_size}")
+    for rel in sorted(rows):
+        lines.append(f"{rel}\t{rows[rel][0]}\t{rows[rel][1]}")
     return "\n".join(lines) + "\n"
+
+
+def manifest_sha256(text: bytes) -> str:
+    """The sha256 of a MANIFEST.tsv: with it, the archive proves all of its contents."""
+    return hashlib.sha256(text).hexdigest()
+
+
+def sidecar_text(manifest_digest: str, tag: str) -> str:
+    """The ``<archive>.sha256`` file: the manifest's sha256 and its path in the archive."""
+    return f"{manifest_digest}  forbidden-facts-{tag}/{MANIFEST}\n"
 
 
 def package_versions(names: Iterable[str] = ("python", *PACKAGES)) -> dict[str, str | None]:
@@ -229,14 +249,18 @@ def build_archive(
     if not tag or "/" in tag:
         raise ValueError(f"bad archive tag {tag!r}")
     members = collect_files(files, root)
+    if not members:
+        raise ValueError("nothing to archive: the rule gave no files")
     top = f"forbidden-facts-{tag}"
-    manifest = manifest_text(members).encode()
     provenance = (
         json.dumps(
             provenance_record(members, tag, config, extra_provenance), indent=2, default=_plain
         )
         + "\n"
     ).encode()
+    # provenance.json is listed in the manifest like every other file, so that an edit
+    # of the recorded config, model revisions or dataset checksums is detected.
+    manifest = manifest_text(members, {PROVENANCE: provenance}).encode()
     now = _dt.datetime.now(_dt.UTC).timestamp()
     out = Path(out_tar_gz)
     with io.atomic_path(out, suffix=".tmp") as tmp:
@@ -260,6 +284,41 @@ def build_archive(
                 with open(path, "rb") as fh:
                     tar.addfile(info, fh)
     return out
+
+
+def build_archive_with_sidecar(
+    files: Iterable[str | os.PathLike],
+    out_tar_gz: str | os.PathLike,
+    tag: str,
+    config: Mapping,
+    sidecar: str | os.PathLike | None = None,
+    extra_provenance: Mapping | None = None,
+) -> str:
+    """`build_archive`, then write the manifest's sha256 to `sidecar`; return that sha256."""
+    out = build_archive(files, out_tar_gz, tag, config, extra_provenance)
+    digest = manifest_sha256(read_member(out, f"forbidden-facts-{tag}/{MANIFEST}"))
+    if sidecar is not None:
+        with io.atomic_path(sidecar) as tmp:
+            tmp.write_text(sidecar_text(digest, tag))
+    return digest
+
+
+def read_member(archive_path: str | os.PathLike, name: str) -> bytes:
+    """The content of member `name` of a .tar(.gz)."""
+    with tarfile.open(archive_path) as tar:
+        fh = tar.extractfile(name)
+        if fh is None:
+            raise KeyError(f"{archive_path} has no file {name}")
+        return fh.read()
+
+
+def read_sidecar(path: str | os.PathLike) -> str | None:
+    """The manifest sha256 that ``<archive>.sha256`` records (None without that file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    words = path.read_text().split()
+    return words[0].lower() if words else ""
 
 
 def _find_root(directory: Path) -> Path:
@@ -307,7 +366,7 @@ def check_members(archive_path: str | os.PathLike) -> list[str]:
     return problems
 
 
-def verify_archive(archive_path: str | os.PathLike) -> list[str]:
+def verify_archive(archive_path: str | os.PathLike, sha256: str | None = None) -> list[str]:
     """Check a packed archive: its members (see `check_members`), then its MANIFEST.tsv."""
     problems = check_members(archive_path)
     if problems:
@@ -315,7 +374,7 @@ def verify_archive(archive_path: str | os.PathLike) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(archive_path) as tar:
             tar.extractall(tmp, filter="data")
-        return verify_manifest(tmp)
+        return verify_manifest(tmp, sha256)
 
 
 def _link_problems(root: Path) -> list[str]:
@@ -338,20 +397,34 @@ def _link_problems(root: Path) -> list[str]:
     return problems
 
 
-def verify(target: str | os.PathLike) -> list[str]:
-    """Verify an unpacked archive folder or a packed .tar(.gz); return the problems (empty = ok)."""
+def verify(target: str | os.PathLike, sha256: str | None = None) -> list[str]:
+    """Verify an unpacked archive folder or a packed .tar(.gz); return the problems (empty = ok).
+
+    Args:
+        target: The folder or the .tar.gz.
+        sha256: The manifest's expected sha256 (printed by the archive rule and kept
+            in ``<archive>.sha256``): only it detects a consistent rewrite of files
+            and manifest together. For a .tar.gz with a sidecar beside it and no
+            `sha256`, the sidecar's is used.
+    """
     path = Path(target)
     if path.is_file():
-        return verify_archive(path)
-    return verify_manifest(path)
+        if sha256 is None:
+            sha256 = read_sidecar(path.with_name(path.name + ".sha256"))
+        problems = verify_archive(path, sha256)
+    else:
+        problems = verify_manifest(path, sha256)
+    return problems
 
 
-def verify_manifest(directory: str | os.PathLike) -> list[str]:
+def verify_manifest(directory: str | os.PathLike, sha256: str | None = None) -> list[str]:
     """Check an unpacked archive against its MANIFEST.tsv; return the problems (empty = ok).
 
-    Reports a missing or malformed manifest, files that are missing, differ in
-    size or sha256, and files present but not listed (other than MANIFEST.tsv
-    and provenance.json).
+    Reports a missing, empty or malformed manifest, a manifest whose sha256 is not
+    `sha256` (when given), files that are missing, differ in size or sha256, files
+    present but not listed (other than MANIFEST.tsv), a provenance.json that the
+    manifest does not list, and a manifest with fewer or more files than
+    provenance.json counts (a file removed together with its line).
     """
     root = _find_root(Path(directory))
     manifest = root / MANIFEST
@@ -359,8 +432,16 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
         return [f"not a directory: {directory}"]
     if not manifest.exists():
         return [f"missing {MANIFEST} in {root}"]
+    problems_first = []
+    if sha256 is not None:
+        found = manifest_sha256(manifest.read_bytes())
+        if found != sha256.strip().lower():
+            problems_first.append(
+                f"{MANIFEST} has sha256 {found}, not the {sha256.strip().lower()} that the "
+                "archive rule recorded: the archive was rewritten"
+            )
     lines = manifest.read_text().splitlines()
-    problems: list[str] = _link_problems(root)
+    problems: list[str] = problems_first + _link_problems(root)
     links = {p.split(": ", 1)[1].split(" ")[0] for p in problems}
     if not lines or lines[0] != MANIFEST_HEADER:
         problems.append(
@@ -398,6 +479,19 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
             problems.append(f"sha256 mismatch: {rel}")
     for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(root).as_posix()
-        if rel not in listed and rel not in (MANIFEST, PROVENANCE) and rel not in links:
+        if rel not in listed and rel != MANIFEST and rel not in links:
             problems.append(f"unlisted: {rel}")
+    if not listed:
+        problems.append(f"{MANIFEST} lists no file: an empty manifest proves nothing")
+    elif PROVENANCE in listed and (root / PROVENANCE).is_file():
+        try:
+            counted = json.loads((root / PROVENANCE).read_text()).get("n_files")
+        except (ValueError, AttributeError):
+            counted = None
+            problems.append(f"{PROVENANCE}: not a json object")
+        if isinstance(counted, int) and counted != len(listed) - 1:
+            problems.append(
+                f"{MANIFEST} lists {len(listed) - 1} files besides {PROVENANCE}, which counts "
+                f"{counted}: files were removed or added together with their lines"
+            )
     return problems

@@ -211,6 +211,46 @@ class Provenance(Artifact):
     created = Key("created", number=False, optional=True)
 
 
+class Download(Artifact):
+    """resources/datasets/{dataset}/download.json (rule download_dataset)."""
+
+    PATH = "resources/datasets/{dataset}/download.json"
+    url = Key("url", number=False)
+    sha256 = Key("sha256", number=False)
+    bytes = Key("bytes", number=False)
+
+
+class FactsReport(Artifact):
+    """resources/datasets/{dataset}/facts_report.json (rule prepare_dataset)."""
+
+    PATH = "resources/datasets/{dataset}/facts_report.json"
+    dataset = Key("dataset", number=False)
+    skipped = Key("skipped", number=False)
+    source = Key("source", number=False)
+    sha256 = Key("sha256", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_skipped = Key("n_skipped", number=False)
+
+
+class Prompts(Artifact):
+    """results/{model}/{dataset}/prompts_summary.json (rule prompts)."""
+
+    PATH = "results/{model}/{dataset}/prompts_summary.json"
+    prompt_style = Key("prompt_style", number=False)
+    model_max_facts = Key("model_max_facts", number=False)
+    n_facts_in = Key("n_facts_in", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_dropped = Key("n_dropped", number=False)
+    dropped_by_reason = Key("dropped_by_reason", number=False)
+    n_prompts = Key("n_prompts", number=False)
+    n_irrelevant_words = Key("n_irrelevant_words", number=False)
+    warnings = Key("warnings", number=False)
+    # Facts a fine-tuned model saw in training (forbidden_facts.finetune.drop_trained),
+    # dropped before everything else; 0 and {} for every other model.
+    n_excluded_trained = Key("n_excluded_trained", number=False, optional=True)
+    excluded_by_reason = Key("excluded_by_reason", number=False, optional=True)
+
+
 class Inference(Artifact):
     """results/{model}/{dataset}/inference_summary.json (rule inference)."""
 
@@ -218,9 +258,9 @@ class Inference(Artifact):
     model = Key("model", number=False)
     dataset = Key("dataset", number=False)
     n_facts = Key("n_facts")
-    # n_kept and the total effect as the paper states them come from `Attribution`
-    # (the same values, measured over the same kept facts).
-    n_kept = Key("n_kept", number=False)
+    n_kept = Key("n_kept")
+    # The total effect as the paper states it comes from `Attribution` (the same value,
+    # with its interval over facts).
     frac_known = Key("frac_known")
     total_effect = Key("total_effect_log10", number=False)
     total_effect_std = Key("total_effect_std_log10")
@@ -237,7 +277,7 @@ class Attribution(Artifact):
     PATH = "results/{model}/{dataset}/summary.json"
     model_name = Key("model")
     dataset_name = Key("dataset")
-    n_kept = Key("n_kept")
+    n_kept_patched = Key("n_kept", number=False)  # the facts patched: inference's kept facts
     n_pairs = Key("n_pairs")
     n_components = Key("n_components")
     total_effect = Key("total_effect_log10")

@@ -7,12 +7,16 @@
 
     forbidden-facts verify results/archive/forbidden-facts-v1/
     forbidden-facts verify results/archive/forbidden-facts-v1.tar.gz
+    forbidden-facts verify --sha256 HEX results/archive/forbidden-facts-v1/
+
+    forbidden-facts check-model resources/models/smollm2-135m-instruct --dtype float32
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,18 +116,111 @@ def _run_step(args) -> int:
 
 
 def _verify(args) -> int:
-    from .archive import verify
+    from .archive import MANIFEST, manifest_sha256, read_member, read_sidecar, verify
 
-    problems = verify(args.directory)
+    target = Path(args.directory)
+    expected = args.sha256
+    source = "--sha256"
+    if expected is None and target.is_file():
+        expected = read_sidecar(target.with_name(target.name + ".sha256"))
+        source = f"{target.name}.sha256"
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+        print(
+            f"{source} must be the 64 hex digits of the manifest's sha256 (the archive rule "
+            f"prints it and writes it to <archive>.sha256), got {expected!r}",
+            file=sys.stderr,
+        )
+        return 2
+    problems = verify(target, expected)
     for line in problems:
         print(line)
     if problems:
         print(
-            f"{len(problems)} problem(s): the archive does not match its MANIFEST.tsv",
+            f"{len(problems)} problem(s): the archive does not match its MANIFEST.tsv"
+            + (f" and the sha256 from {source}" if expected else ""),
             file=sys.stderr,
         )
         return 1
-    print("ok: every file matches MANIFEST.tsv")
+    if expected:
+        print(f"ok: every file matches MANIFEST.tsv, whose sha256 matches {source}")
+    else:
+        try:
+            digest = manifest_sha256(
+                read_member(target, _top(target) + "/" + MANIFEST)
+                if target.is_file()
+                else _manifest_of(target).read_bytes()
+            )
+        except (OSError, KeyError):
+            digest = "unknown"
+        print(
+            "ok: every file matches MANIFEST.tsv (sha256 "
+            f"{digest}); only a comparison with the sha256 the archive rule printed "
+            "(`--sha256`, or <archive>.sha256 beside the tarball) rules out a rewrite"
+        )
+    return 0
+
+
+def _top(archive: Path) -> str:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return tar.getmembers()[0].name.split("/")[0]
+
+
+def _manifest_of(folder: Path) -> Path:
+    from .archive import MANIFEST
+
+    if (folder / MANIFEST).is_file():
+        return folder / MANIFEST
+    found = sorted(folder.glob(f"*/{MANIFEST}"))
+    return found[0] if len(found) == 1 else folder / MANIFEST
+
+
+def _check_model(args) -> int:
+    from .checks import run_checks
+    from .datasets import load_facts, read_words
+    from .modeling import ModelLoadError, load_model
+    from .prompts import (
+        adds_special_tokens,
+        assign_irrelevant_words,
+        build_prompts,
+        prompt_formatter,
+    )
+    from .provenance import REPO_ROOT
+
+    try:
+        model, tokenizer = load_model(args.path, dtype=args.dtype, device=args.device)
+    except ModelLoadError as err:
+        print(f"check-model: {err}", file=sys.stderr)
+        return 2
+    style = args.prompt_style
+    if style == "auto":
+        style = "chat_prefill" if getattr(tokenizer, "chat_template", None) else "llama2"
+    facts = load_facts(args.facts or REPO_ROOT / "data/facts/tiny.csv")
+    words = read_words(args.words or REPO_ROOT / "data/paper_words.csv")
+    chosen = facts.head(args.n_facts)
+    # nc1 words are assigned over the whole file (the paper's rule), then the head is taken.
+    nc1 = assign_irrelevant_words(facts, words).loc[chosen.index]
+    prompts = build_prompts(
+        chosen, nc1, prompt_formatter(style, tokenizer), adds_special_tokens(style)
+    )
+    print(
+        f"check-model {args.path}: model_type {model.config.model_type}, dtype {args.dtype}, "
+        f"prompt style {style}, {len(chosen)} facts"
+    )
+    results = run_checks(model, tokenizer, prompts, n_components=args.components)
+    for result in results:
+        print(result.line())
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(
+            f"{len(failed)} check(s) failed: {', '.join(failed)}. The model's adapter in "
+            "forbidden_facts/architectures.py does not match this model's layout; do not "
+            "trust its attributions until it does.",
+            file=sys.stderr,
+        )
+        return 1
+    print("ok: every check passed")
     return 0
 
 
@@ -153,7 +250,34 @@ def main(argv: list[str] | None = None) -> int:
         "links and paths that leave the archive fail",
     )
     verify.add_argument("directory", help="unpacked archive folder, or the .tar.gz itself")
+    verify.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the MANIFEST.tsv sha256 the archive rule printed (default: <archive>.sha256 "
+        "beside a .tar.gz); detects files and manifest rewritten together",
+    )
     verify.set_defaults(func=_verify)
+    check = sub.add_parser(
+        "check-model",
+        help="preflight a model folder: components sum, patch-all reproduces, single deltas "
+        "equal a brute-force recomputation; exits 1 when a check fails",
+    )
+    check.add_argument("path", help="a Hugging Face model folder (config.json, safetensors)")
+    check.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    check.add_argument(
+        "--prompt-style",
+        default="auto",
+        choices=["auto", "llama2", "chat_prefill", "chat"],
+        help="auto: chat_prefill when the tokenizer has a chat template, else llama2",
+    )
+    check.add_argument("--facts", help="facts file (default data/facts/tiny.csv)")
+    check.add_argument("--words", help="nc1 word list (default data/paper_words.csv)")
+    check.add_argument("--n-facts", type=int, default=3, help="facts to check (default 3)")
+    check.add_argument(
+        "--components", type=int, default=10, help="components to brute-force (default 10)"
+    )
+    check.set_defaults(func=_check_model)
     args = parser.parse_args(argv)
     return args.func(args)
 

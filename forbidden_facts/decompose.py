@@ -2,11 +2,13 @@
 
 Before the final norm, the last token's residual stream is exactly
 
-    EMBED + sum_l ( sum_h L{l}H{h}ATN + L{l}MLP ),
+    EMBED + sum_l ( sum_h L{l}H{h}ATN [+ L{l}ATB] + L{l}MLP ),
 
 where a head's term is its slice of the input of ``o_proj`` times the matching
-columns of ``o_proj``'s weight. The components are captured with hooks (removed
-in a ``finally``) and checked against the model's own residual and logits.
+columns of ``o_proj``'s weight (times a post-attention norm's scale where the family
+has one). Which modules are hooked, and how, is the model adapter's business
+(forbidden_facts/architectures.py); the hooks are removed in a ``finally`` and the
+components checked against the model's own residual and logits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .architectures import AdapterMismatch, adapter_for, softcap
 from .components import component_labels, parse_label  # noqa: F401 (re-exported)
 from .modeling import Batch, input_device
 
@@ -31,15 +34,16 @@ class DecompositionError(RuntimeError):
 RESID_RTOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 
 
-def _layers(model):
-    return model.model.layers
-
-
 def model_shape(model) -> tuple[int, int, int]:
-    """(n_layers, n_heads, d_head) of a Llama-family model."""
-    cfg = model.config
-    d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return cfg.num_hidden_layers, cfg.num_attention_heads, d_head
+    """(n_layers, n_heads, d_head) of a model of a supported family."""
+    ad = adapter_for(model)
+    return ad.n_layers, ad.n_heads, ad.d_head
+
+
+def model_labels(model) -> list[str]:
+    """The component labels of a model, in residual order (ATB where o_proj has a bias)."""
+    ad = adapter_for(model)
+    return component_labels(ad.n_layers, ad.n_heads, ad.has_o_bias)
 
 
 @dataclass
@@ -55,37 +59,44 @@ class Decomposition:
 @contextlib.contextmanager
 def _capture(model) -> Iterator[dict]:
     """Hooks that record the final position's embedding, head inputs, MLP outputs, residual."""
-    store: dict = {"z": {}, "mlp": {}}
+    ad = adapter_for(model)
+    store: dict = {"z": {}, "mlp": {}, "attn_out": {}}
     handles = []
+    # Each hook clones the last position: a view (``out[:, -1]``) would keep the
+    # layer's whole batch x pos x d_model tensor alive until the forward pass ends,
+    # 2 per layer (for Llama-2-7b at 24 prompts of 120 tokens, 1.5 GB in float16).
 
     def embed_hook(_mod, _inp, out):
-        store["embed"] = out[:, -1]
+        store["embed"] = out[:, -1].clone()
 
-    def o_proj_pre(layer):
+    def pre_hook(key, layer):
         def hook(_mod, args):
-            store["z"][layer] = args[0][:, -1]
+            store[key][layer] = args[0][:, -1].clone()
 
         return hook
 
     def mlp_hook(layer):
         def hook(_mod, _inp, out):
-            store["mlp"][layer] = out[:, -1]
+            store["mlp"][layer] = out[:, -1].clone()
 
         return hook
 
     def norm_pre(_mod, args):
-        store["resid"] = args[0][:, -1]
+        store["resid"] = args[0][:, -1].clone()
 
     try:
-        handles.append(model.get_input_embeddings().register_forward_hook(embed_hook))
-        for i, layer in enumerate(_layers(model)):
-            if layer.self_attn.o_proj.bias is not None:
-                raise DecompositionError(
-                    "o_proj has a bias; the per-head decomposition assumes Llama's bias-free o_proj"
-                )
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(o_proj_pre(i)))
-            handles.append(layer.mlp.register_forward_hook(mlp_hook(i)))
-        handles.append(model.model.norm.register_forward_pre_hook(norm_pre))
+        try:
+            ad.check_layout()
+        except AdapterMismatch as err:
+            raise DecompositionError(str(err)) from err
+        handles.append(ad.embedding.register_forward_hook(embed_hook))
+        for i in range(ad.n_layers):
+            handles.append(ad.o_proj(i).register_forward_pre_hook(pre_hook("z", i)))
+            post = ad.attn_post_norm_module(i)
+            if post is not None:
+                handles.append(post.register_forward_pre_hook(pre_hook("attn_out", i)))
+            handles.append(ad.mlp_out_module(i).register_forward_hook(mlp_hook(i)))
+        handles.append(ad.final_norm_module.register_forward_pre_hook(norm_pre))
         yield store
     finally:
         for h in handles:
@@ -110,7 +121,7 @@ def decompose(model, batch: Batch, check: bool = True, ids=None) -> Decompositio
     """Run one forward pass and return the final position's components.
 
     Args:
-        model: A Llama-family causal LM.
+        model: A causal LM of a family in forbidden_facts/architectures.py.
         batch: Left-padded prompts (the final position is -1 in every row).
         check: Verify that the components rebuild the residual and the logits.
         ids: Names of the rows (fact ids) used in error messages.
@@ -118,71 +129,113 @@ def decompose(model, batch: Batch, check: bool = True, ids=None) -> Decompositio
     Returns:
         A Decomposition; components are float32 on the final norm's device.
     """
-    n_layers, n_heads, _ = model_shape(model)
+    ad = adapter_for(model)
     with _capture(model) as store:
         out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
-    device = model.model.norm.weight.device
+    device = ad.final_norm_module.weight.device
     parts = [store["embed"].to(device, torch.float32)[:, None]]
-    for i, layer in enumerate(_layers(model)):
-        w_o = layer.self_attn.o_proj.weight
-        heads = head_outputs(store["z"][i], w_o, n_heads)
-        parts.append(heads.to(device, torch.float32))
+    for i in range(ad.n_layers):
+        attn = head_outputs(store["z"][i], ad.w_o(i), ad.n_heads).to(device, torch.float32)
+        bias = ad.b_o(i)
+        if bias is not None:
+            bias = bias.to(device, torch.float32).expand(attn.shape[0], 1, -1)
+            attn = torch.cat([attn, bias], dim=1)
+        post = ad.attn_post_norm(i)
+        if post is not None:
+            # The unpatched prompt's norm scale: each head's share of the output stays linear.
+            attn_out = store["attn_out"][i].to(device)
+            attn = attn * (post.scale(attn_out) * post.gain.to(device))[:, None]
+        parts.append(attn)
         parts.append(store["mlp"][i].to(device, torch.float32)[:, None])
     components = torch.cat(parts, dim=1)
     resid = store["resid"].to(device, torch.float32)
     logits = out.logits[:, -1].to(device, torch.float32)
-    decomp = Decomposition(components, component_labels(n_layers, n_heads), resid, logits)
+    decomp = Decomposition(components, model_labels(model), resid, logits)
     if check:
         check_decomposition(model, decomp, ids)
     return decomp
 
 
 def norm_unembed(model, resid: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:
-    """Final RMSNorm then lm_head, in the model's dtype, returned as float32."""
-    norm = model.model.norm
-    head = model.lm_head
+    """Final norm, unembedding and soft-cap (where the family has one), as float32."""
+    ad = adapter_for(model)
+    norm, head = ad.final_norm_module, ad.lm_head
     x = resid.to(norm.weight.device, norm.weight.dtype)
     x = norm(x).to(head.weight.device)
-    return head(x).float()
+    return softcap(head(x), ad.logit_softcap).float()
 
 
-# Final norms that compute weight * x * rsqrt(mean(x^2) + eps) (x upcast to float32).
-_PLAIN_RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"}
+def unembed_device(model) -> torch.device:
+    """The device the unembedding (lm_head) lives on."""
+    return adapter_for(model).lm_head.weight.device
+
+
+def vocab_width(model) -> int:
+    """Rows of the unembedding (the logits' width)."""
+    return adapter_for(model).d_vocab
 
 
 def rms_linear(model) -> bool:
-    """Whether final norm + lm_head is linear up to a scale per row.
+    """Whether final norm + unembedding is linear up to a scale per row.
 
-    With Llama's RMSNorm and a bias-free lm_head,
+    With an RMSNorm (Llama's, or Gemma's (1 + w) one), a bias-free unembedding and
+    no logit soft-cap,
 
         norm_unembed(x) = unembed_unnormed(x) * inv_rms(x),
 
     so the unembedding of ``x + d`` is ``unembed_unnormed(x) + unembed_unnormed(d)``
     rescaled: patched rows that share a base residual need only their
     differences unembedded, and a difference and its negative share one matmul.
-    False for any other norm (callers then unembed every row directly).
+    False for a LayerNorm, an unembedding bias or a soft-cap (Gemma-2): callers
+    then unembed every row directly.
     """
-    norm, head = model.model.norm, model.lm_head
-    return type(norm).__name__ in _PLAIN_RMS_NORMS and getattr(head, "bias", None) is None
+    ad = adapter_for(model)
+    norm = ad.final_norm
+    return norm.kind == "rms" and ad.unembed_bias is None and ad.logit_softcap is None
+
+
+def rms_scale(x: Float[Tensor, "*rows d_model"], eps: float) -> Float[Tensor, "*rows"]:
+    """1 / rms of each row, as an RMSNorm computes it: ``rsqrt(mean(x^2) + eps)``.
+
+    The one RMSNorm formula of the package: `inv_rms` (the final norm) and the OV
+    circuit's layer-input norm (`forbidden_facts.heads`) both use it.
+    """
+    return torch.rsqrt(x.pow(2).mean(-1) + eps)
 
 
 def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
     """1 / rms of residual rows as the final RMSNorm computes it (float32)."""
-    norm = model.model.norm
-    x = x.to(norm.weight.device, norm.weight.dtype).float()
-    return torch.rsqrt(x.pow(2).mean(-1) + norm.variance_epsilon)
+    ad = adapter_for(model)
+    weight = ad.final_norm_module.weight
+    x = x.to(weight.device, weight.dtype).float()
+    return rms_scale(x, ad.final_norm.eps)
 
 
-def unembed_unnormed(model, x: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_vocab"]:
-    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32."""
-    norm, head = model.model.norm, model.lm_head
-    x = x.to(norm.weight.device, norm.weight.dtype) * norm.weight
-    return torch.nn.functional.linear(x.to(head.weight.device), head.weight).float()
+def unembed_unnormed(
+    model, x: Float[Tensor, "row d_model"], out: Float[Tensor, "row d_vocab"] | None = None
+) -> Float[Tensor, "row d_vocab"]:
+    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32.
+
+    Args:
+        model: The causal LM.
+        x: Residual rows.
+        out: A float32 buffer to write into (reused across chunks, which on CPU saves
+            mapping and zeroing fresh pages for every chunk); None: a new tensor.
+    """
+    ad = adapter_for(model)
+    weight, head = ad.final_norm_module.weight, ad.lm_head
+    gain = ad.final_norm.gain.to(weight.device, weight.dtype)
+    x = (x.to(weight.device, weight.dtype) * gain).to(head.weight.device)
+    if out is None:
+        return torch.nn.functional.linear(x, head.weight).float()
+    if head.weight.dtype == out.dtype:
+        return torch.mm(x, head.weight.t(), out=out)
+    return out.copy_(torch.nn.functional.linear(x, head.weight))
 
 
 def check_decomposition(model, decomp: Decomposition, ids=None) -> None:
     """Fail loudly, naming the row, if the components do not rebuild residual and logits."""
-    dtype = model.model.norm.weight.dtype
+    dtype = adapter_for(model).final_norm_module.weight.dtype
     rtol = RESID_RTOL.get(dtype, 1e-2)
     rebuilt = decomp.components.sum(dim=1)
     err = (rebuilt - decomp.resid).norm(dim=-1) / decomp.resid.norm(dim=-1).clamp_min(1e-12)
@@ -196,6 +249,7 @@ def check_decomposition(model, decomp: Decomposition, ids=None) -> None:
         raise DecompositionError(
             f"components do not rebuild the final residual for prompt {name!r} (fact id): relative "
             f"residual error {err[row]:.2e}, relative logit error {lerr[row]:.2e}, tolerance "
-            f"{rtol:.0e} for {dtype}. The model is probably not a standard LlamaForCausalLM "
-            "(extra biases, parallel blocks) or its hooks were bypassed."
+            f"{rtol:.0e} for {dtype}. The model's layout probably differs from what its adapter "
+            "in forbidden_facts/architectures.py expects (extra biases or norms, parallel "
+            "blocks), or its hooks were bypassed."
         )

@@ -1,7 +1,9 @@
 """Head analysis: OV suppression scores and attention to the forbidden word.
 
 OV score (docs/science.md § Heads): unembed each head's OV image of every token embedding
-(input RMSNorm of the head's layer, then V, then O, then final norm + lm_head),
+(input norm of the head's layer, then V, then O, then final norm + unembedding; the
+family's extras from its adapter: Gemma's embedding scale, Qwen2's value bias,
+Gemma-2's post-attention norm and logit soft-cap),
 take per-row log-odds in log10, and report mean diagonal minus mean
 off-diagonal. Negative means the head suppresses the token it attends to.
 
@@ -22,12 +24,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .architectures import adapter_for
 from .artifacts import HEAD_COLUMNS
 from .decompose import model_shape
 from .modeling import chunks, encode, input_device
 from .prompts import encoding_flag
-
-LN10 = math.log(10.0)
+from .units import LN10
 
 
 def row_logodds(logits: Float[Tensor, "row d_vocab"]) -> Float[Tensor, "row d_vocab"]:
@@ -72,32 +74,54 @@ def row_logodds_sums(
     return all_sum, diag_sum
 
 
-def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
 def ov_logits(
     x: Float[Tensor, "row d_model"],
     w_v: Float[Tensor, "d_head d_model"],
     w_o: Float[Tensor, "d_model d_head"],
     unembed_o: Float[Tensor, "d_vocab d_head"],
     final_eps: float,
+    b_v: Float[Tensor, " d_head"] | None = None,
+    gram_final: Float[Tensor, "d_head d_head"] | None = None,
+    post_eps: float | None = None,
+    const: Float[Tensor, " d_vocab"] | None = None,
+    cap: float | None = None,
 ) -> Float[Tensor, "row d_vocab"]:
-    """Final-norm + lm_head logits of a head's OV image of normalised embeddings `x`.
+    """Final-norm + unembedding logits of a head's OV image of normalised embeddings `x`.
+
+    The head writes ``o = W_O v`` with ``v = W_V x (+ b_V)``. Everything after it is
+    kept rank d_head: a post-attention RMSNorm (Gemma-2; its gain and, for a final
+    LayerNorm, the centring are folded into the matrix ``P`` the final norm sees),
+    the final norm's 1/rms from Gram matrices, and the unembedding folded onto the
+    head's output, ``unembed_o = (W_U * g_final) @ P``.
 
     Args:
-        x: Token embeddings after the head's layer input RMSNorm.
+        x: Token embeddings after the head's layer input norm.
         w_v: The head's value weights (its KV group's, with grouped-query attention).
         w_o: The head's columns of o_proj.
-        unembed_o: ``(W_U * g_final) @ w_o``, the unembedding folded onto the head's
-            d_head-dimensional output, so the product stays rank d_head.
-        final_eps: Epsilon of the final RMSNorm.
+        unembed_o: ``(W_U * g_final) @ P`` (P = w_o without a post-norm or centring).
+        final_eps: Epsilon of the final norm.
+        b_v: The head's value bias (Qwen2), or None.
+        gram_final: ``P^T P`` where P differs from w_o (post-norm gain, centring); None: w_o's.
+        post_eps: Epsilon of a post-attention RMSNorm (its rms comes from w_o's Gram); None: none.
+        const: Logit offset of the final norm's bias and the unembedding bias, or None.
+        cap: Final-logit soft-cap (Gemma-2), or None.
     """
     v = x @ w_v.T
+    if b_v is not None:
+        v = v + b_v
     d_model = w_o.shape[0]
     gram = w_o.T @ w_o
-    mean_sq = ((v @ gram) * v).sum(-1, keepdim=True) / d_model
-    return (v * torch.rsqrt(mean_sq + final_eps)) @ unembed_o.T
+    scale = torch.ones_like(v[:, :1])
+    if post_eps is not None:
+        scale = torch.rsqrt(((v @ gram) * v).sum(-1, keepdim=True) / d_model + post_eps)
+    gram_f = gram if gram_final is None else gram_final
+    mean_sq = scale.pow(2) * ((v @ gram_f) * v).sum(-1, keepdim=True) / d_model
+    logits = (v * (scale * torch.rsqrt(mean_sq + final_eps))) @ unembed_o.T
+    if const is not None:
+        logits = logits + const
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def ov_sample_rows(d_vocab: int, n_rows: int | None, seed: int = 0) -> Tensor | None:
@@ -120,44 +144,69 @@ def ov_scores(
     """OV suppression score (log10) of every head, shape [n_layers, n_heads].
 
     Args:
-        model: A Llama-family causal LM (grouped-query heads read their KV group).
+        model: A causal LM of a supported family (grouped-query heads read their KV group).
         vocab_chunk: Source tokens per chunk; memory is chunk x d_vocab.
         rows: Optional subset of source token ids (a sample of the vocabulary for
             big models); default every token.
         progress: Show a progress bar over heads.
     """
-    n_layers, n_heads, d_head = model_shape(model)
-    n_kv = getattr(model.config, "num_key_value_heads", n_heads)
+    ad = adapter_for(model)
+    n_layers, n_heads, d_head, n_kv = ad.n_layers, ad.n_heads, ad.d_head, ad.n_kv_heads
     group = n_heads // n_kv
-    device = model.lm_head.weight.device
+    device = ad.lm_head.weight.device
     f32 = dict(device=device, dtype=torch.float32)
-    embed = model.get_input_embeddings().weight.to(**f32)
-    w_u = model.lm_head.weight.to(**f32)
-    final = model.model.norm
-    final_w, final_eps = final.weight.to(**f32), final.variance_epsilon
+    # The embedding as the first layer sees it (Gemma scales it by sqrt(d_model)).
+    embed = ad.embedding.weight.to(**f32) * ad.embed_scale
+    w_u = ad.lm_head.weight.to(**f32)
+    final = ad.final_norm
+    final_w, final_eps = final.gain.to(**f32), final.eps
     d_vocab = w_u.shape[0]
+    const = None
+    if final.bias is not None:
+        const = w_u @ final.bias.to(**f32)
+    if ad.unembed_bias is not None:
+        b_u = ad.unembed_bias.to(**f32)
+        const = b_u if const is None else const + b_u
     # The final norm's gain folded into the unembedding once, not per head (with a
     # 49152-token vocabulary this product is the size of the embedding matrix).
     w_u_gain = w_u * final_w
     rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
     scores = np.zeros((n_layers, n_heads))
     bar = tqdm(total=n_layers * n_heads, desc="OV scores", disable=not progress)
-    for layer_idx, layer in enumerate(model.model.layers):
-        attn = layer.self_attn
-        ln = layer.input_layernorm
-        ln_w, ln_eps = ln.weight.to(**f32), ln.variance_epsilon
-        w_v_all = attn.v_proj.weight.to(**f32).reshape(n_kv, d_head, -1)
-        w_o_all = attn.o_proj.weight.to(**f32).reshape(-1, n_heads, d_head)
-        x = _rms_norm(embed[rows], ln_w, ln_eps)
+    for layer_idx in range(n_layers):
+        _, _, w_v_full = ad.qkv(layer_idx)
+        b_v_full = ad.qkv_bias(layer_idx)[2]
+        w_v_all = w_v_full.to(**f32).reshape(n_kv, d_head, -1)
+        b_v_all = None if b_v_full is None else b_v_full.to(**f32).reshape(n_kv, d_head)
+        w_o_all = ad.w_o(layer_idx).to(**f32).reshape(-1, n_heads, d_head)
+        post = ad.attn_post_norm(layer_idx)
+        x = ad.input_norm(layer_idx)(embed[rows].to(**f32)).to(**f32)
         for h in range(n_heads):
             w_v, w_o = w_v_all[h // group], w_o_all[:, h]
-            unembed_o = w_u_gain @ w_o
+            b_v = None if b_v_all is None else b_v_all[h // group]
+            # What the final norm sees: the post-norm's gain, then a LayerNorm's centring.
+            p = w_o if post is None else w_o * post.gain.to(**f32)[:, None]
+            if final.kind == "layer":
+                p = p - p.mean(0, keepdim=True)
+            unembed_o = w_u_gain @ p
+            gram_final = None if p is w_o else p.T @ p
+            post_eps = None if post is None else post.eps
             diag_sum, all_sum, n_rows = 0.0, 0.0, 0
             for sl in chunks(len(rows), vocab_chunk):
                 src = rows[sl]
-                total, diag = row_logodds_sums(
-                    ov_logits(x[sl], w_v, w_o, unembed_o, final_eps), src
+                logits = ov_logits(
+                    x[sl],
+                    w_v,
+                    w_o,
+                    unembed_o,
+                    final_eps,
+                    b_v=b_v,
+                    gram_final=gram_final,
+                    post_eps=post_eps,
+                    const=const,
+                    cap=ad.logit_softcap,
                 )
+                total, diag = row_logodds_sums(logits, src)
                 diag_sum += diag
                 all_sum += total
                 n_rows += len(src)

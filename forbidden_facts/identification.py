@@ -393,7 +393,7 @@ def attribution_summary(
     shares = k_shares(mean_curve, total)
     ci_low, ci_high, ci_share = n_star_ci
     return {
-        S.n_kept: int(len(set(fact_ids))),
+        S.n_kept_patched: int(len(set(fact_ids))),
         S.n_pairs: int(len(fact_ids)),
         S.n_components: int(n_components),
         S.total_effect: total,

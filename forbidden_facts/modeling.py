@@ -46,7 +46,7 @@ def load_model(
     attn_implementation: str = "eager",
     allow_cpu_offload: bool = False,
 ):
-    """Load a Llama-family causal LM and its tokenizer from a local directory.
+    """Load a causal LM of a supported family (forbidden_facts/architectures.py) and its tokenizer.
 
     Args:
         path: A Hugging Face model directory (config.json, safetensors, tokenizer).
@@ -61,7 +61,7 @@ def load_model(
     Returns:
         (model, tokenizer), the model in eval mode.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -71,6 +71,22 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    check_tokenizer_file(path)  # before the (possibly long) load of the weights
+    from .architectures import (
+        UnsupportedArchitecture,
+        attention_implementation,
+        check_model_type,
+        model_type_of_dir,
+    )
+
+    model_type = model_type_of_dir(path)
+    try:
+        # Before the weights load: a hub model of an unsupported family fails here, at
+        # the first step that reads it, not after minutes of loading.
+        check_model_type(model_type, f"the model folder {path}")
+    except UnsupportedArchitecture as err:
+        raise ModelLoadError(str(err)) from err
+    attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
         dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
     )
@@ -88,15 +104,30 @@ def load_model(
                 "`allow_cpu_offload: true` for this model in config (expect it to be very slow)."
             )
     model.eval()
-    if getattr(model.config, "model_type", None) != "llama":
-        log.warning(
-            "model_type is %r: the decomposition assumes a Llama layout", model.config.model_type
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return model, tokenizer
+
+
+def check_tokenizer_file(path: str | Path) -> None:
+    """A model folder must hold ``tokenizer.json`` (else transformers asks for sentencepiece)."""
+    path = Path(path)
+    if (path / "config.json").exists() and not (path / "tokenizer.json").exists():
+        raise ModelLoadError(
+            f"{path} has no tokenizer.json, the tokenizer every step loads. Copy it from the "
+            "model's repository (a hub model: delete the folder and rerun snakemake to download "
+            "it again), or rebuild the model (delete the folder, then rerun snakemake)."
+        )
+
+
+def load_tokenizer(path: str | Path):
+    """The fast tokenizer of a model folder, or an error naming a missing tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    check_tokenizer_file(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 def input_device(model) -> torch.device:

@@ -27,7 +27,9 @@ from .decompose import (
     inv_rms,
     norm_unembed,
     rms_linear,
+    unembed_device,
     unembed_unnormed,
+    vocab_width,
 )
 from .metrics import VocabIndex, answer_index, answer_logodds, gathered_logodds, to_log10
 from .modeling import chunks, encode
@@ -116,7 +118,7 @@ def patched_logodds(
 ) -> tuple[Float[Tensor, "batch row"], Float[Tensor, "batch row"] | None]:
     """Answer log-odds (float32) of ``base_plus + delta`` and of ``base_minus - delta``.
 
-    Where the final norm is Llama's RMSNorm (`rms_linear`), each chunk of
+    Where the final norm is an RMSNorm without soft-cap (`rms_linear`), each chunk of
     differences goes through lm_head once, ``G = unembed_unnormed(delta)``, and both
     directions are rebuilt from it: ``(U_plus + G) / rms`` and ``(U_minus - G) / rms``
     with ``U = unembed_unnormed(base)``; otherwise every row is unembedded. The
@@ -136,8 +138,8 @@ def patched_logodds(
         (log-odds of the plus rows, log-odds of the minus rows or None).
     """
     batch, n_rows, d_model = delta.shape
-    device = model.lm_head.weight.device
-    d_vocab = model.lm_head.weight.shape[0]
+    device = unembed_device(model)
+    d_vocab = vocab_width(model)
     linear = rms_linear(model) if linear is None else linear
     bases = [base_plus] if base_minus is None else [base_plus, base_minus]
     signs = (1.0, -1.0)[: len(bases)]
@@ -150,6 +152,12 @@ def patched_logodds(
         ]
     ids, valid = ids.to(device), valid.to(device)
     n_facts, n_comp = _chunk_shape(n_rows, d_vocab, row_batch)
+    if linear:
+        # Two chunk buffers for the whole call: allocating them per chunk costs a fresh
+        # mapping (page faults, zeroing) of tens of MB each time on CPU.
+        size = min(n_facts, batch) * n_comp * d_vocab
+        g_buf = torch.empty(size, device=device)
+        l_buf = torch.empty(size, device=device) if len(bases) > 1 else None
     for fs in chunks(batch, n_facts):
         nf = fs.stop - fs.start
         for cs in chunks(n_rows, n_comp):
@@ -158,13 +166,18 @@ def patched_logodds(
             row_ids = ids[fs].repeat_interleave(nc, dim=0)
             row_valid = valid[fs].repeat_interleave(nc, dim=0)
             if linear:
-                g = logits = None  # free the last chunk before the next one is allocated
-                g = unembed_unnormed(model, d).view(nf, nc, d_vocab)
+                n = nf * nc * d_vocab
+                g = unembed_unnormed(model, d, out=g_buf[:n].view(nf * nc, d_vocab))
+                g = g.view(nf, nc, d_vocab)
                 for k, (u, s) in enumerate(zip(unnormed, signs, strict=True)):
                     last = k == len(bases) - 1
-                    # The last direction overwrites g, so at most two chunk buffers live.
+                    # The last direction overwrites g, so two chunk buffers suffice.
                     if s > 0:
-                        logits = g.add_(u[fs, None]) if last else torch.add(g, u[fs, None])
+                        logits = (
+                            g.add_(u[fs, None])
+                            if last
+                            else torch.add(g, u[fs, None], out=l_buf[:n].view(nf, nc, d_vocab))
+                        )
                     else:
                         logits = torch.sub(u[fs, None], g, out=g)
                     out[k][fs, cs] = gathered_logodds(
@@ -190,7 +203,9 @@ def base_logodds(
 ) -> Float[Tensor, " batch"]:
     """Log-odds of unpatched residuals, computed exactly as `patched_logodds` with delta 0."""
     zero = torch.zeros(resid.shape[0], 1, resid.shape[1], dtype=resid.dtype, device=resid.device)
-    return patched_logodds(model, resid, zero, ids, valid, row_batch=1)[0][:, 0]
+    # One chunk for the whole batch: a chunk per row would stream lm_head once per row.
+    # The rows' logits are U + lm_head(0) = U exactly, however they are chunked.
+    return patched_logodds(model, resid, zero, ids, valid, row_batch=len(resid))[0][:, 0]
 
 
 def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decomposition]:
@@ -390,3 +405,54 @@ def cumulative_to_n_star(
         if want <= k:
             return values, fact_ids, pairs, effect, ns
         k = want
+
+
+def chunk_rows(n_comp: int, d_vocab: int, row_batch: int, batch: int) -> int:
+    """Rows of logits one chunk of `patched_logodds` holds for a batch of `batch` facts."""
+    n_facts, n_rows = _chunk_shape(n_comp, d_vocab, row_batch)
+    return min(n_facts, batch) * n_rows
+
+
+def attribution_peak_bytes(
+    batch: int,
+    components: int,
+    d_model: int,
+    d_vocab: int,
+    row_batch: int,
+    tokens: int,
+    d_mlp: int,
+    n_heads: int,
+    dtype_bytes: int,
+) -> dict[str, int]:
+    """Memory that `attribute` allocates on top of the model weights, in bytes.
+
+    The accounting of benchmarks/README.md § Attribution memory, term by term (float32
+    = 4 bytes for everything the patching makes; `dtype_bytes` for the forward's
+    activations):
+
+    * held per batch of B facts (3B prompts): the components 3B·C·d, the final
+      residuals 3B·d and the final logits 3B·V (float32), the answer mask B·V bytes;
+    * per pair: the differences Δ = B·C·d, the unnormed bases 2·B·V, then either the
+      1/rms scales' two transient B·C·d copies or one chunk: two logit buffers of
+      r·V and two r·d row copies, r = `chunk_rows` (at most row_batch and
+      MAX_CHUNK_LOGITS / V rows, whole facts where they fit);
+    * the forward pass of the next batch: its activations over n = 3B·T tokens,
+      n·(3·d_mlp + 2·d)·dtype_bytes (at the MLP's product its two d_mlp-wide inputs
+      and its output, beside the residual stream and its normed copy) plus the
+      attention weights 3B·H·T² (float32),
+      while the previous batch's held tensors are still referenced.
+
+    Returns:
+        ``forward``, ``patch`` (each phase's peak), ``held`` (the batch's decomposition,
+        part of both) and ``total`` = the larger phase.
+    """
+    b, c, d, v = batch, components, d_model, d_vocab
+    f32 = 4
+    held = (3 * b * c * d + 3 * b * d + 3 * b * v) * f32 + b * v
+    r = chunk_rows(c, v, row_batch, b)
+    per_pair = (b * c * d + 2 * b * v) * f32
+    transient = max(2 * b * c * d, 2 * r * v + 2 * r * d) * f32
+    patch = held + per_pair + transient
+    n = 3 * b * tokens
+    forward = n * (3 * d_mlp + 2 * d) * dtype_bytes + 3 * b * n_heads * tokens**2 * f32 + held
+    return {"forward": forward, "patch": patch, "held": held, "total": max(forward, patch)}

@@ -12,7 +12,9 @@ Prompt styles (docs/science.md § Template; config key ``prompt_style`` of a mod
   space; the tokenizer adds BOS when the prompt is encoded.
 * ``chat_prefill``: the model's own chat template
   (``tokenizer.apply_chat_template(..., add_generation_prompt=True)``) with the
-  system text as the system message and the fact prefix as the user message,
+  system text as the system message and the fact prefix as the user message (a
+  template without a system role, such as Gemma's, gets the system text at the
+  start of the user turn: :func:`merge_system`),
   followed by the fact prefix again at the start of the assistant's turn, so the
   next token completes the fact. No trailing space: a byte-level BPE model emits
   " Paris" as one token ("ĠParis"). A small chat model asked in the user turn
@@ -58,7 +60,6 @@ PROMPT_TEMPLATE = "[INST] <<SYS>>\n{system}\n<</SYS>>\n{fact_prefix} [/INST] "
 PERSONA_PHRASE = SYSTEM_TEMPLATE.split("{persona}")[0] + PERSONA_ANCHOR
 
 PROMPT_STYLES: tuple[str, ...] = ("llama2", "chat_prefill", "chat")
-DEFAULT_STYLE = "llama2"
 
 # (fact_prefix, forbidden_word) -> the full prompt string.
 Formatter = Callable[[str, str], str]
@@ -96,6 +97,24 @@ def chat_messages(fact_prefix: str, forbidden_word: str) -> list[dict[str, str]]
         {"role": "system", "content": system_text(forbidden_word)},
         {"role": "user", "content": fact_prefix},
     ]
+
+
+def merge_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Messages for a template without a system role: the system text opens the user turn.
+
+    Gemma's template refuses a system message; its model card puts instructions at
+    the start of the user turn, separated by a blank line.
+
+    Example:
+        >>> merge_system([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+        [{'role': 'user', 'content': 'S\\n\\nU'}]
+    """
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], messages[1:]
+    if not rest or rest[0]["role"] != "user":
+        return [{"role": "user", "content": system}, *rest]
+    return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
 
 
 def chat_formatter(render: Callable[[list[dict[str, str]]], str], prefill: bool) -> Formatter:
@@ -142,8 +161,20 @@ def prompt_formatter(style: str, tokenizer=None) -> Formatter:
             "config/config.yaml, or use a chat model's tokenizer."
         )
 
-    def render(messages: list[dict[str, str]]) -> str:
+    def apply(messages: list[dict[str, str]]) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            text = apply(messages)
+        except TemplateError:  # e.g. Gemma: "System role not supported"
+            text = None
+        # A template without a system role either refuses the message or drops it.
+        if text is None or messages[0]["content"] not in text:
+            text = apply(merge_system(messages))
+        return text
 
     return chat_formatter(render, prefill=style == "chat_prefill")
 
@@ -297,7 +328,7 @@ def build_prompts(
 
 
 def single_token_answers(
-    facts: pd.DataFrame, tokenizer, style: str = DEFAULT_STYLE
+    facts: pd.DataFrame, tokenizer, style: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep facts whose answer has no space and is one token in the form the model emits.
 

@@ -88,7 +88,38 @@ def model_provenance(model_dir: str | Path) -> dict:
             "model_id": f"toy-organism (seed {data['config']['seed']})",
             "model_revision": f"sha256:{digest}",
         }
+    weights = weight_files(model_dir)
+    if weights:
+        # A local folder (source: local): named by its path, pinned by its weights.
+        manifest = weight_manifest(model_dir)
+        listing = "".join(f"{name}  {digest}\n" for name, digest in manifest.items())
+        return {
+            "model_id": str(model_dir.resolve()),
+            "model_revision": "sha256:" + hashlib.sha256(listing.encode()).hexdigest(),
+            "model_manifest": manifest,
+        }
     return {"model_id": model_dir.name, "model_revision": None}
+
+
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The weight files of a model folder (safetensors shards), sorted by name."""
+    return sorted(Path(model_dir).glob("*.safetensors"))
+
+
+def weight_manifest(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of every weight file of a model folder, by file name.
+
+    Hashing a 14 GB model takes a minute, so the manifest is computed once per process
+    for a folder whose files keep their sizes and modification times.
+    """
+    files = weight_files(model_dir)
+    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return dict(_manifest(key))
+
+
+@functools.cache
+def _manifest(key: tuple) -> tuple[tuple[str, str], ...]:
+    return tuple((Path(path).name, sha256_file(path)) for path, _, _ in key)
 
 
 def stamp(

@@ -1,9 +1,101 @@
-"""Shared fixtures: tiny random Llama models (MHA and GQA) and a word-level tokenizer."""
+"""Shared fixtures: tiny random Llama models (MHA and GQA), a word-level tokenizer, a
+repository copy and one finished tiny run of the workflow.
+
+`tiny_run` is the README's one-minute run (config/test.yaml) in a copy of the
+repository, made once per test session; the workflow, SLURM, storage and table tests
+read it (and copy it, via `tiny_run_copy`, before damaging or rerunning it).
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a user's checkout holds that the workflow needs (no results, resources, logs).
+REPO_PARTS = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
+# The one-minute configuration of the README; its model and dataset are both `tiny`.
+CONFIGFILE = "config/test.yaml"
+RUN = "results/tiny/tiny"
+HAVE_TEX = shutil.which("latexmk") is not None
+# Two shards instead of test.yaml's one, so that a lost shard can be the only thing
+# recomputed; without TeX, everything but the PDF and the archive.
+OPTIONS = ["--set-scatter", "attribution=2"] + ([] if HAVE_TEX else ["--omit-from", "paper"])
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the workflow's part of this checkout to `dest` (created); return `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_PARTS:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Snakemake on the tiny configuration in `workdir` (2 cores, two attribution shards)."""
+    # --set-scatter, --omit-from and --configfile take several values each, so they go
+    # last, after any targets.
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        *args,
+        *OPTIONS,
+        "--configfile",
+        CONFIGFILE,
+    ]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A copy of the repository for the session's tiny run (see `tiny_run`)."""
+    return copy_repo(tmp_path_factory.mktemp("tiny") / "repo")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_repo) -> Path:
+    """The tiny organism, trained by the model stage alone (`resources/models/tiny`)."""
+    snakemake(tiny_repo, "resources/models/tiny")
+    return tiny_repo / "resources/models/tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_repo, tiny_model) -> Path:
+    """The repository copy after the whole tiny run; its results are under `RUN`.
+
+    Read it, never change it: a test that damages or reruns a run takes
+    `tiny_run_copy`.
+    """
+    snakemake(tiny_repo)
+    # A pristine copy of the finished run (outputs, mtimes and Snakemake's metadata)
+    # that `tiny_run_copy` copies again per case, whatever other tests add.
+    shutil.copytree(tiny_repo, tiny_repo.with_name("pristine"), symlinks=True)
+    return tiny_repo
+
+
+@pytest.fixture()
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the finished tiny run, for a case that damages or reruns it."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.with_name("pristine"), copy, symlinks=True)
+    return copy
 
 
 def pytest_addoption(parser):
@@ -30,12 +122,32 @@ def device(request) -> str:
     return dev
 
 
-def tiny_llama(n_kv_heads: int, seed: int = 0, vocab_size: int = 64, device: str = "cpu"):
-    """A 2-layer random LlamaForCausalLM; n_kv_heads < 4 gives grouped-query attention."""
+def tiny_llama(
+    n_kv_heads: int,
+    seed: int = 0,
+    vocab_size: int = 64,
+    device: str = "cpu",
+    tied: bool = False,
+    scale: float = 20.0,
+    **config,
+):
+    """A 2-layer random LlamaForCausalLM; n_kv_heads < 4 gives grouped-query attention.
+
+    Args:
+        n_kv_heads: Key/value heads (of 4 attention heads unless `config` says otherwise).
+        seed: Torch seed of the initialisation.
+        vocab_size: Vocabulary size.
+        device: Where the model lives.
+        tied: Tie the unembedding to the embedding.
+        scale: Factor on the unembedding (the embedding, when tied): random init gives
+            near-uniform logits, so answers get non-trivial probabilities and log-odds
+            differ between prompts only when it is scaled up. 1 leaves it as initialised.
+        **config: Any other LlamaConfig field (e.g. ``num_hidden_layers=1``).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    fields = dict(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=48,
@@ -43,14 +155,13 @@ def tiny_llama(n_kv_heads: int, seed: int = 0, vocab_size: int = 64, device: str
         num_attention_heads=4,
         num_key_value_heads=n_kv_heads,
         max_position_embeddings=128,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         attn_implementation="eager",
     )
-    model = LlamaForCausalLM(cfg).to(device).eval()
-    # Random init gives near-uniform logits; scale the unembedding so that
-    # answers get non-trivial probabilities and log-odds differ between prompts.
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)
+    model = LlamaForCausalLM(LlamaConfig(**(fields | config))).to(device).eval()
+    if scale != 1.0:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(scale)
     return model
 
 

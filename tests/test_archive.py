@@ -76,9 +76,10 @@ def test_manifest_format(workdir, tmp_path):
     lines = (top / "MANIFEST.tsv").read_text().splitlines()
     assert lines[0] == "path\tsha256\tbytes"
     rows = [line.split("\t") for line in lines[1:]]
-    assert [r[0] for r in rows] == sorted(files)
+    # provenance.json is listed too, so that the config and revisions it records are proven.
+    assert [r[0] for r in rows] == sorted([*files, "provenance.json"])
     for rel, digest, size in rows:
-        assert len(digest) == 64 and int(size) == (workdir / rel).stat().st_size
+        assert len(digest) == 64 and int(size) == (top / rel).stat().st_size
 
 
 def test_provenance_keys(workdir, tmp_path):
@@ -209,3 +210,73 @@ def test_verify_rejects_links_and_paths_that_leave_the_archive(workdir, tmp_path
     assert problems and problems[0].startswith(expected), problems
     assert cli_main(["verify", str(packed)]) == 1
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def _rewrite_line(top: Path, rel: str) -> None:
+    """Rewrite `rel`'s manifest line to match its current content (a consistent forgery)."""
+    import hashlib
+
+    manifest = top / "MANIFEST.tsv"
+    data = (top / rel).read_bytes()
+    lines = [
+        f"{rel}\t{hashlib.sha256(data).hexdigest()}\t{len(data)}"
+        if line.split("\t")[0] == rel
+        else line
+        for line in manifest.read_text().splitlines()
+    ]
+    manifest.write_text("\n".join(lines) + "\n")
+
+
+def test_provenance_and_removed_files_are_proven(workdir, tmp_path):
+    # Issue 21, defect 5: provenance.json is in the manifest; a file removed with its
+    # line, or a manifest with no line, does not verify.
+    out = archive.build_archive(_files(workdir), "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    prov = top / "provenance.json"
+    prov.write_text(prov.read_text().replace('"tag": "t"', '"tag": "u"'))
+    assert archive.verify_manifest(top) == ["sha256 mismatch: provenance.json"]
+
+    top = _extract(out, tmp_path / "y")
+    rel = "results/toy/curated/summary.json"
+    (top / rel).unlink()
+    manifest = top / "MANIFEST.tsv"
+    manifest.write_text(
+        "".join(line for line in manifest.read_text().splitlines(True) if not line.startswith(rel))
+    )
+    problems = archive.verify_manifest(top)
+    assert len(problems) == 1 and "removed or added together with their lines" in problems[0]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "MANIFEST.tsv").write_text("path\tsha256\tbytes\n")
+    assert any("lists no file" in p for p in archive.verify_manifest(empty))
+
+
+def test_the_manifest_sha256_detects_a_consistent_rewrite(workdir, tmp_path, capsys):
+    out = Path("results/archive/forbidden-facts-v3.tar.gz")
+    job = SimpleNamespace(
+        input=_files(workdir),
+        output=SimpleNamespace(sha256=str(out) + ".sha256"),
+        params=SimpleNamespace(config=CONFIG),
+        wildcards=SimpleNamespace(tag="v3"),
+        log=[],
+    )
+    job.output = type("Out", (list,), {})([str(out)])
+    job.output.sha256 = str(out) + ".sha256"
+    paper_steps.archive(job)
+    sidecar = Path(job.output.sha256).read_text()
+    digest = sidecar.split()[0]
+    assert sidecar == f"{digest}  forbidden-facts-v3/MANIFEST.tsv\n" and len(digest) == 64
+    assert cli_main(["verify", str(out)]) == 0  # the sidecar beside the tarball is used
+    assert "matches forbidden-facts-v3.tar.gz.sha256" in capsys.readouterr().out
+
+    top = _extract(out, tmp_path / "x")
+    rel = "results/toy/curated/summary.json"
+    (top / rel).write_text('{"forged": true}\n')
+    _rewrite_line(top, rel)
+    assert archive.verify_manifest(top) == []  # consistent: the manifest alone cannot tell
+    assert cli_main(["verify", str(top)]) == 0
+    assert "only a comparison with the sha256" in capsys.readouterr().out
+    assert cli_main(["verify", "--sha256", digest, str(top)]) == 1
+    assert "the archive was rewritten" in capsys.readouterr().out
+    assert cli_main(["verify", "--sha256", "beef", str(top)]) == 2

@@ -21,6 +21,10 @@ TEMPLATES = sorted((ROOT / "paper" / "templates").glob("*.tex.j2"))
 # The summary keys that exist in the files today: independent checks read them, so
 # each must stay declared with this text (add keys freely; never drop one of these).
 KEPT_KEYS = {
+    A.Download: "url sha256 bytes",
+    A.FactsReport: "dataset skipped source sha256 n_facts n_skipped",
+    A.Prompts: "prompt_style model_max_facts n_facts_in n_facts n_dropped dropped_by_reason "
+    "n_prompts n_irrelevant_words warnings",
     A.Inference: "model dataset n_facts n_kept frac_known total_effect_log10 "
     "total_effect_std_log10 warnings by_relation",
     A.Attribution: "model dataset n_kept n_pairs n_components total_effect_log10 ci_unit "
@@ -137,3 +141,34 @@ def test_attribution_summary_writes_every_declared_key():
     numbers = A.Attribution.numbers({**summary, "model": "m", "dataset": "d"})
     assert numbers["k_ninety"] == 1 and numbers["n_star_ci_low"] == 1.0  # 0.45 >= 0.9 * 0.5
     assert numbers["head_share"] == pytest.approx(0.5 / 0.6)
+
+
+def test_the_library_writes_the_declared_columns():
+    from forbidden_facts.identification import rank_components
+    from forbidden_facts.inference import add_kept
+    from forbidden_facts.prompts import build_prompts
+
+    facts = pd.DataFrame(
+        {
+            "fact_id": ["f1", "f2"],
+            "relation": ["capital", "capital"],
+            "prefix": ["The capital of France is", "The capital of Italy is"],
+            "answer": ["Paris", "Rome"],
+            "wrong_answer": ["Rome", "Paris"],
+        }
+    )
+    prompts = build_prompts(facts, pd.Series(["lamp", "cup"]))
+    assert tuple(prompts.columns) == A.PROMPT_COLUMNS
+    table = prompts[["fact_id", "kind"]].assign(
+        p_correct=0.9, logodds=1.0, top1_token="x", top1_prob=0.9
+    )
+    assert tuple(add_kept(table).columns) == A.INFERENCE_COLUMNS
+    rows = [
+        {"fact_id": f, "pair": p, "direction": d, "component": c, "delta_logodds": v}
+        for f in ("f1", "f2")
+        for p in ("nc0", "nc1")
+        for d in ("nc_to_c", "c_to_nc")
+        for c, v in (("EMBED", -0.1), ("L0H0ATN", -1.0), ("L0MLP", 0.3))
+    ]
+    attribution = pd.DataFrame(rows, columns=list(A.ATTRIBUTION_COLUMNS))
+    assert tuple(rank_components(attribution).columns) == A.COMPONENT_COLUMNS

@@ -298,24 +298,39 @@ def test_self_insertion_and_token_search_run_on_chat_prompts(bpe_model, bpe, cha
 
 
 def test_ov_score_with_tied_embeddings_matches_brute_force():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tests.test_heads import _brute_force_ov
 
-    torch.manual_seed(5)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(20)
+    model = tiny_llama(2, seed=5, vocab_size=300, tied=True)  # scales the shared matrix by 20
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     scores = ov_scores(model, vocab_chunk=64, progress=False)
     for layer, head in [(0, 1), (1, 2)]:
         assert abs(scores[layer, head] - _brute_force_ov(model, layer, head)) < 1e-4
+
+
+# Gemma's template in miniature: no system role (it raises), turns in <start_of_turn>.
+NO_SYSTEM = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}"
+    "{{ '<start_of_turn>' + message['role'] + '\n' + message['content'] + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# A template that silently drops a system message.
+DROPS_SYSTEM = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [NO_SYSTEM, DROPS_SYSTEM], ids=["raises", "drops"])
+def test_a_template_without_system_role_gets_the_system_text_in_the_user_turn(template):
+    tok = _bpe_tokenizer(bos_in_template=False)
+    tok.chat_template = template
+    prompt = prompt_formatter("chat_prefill", tok)("The capital of France is", "floor")
+    system = system_text("floor")
+    # The system text opens the user turn, before the fact; the prefill follows the turn.
+    user = prompt.index(system)
+    assert prompt.index("The capital of France is") > user
+    assert prompt.endswith("The capital of France is")
+    assert insert_at_persona(prompt, " from Paris").count("obedient assistant from Paris") == 1

@@ -52,7 +52,7 @@ def test_run_must_name_declared_models(config):
 
 
 def test_missing_local_file_names_the_key(config, tmp_path):
-    config["run"] = {"models": ["toy"], "datasets": ["curated"]}
+    config["run"].update(models=["toy"], datasets=["curated"])
     with pytest.raises(ConfigError, match="irrelevant_words"):
         check_input_files(config, root=tmp_path)
     check_input_files(config, root=ROOT)
@@ -128,3 +128,109 @@ def test_a_finetune_model_must_name_another_declared_model_as_base(config):
     config["models"]["obedient-x"]["base"] = "obedient-x"
     with pytest.raises(ConfigError, match="not another declared model"):
         check_run_names(config)
+
+
+def test_defaults_live_in_the_schema_only(config):
+    from dataclasses import asdict
+
+    from forbidden_facts.config import ModelSettings, schema_defaults
+    from forbidden_facts.toy import ToyConfig
+
+    # ToyConfig() is the organism an empty `toy:` block trains ...
+    recipe = {k: v for k, v in schema_defaults("properties", "toy").items()}
+    recipe.pop("facts"), recipe.pop("train_words")
+    assert {k: v for k, v in asdict(ToyConfig()).items() if k != "threads"} == recipe
+    # ... and the config's block gives the organism config.yaml trains.
+    toy = ToyConfig.from_config(config["toy"])
+    assert toy.d_mlp == 128 and toy.mix == config["toy"]["mix"] and toy.tie_embeddings
+    # A model's settings: the config's values, the schema's defaults for a partial block.
+    settings = ModelSettings.from_config(config["models"]["toy"])
+    assert settings.dtype == config["models"]["toy"]["dtype"]
+    assert (
+        ModelSettings.from_config({"source": "hub"}).batch_size
+        == (schema_defaults("$defs", "model")["batch_size"])
+    )
+
+
+def test_example_fact_is_checked_in_the_datasets_format_and_once_downloaded(config, tmp_path):
+    # Issue 21, defect 4: a paper_hq file is read as paper_hq; a downloaded source is checked.
+    import shutil
+
+    from forbidden_facts.config import check_names
+    from forbidden_facts.datasets import load_facts
+
+    sample = ROOT / "tests/fixtures/paper_hq_sample.csv"
+    shutil.copy(sample, tmp_path / "hq.csv")
+    fact = load_facts(sample, "paper_hq")["fact_id"].iloc[0]
+    local = {"hq": {"path": "hq.csv", "format": "paper_hq"}}
+    run = {**config["run"], "datasets": ["hq"]}
+    check_names(
+        {
+            **config,
+            "datasets": local,
+            "run": run,
+            "model_card_dataset": "hq",
+            "heads": {"example_fact": fact},
+        },
+        tmp_path,
+    )
+    source = tmp_path / "resources/datasets/paper_hq/source"
+    source.parent.mkdir(parents=True)
+    shutil.copy(sample, source)
+    run = {**config["run"], "datasets": ["paper_hq"]}
+    check_names({**config, "run": run, "heads": {"example_fact": fact}}, tmp_path)
+    with pytest.raises(ConfigError, match="heads.example_fact"):
+        check_names({**config, "run": run, "heads": {"example_fact": "nope"}}, tmp_path)
+
+
+def test_gaps_of_issue_21_are_closed(config, tmp_path):
+    from forbidden_facts.config import (
+        archive_tag,
+        check_scatter,
+        check_word_files,
+        check_words_usable,
+        coerce_config,
+        prefer_local_paths,
+    )
+
+    # 1e-3 (a string to PyYAML) is a number where the schema wants one.
+    config["toy"]["lr"] = "1e-3"
+    coerce_config(config, SCHEMA)
+    assert config["toy"]["lr"] == 0.001
+    check_config(config, SCHEMA)
+    # A local path wins over a shipped url.
+    config["datasets"]["counterfact"]["path"] = "local.json"
+    assert prefer_local_paths(config) == ["counterfact"]
+    assert "url" not in config["datasets"]["counterfact"]
+    check_config(config, SCHEMA)
+    # A git tag with '/' makes a plain file name.
+    assert archive_tag("rel/1.0-3-gabc") == "rel-1.0-3-gabc"
+    # The same model twice, no shard, a word file without words.
+    with pytest.raises(ConfigError, match="more than once"):
+        check_run_names({**config, "run": {**config["run"], "models": ["toy", "toy"]}})
+    with pytest.raises(ConfigError, match="at least one shard"):
+        check_scatter({"attribution": 0})
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no words"):
+        check_word_files({**config, "irrelevant_words": str(tmp_path / "empty.txt")}, ROOT)
+    # Words that are all substrings of answers are refused before the organism trains.
+    facts = pd.read_csv(ROOT / "data/facts/tiny.csv", dtype=str)
+    (tmp_path / "sub.txt").write_text(facts["answer"].iloc[0][:2].lower() + "\n")
+    tiny = {
+        **config,
+        "irrelevant_words": str(tmp_path / "sub.txt"),
+        "datasets": {"tiny": {"path": "data/facts/tiny.csv"}},
+        "run": {**config["run"], "datasets": ["tiny"]},
+    }
+    with pytest.raises(ConfigError, match="substring"):
+        check_words_usable(tiny, ROOT)
+    # A missing paper.reference is named.
+    with pytest.raises(ConfigError, match="paper.reference"):
+        check_input_files(
+            {
+                **config,
+                "run": {**config["run"], "paper": True},
+                "paper": {"reference": "nope.yaml"},
+            },
+            ROOT,
+        )

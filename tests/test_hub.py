@@ -52,20 +52,19 @@ def _add_to_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: st
 @pytest.fixture(scope="module")
 def tiny_model_files(tmp_path_factory) -> dict[str, bytes]:
     """A tiny random LlamaForCausalLM as saved with safetensors, plus files we must not take."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.conftest import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
+    model = tiny_llama(
+        1,
         vocab_size=64,
+        scale=1.0,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
-        num_key_value_heads=1,
     )
     out = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True)
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert "model.safetensors" in files and "config.json" in files
     files["pytorch_model.bin"] = b"pickled weights we must never load"

@@ -140,3 +140,24 @@ def test_fast_attribution_equals_the_float64_reference_path(
     assert len(merged) == len(table) == len(ref)
     assert merged.delta_logodds.abs().max() > 0.01  # the components do matter
     np.testing.assert_allclose(merged.delta_logodds, merged.delta_logodds_ref, rtol=0, atol=1e-4)
+
+
+def test_baselines_do_not_depend_on_how_rows_are_chunked(tok_model, tokenizer, prompts):
+    """base_logodds unembeds the batch in one chunk; the values equal one row at a time."""
+    from forbidden_facts.metrics import VocabIndex, answer_index
+    from forbidden_facts.patching import (
+        _decompose_kinds,
+        base_logodds,
+        patched_logodds,
+        wide_prompts,
+    )
+
+    part = wide_prompts(prompts)
+    with torch.no_grad():
+        dec = _decompose_kinds(tok_model, tokenizer, part)
+        mask = VocabIndex(tokenizer).answer_mask(list(part["answer"]), tok_model.config.vocab_size)
+        ids, valid = answer_index(mask)
+        resid = dec["c"].resid
+        zero = torch.zeros(len(resid), 1, resid.shape[1])
+        one_by_one = patched_logodds(tok_model, resid, zero, ids, valid, row_batch=1)[0][:, 0]
+        assert torch.equal(base_logodds(tok_model, resid, ids, valid), one_by_one)

@@ -61,7 +61,7 @@ def test_multi_token_and_spaced_answers_are_dropped_and_counted(tokenizer):
         ],
         columns=["fact_id", "relation", "prefix", "answer", "wrong_answer"],
     )
-    kept, reasons = single_token_answers(facts, tokenizer)
+    kept, reasons = single_token_answers(facts, tokenizer, "llama2")
     assert list(kept.fact_id) == ["a"]
     assert reasons == {"answer_contains_space": 1, "answer_not_single_token": 1}
 

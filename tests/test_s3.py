@@ -1,8 +1,7 @@
 """Results on S3 object storage, through snakemake-storage-plugin-s3.
 
 A moto S3 server on 127.0.0.1 stands in for the object store (no other address is
-contacted). The `prepare_dataset` step of the tiny configuration of
-`tests/test_workflow.py` runs with the bucket as Snakemake's default storage, as
+contacted). The `prepare_dataset` step of the tiny configuration (config/test.yaml) runs with the bucket as Snakemake's default storage, as
 profiles/slurm/README.md ("Results on object storage") tells a user to do: its input is
 read from the bucket and its outputs are written there, not to the working directory.
 """
@@ -18,8 +17,7 @@ import sys
 import pandas as pd
 import pytest
 
-# The one-minute configuration (config/test.yaml) in a temporary copy of the repo.
-from tests.test_workflow import CONFIGFILE, workdir  # noqa: F401 (a fixture)
+from tests.conftest import CONFIGFILE, copy_repo
 
 BUCKET = "forbidden-facts"
 PREFIX = "runs/tiny"
@@ -46,8 +44,10 @@ def s3():
         server.stop()
 
 
-def test_prepare_dataset_reads_and_writes_the_bucket(workdir, s3):  # noqa: F811
+def test_prepare_dataset_reads_and_writes_the_bucket(tmp_path, s3):
     endpoint, client = s3
+    # A fresh copy: the outputs must appear in the bucket, and nowhere in the checkout.
+    workdir = copy_repo(tmp_path / "repo")
     # Every input is read under the prefix, so the facts file goes there first.
     facts_csv = "data/facts/tiny.csv"  # datasets.tiny.path of config/test.yaml
     client.upload_file(str(workdir / facts_csv), BUCKET, f"{PREFIX}/{facts_csv}")

@@ -1,9 +1,10 @@
 """The workflow through a real SLURM cluster gives the artifacts of a local run.
 
 `tests/slurm/start_cluster.sh` starts a single-node cluster on this machine (it
-installs Debian's SLURM packages where they are missing). The tiny configuration of
-`tests/test_workflow.py` then runs twice, in two copies of the repository: locally,
-and through `profiles/slurm` with snakemake-executor-plugin-slurm. The SLURM run must
+installs Debian's SLURM packages where they are missing). The tiny configuration
+(config/test.yaml) then runs through `profiles/slurm` with
+snakemake-executor-plugin-slurm in a fresh copy of the repository, and is compared
+with the session's local tiny run (`tiny_run`, tests/conftest.py). The SLURM run must
 really have gone through sbatch (every job's rule is in SLURM's own job list, with a
 log from SLURM), and its artifacts must equal the local run's: training and every
 step are deterministic given the seed and the thread count.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-# The one-minute configuration (config/test.yaml) in a temporary copy of the repo.
-from tests.test_workflow import CONFIGFILE, RUN, workdir  # noqa: F401 (a fixture)
+from tests.conftest import CONFIGFILE, RUN, copy_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "tests/slurm"
@@ -90,18 +89,9 @@ def run_snakemake(work: Path, *args: str, timeout: float = 600) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_run(workdir, tmp_path_factory) -> Path:  # noqa: F811
-    work = tmp_path_factory.mktemp("local") / "repo"
-    shutil.copytree(workdir, work)
-    run_snakemake(work, "--cores", "2")
-    return work
-
-
-@pytest.fixture(scope="module")
-def slurm_run(cluster, workdir, tmp_path_factory):  # noqa: F811
-    """The same run through profiles/slurm; (its directory, snakemake's log, seconds)."""
-    work = tmp_path_factory.mktemp("slurm") / "repo"
-    shutil.copytree(workdir, work)
+def slurm_run(cluster, tmp_path_factory):
+    """The tiny run through profiles/slurm; (its directory, snakemake's log, seconds)."""
+    work = copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
     # CI settings over the real profile: the cluster's only partition, drafted by the
     # plugin's own tool; squeue status checks (there is no accounting database; the
     # cluster keeps finished jobs in squeue for MinJobAge); quick first checks; and
@@ -205,9 +195,9 @@ def _assert_close(a, b, path="summary"):
         assert a == b, path
 
 
-def test_slurm_artifacts_equal_the_local_run(local_run, slurm_run):
+def test_slurm_artifacts_equal_the_local_run(tiny_run, slurm_run):
     slurm = slurm_run[0] / RUN
-    local = local_run / RUN
+    local = tiny_run / RUN
     ours, theirs = (pd.read_parquet(d / "components.parquet") for d in (local, slurm))
     assert list(theirs.component) == list(ours.component)
     assert list(theirs["rank"]) == list(ours["rank"])

@@ -106,3 +106,46 @@ def test_run_step_rejects_bad_json_and_missing_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run-step", "prompts", "--log", str(tmp_path / "p.log")])
     assert "needs `--input facts=...`" in capsys.readouterr().err
+
+
+def test_a_step_that_fails_after_writing_one_output_changes_none(tmp_path, monkeypatch, capsys):
+    # Issue 21, defect 1: the outputs are staged and swapped in only when all are written.
+    monkeypatch.chdir(tmp_path)
+    table, summary = Path("results/table.parquet"), Path("results/summary.json")
+    io.write_parquet(table, pd.DataFrame({"a": [1]}))
+    io.write_json(summary, {"n": 1})
+    before = table.read_bytes(), summary.read_bytes()
+
+    def half_step(job):
+        io.write_parquet(job.output.table, pd.DataFrame({"a": [2]}))
+        raise ValueError("failed before the summary")
+
+    def whole_step(job):
+        io.write_parquet(job.output.table, pd.DataFrame({"a": [3]}))
+        io.write_json(job.output.summary, {"n": 3})
+
+    from forbidden_facts.cli import Files
+
+    job = _job(tmp_path)
+    job.output = Files([("table", str(table)), ("summary", str(summary))], "output")
+    with pytest.raises(SystemExit):
+        run(job, half_step)
+    assert (table.read_bytes(), summary.read_bytes()) == before
+    assert _temps(table.parent) == []
+    run(job, whole_step)
+    assert io.read_json(summary)["n"] == 3 and io.read_parquet(table)["a"].tolist() == [3]
+    assert _temps(table.parent) == []
+
+
+def test_a_folder_where_an_output_file_belongs_is_refused_before_the_step(tmp_path, capsys):
+    # Issue 21, defect 8: named before any compute, and the folder is left alone.
+    out = tmp_path / "results/table.parquet"
+    (out / "keep.txt").parent.mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    ran = []
+    job = _job(tmp_path)
+    job.output = [str(out)]
+    with pytest.raises(SystemExit):
+        run(job, ran.append)
+    assert ran == [] and (out / "keep.txt").read_text() == "mine"
+    assert "is a folder, but the rule writes a file there" in capsys.readouterr().err

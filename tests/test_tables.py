@@ -4,7 +4,7 @@ The artifacts are written the way the workflow writes them (same files, keys and
 columns, provenance included), so these tests also pin the contract between the
 analysis rules and the paper stage. Whether the rules provide every file main.tex
 refers to is checked where it happens: rule `paper_sources` stages them and fails
-otherwise (a real snakemake run in tests/test_workflow.py).
+otherwise (the session's tiny run, tests/conftest.py, at the end of this file).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from forbidden_facts import tables_latex as L
 from forbidden_facts.effects import attack_contrast
 from forbidden_facts.identification import head_share
 from forbidden_facts.steps import paper as paper_steps
+from tests.conftest import RUN, copy_repo, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "paper" / "templates"
@@ -740,14 +741,7 @@ def test_paper_fails_clearly_without_latex(tmp_path, monkeypatch):
 
 
 def _dry_run(tmp_path: Path, path_dirs: list[str]) -> subprocess.CompletedProcess:
-    work = tmp_path / "wf"
-    work.mkdir(parents=True)
-    for name in ("Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / name)
+    work = copy_repo(tmp_path / "wf")
     (work / "paper.yaml").write_text("run:\n  paper: true\npaper:\n  tag: t\n")
     env = {"PATH": ":".join(path_dirs), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "paper.yaml"]
@@ -855,3 +849,29 @@ def test_finetune_finding_compares_the_obedient_model_with_its_shipped_base_and_
     assert (
         _finding(rendered["findings"], "SmollmTwoOneThreeFiveMInstructCuratedFindingFinetune") == ""
     )
+
+
+# ---------------------------------------------------------------------------
+# The tables of a real run: the session's tiny run (tests/conftest.py).
+
+
+def test_paper_sources_and_tables_of_the_tiny_run_need_no_tex(tiny_run):
+    workdir, finished = tiny_run, tiny_run / RUN
+    # The paper's sources, tables and findings for the finished run; no TeX involved.
+    proc = snakemake(workdir, "results/paper/source")
+    source = workdir / "results/paper/source"
+    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
+    assert len(list((source / "figures").glob("*.pdf"))) == 10
+    macros = dict(
+        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
+    )
+    summary = io.read_json(finished / "summary.json")
+    assert macros["NComponents"] == str(summary["n_components"])
+    findings = (source / "findings.tex").read_text()
+    if summary["n_star_degenerate"]:
+        # N* past the curve, not reached, or undefined: never offered as comparable.
+        phrases = ("not comparable", "nothing to compare", "undefined")
+        assert any(p in findings for p in phrases), findings
+    comparison = (source / "tables/comparison.tex").read_text()
+    assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
+    assert proc.returncode == 0

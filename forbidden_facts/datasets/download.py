@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import artifacts
 from ..provenance import sha256_file
 from .facts import DatasetError
 
@@ -85,7 +86,11 @@ def download_dataset(
         size = fetched.stat().st_size
         os.replace(fetched, dest)
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, got)
-    return {"url": url, "sha256": got, "bytes": size}
+    return {
+        artifacts.Download.url: url,
+        artifacts.Download.sha256: got,
+        artifacts.Download.bytes: size,
+    }
 
 
 def _copy_file_url(url: str, output_file: str, pooch: Any) -> None:

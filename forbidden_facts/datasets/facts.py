@@ -12,9 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from .. import artifacts
+
 log = logging.getLogger("forbidden_facts.datasets")
 
-FACT_COLUMNS = ["fact_id", "relation", "prefix", "answer", "wrong_answer"]
+FACT_COLUMNS = list(artifacts.FACT_COLUMNS)  # declared in forbidden_facts/artifacts.py
 PAPER_HQ_COLUMNS = ["question", "answer", "type"]
 FORMATS = ("csv", "counterfact", "paper_hq")
 # Below this many facts, means, intervals and N* over facts say little.

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from ..artifacts import Attribution as S
 from .common import (
     NC_TO_C_LOG10,
     PROMOTIVE_COLOR,
@@ -91,9 +92,9 @@ def cumulative(
         title: Model / dataset name for the figure title.
     """
     fig, ax = plt.subplots(figsize=(7, 4))
-    total = summary.get("total_effect_log10")
-    n_star = summary.get("n_star")
-    k90 = summary.get("k90")
+    total = summary.get(S.total_effect)
+    n_star = summary.get(S.n_star)
+    k90 = summary.get(S.k_ninety)
     if len(curve) == 0:
         _note(ax, "empty curve")
     else:
@@ -116,7 +117,7 @@ def cumulative(
         if total is not None and np.isfinite(total):
             ax.axhline(total, color="black", linestyle="--", label=f"total effect = {total:.2f}")
         if n_star is not None:
-            degenerate = " (degenerate)" if summary.get("n_star_degenerate") else ""
+            degenerate = " (degenerate)" if summary.get(S.n_star_degenerate) else ""
             ax.axvline(
                 n_star,
                 color=PROMOTIVE_COLOR,
@@ -158,16 +159,16 @@ def cumulative(
 
 def cumulative_note(summary: Mapping[str, Any]) -> str:
     """Why N* is missing or not comparable, in words for the figure ("" when it is fine)."""
-    total = summary.get("total_effect_log10")
+    total = summary.get(S.total_effect)
     if total is None or not np.isfinite(total) or total <= 0:
         return (
             "total effect <= 0: the model does not suppress the forbidden answer;\n"
             "N* and k-shares undefined"
         )
-    if summary.get("n_star") is None:
+    if summary.get(S.n_star) is None:
         return "N* not reached"
-    if summary.get("n_star_degenerate"):
-        reason = summary.get("n_star_degenerate_reason") or "degenerate"
+    if summary.get(S.n_star_degenerate):
+        reason = summary.get(S.n_star_reason) or "degenerate"
         return f"N* degenerate ({reason});\nread k90"
     return ""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -12,12 +11,12 @@ import pandas as pd
 import seaborn as sns
 
 from ..io import atomic_path
+from ..units import LN10  # noqa: F401 (re-exported for the figure modules)
 
 sns.set_theme(style="whitegrid", context="paper")
 
 PathLike = str | os.PathLike
 
-LN10 = math.log(10.0)
 DPI = 150
 KIND_LABELS = {
     "c": "c (forbidden = answer)",
@@ -25,7 +24,7 @@ KIND_LABELS = {
     "nc1": "nc1 (forbidden = irrelevant word)",
 }
 KIND_COLORS = {"c": "#d62728", "nc0": "#1f77b4", "nc1": "#2ca02c"}
-TYPE_COLORS = {"embed": "#7f7f7f", "head": "#1f77b4", "mlp": "#ff7f0e"}
+TYPE_COLORS = {"embed": "#7f7f7f", "head": "#1f77b4", "attn_bias": "#2ca02c", "mlp": "#ff7f0e"}
 SUPPRESSIVE_COLOR = "#1f77b4"
 PROMOTIVE_COLOR = "#d62728"
 NC_TO_C_LOG10 = "mean nc\u2192c effect (log10 BF)"

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import safekeep
+
 log = logging.getLogger("forbidden_facts")
 
 # The stage modules, in DAG order: one per file in workflow/rules/.
@@ -114,6 +116,11 @@ def explain(exc: BaseException, job) -> str:
             "(e.g. `chmod -R u+w results`) or run from a directory you can write to; "
             "no earlier output was changed."
         )
+    if isinstance(exc, OSError) and exc.errno == errno.EISDIR:
+        return (
+            f"the output {exc.filename} is a folder, but the rule writes a file there. Move "
+            "the folder away (or delete it) and rerun; nothing was computed or changed."
+        )
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (
             f"the disk is full while writing {exc.filename or 'an output'}: free space and rerun."
@@ -124,11 +131,24 @@ def explain(exc: BaseException, job) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _Staged:
+    """The job as its step sees it: every attribute of `job`, but `output` the staged paths."""
+
+    def __init__(self, job, output):
+        self._job = job
+        self.output = output
+
+    def __getattr__(self, name: str):
+        return getattr(self._job, name)
+
+
 def run(job, fn: Callable) -> None:
     """Run step `fn` for a Snakemake job (or a hand-built one), with logging and clean stops.
 
     A failure writes its full traceback to the job's log file and one paragraph
-    (the cause and the fix) to the console, then exits non-zero.
+    (the cause and the fix) to the console, then exits non-zero. The step writes
+    its outputs to hidden siblings, swapped in only once it has finished, so a
+    failed or stopped step leaves every earlier output as it was.
     """
     name = fn.__name__
     logfile = job.log[0] if len(job.log) else None
@@ -138,8 +158,17 @@ def run(job, fn: Callable) -> None:
     previous = signal.signal(signal.SIGTERM, _terminate)
     start = time.perf_counter()
     see = f" (full traceback in {logfile})" if logfile else ""
+    # Outputs are written to hidden siblings and swapped in only when all are complete;
+    # under Snakemake the earlier outputs' records are noted first (forbidden_facts.safekeep).
+    outputs = [str(o) for o in getattr(job, "output", [])]
+    pairs = []
     try:
-        fn(job)
+        if getattr(job, "rule", None) is not None:
+            safekeep.note(outputs)
+        staged, pairs = safekeep.stage(getattr(job, "output", []))
+        fn(_Staged(job, staged))
+        safekeep.swap_in(pairs)
+        safekeep.forget(outputs)
     except (KeyboardInterrupt, Stopped) as exc:
         how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"signal {exc}"
         log.error(
@@ -154,5 +183,6 @@ def run(job, fn: Callable) -> None:
         log.error("%s failed: %s%s", name, explain(exc, job), see, exc_info=True)
         raise SystemExit(1) from None
     finally:
+        safekeep.discard(pairs)
         signal.signal(signal.SIGTERM, previous)
     log.info("%s finished in %.1f s", name, time.perf_counter() - start)

@@ -10,7 +10,15 @@ import pandas as pd
 from .. import io
 from ..artifacts import TOKEN_SEARCH_COLUMNS
 from ..artifacts import Attack as S
-from .common import evaluation_words, inherit, kept_prompts, load, nc1_prompts
+from .common import (
+    evaluation_words,
+    inherit,
+    kept_prompts,
+    load,
+    nc1_prompts,
+    section_settings,
+    settings,
+)
 
 log = logging.getLogger("forbidden_facts")
 
@@ -35,7 +43,7 @@ def attack_self_insertion(job) -> None:
         nc1_prompts(prompts),
         pool,
         seed=job.params.attack["seed"],
-        batch_size=job.params.model["batch_size"],
+        batch_size=settings(job).batch_size,
     )
     summary = {S.model: job.wildcards.model, S.dataset: job.wildcards.dataset, **summary}
     prov = inherit(job.input.inference)
@@ -55,7 +63,7 @@ def attack_self_insertion(job) -> None:
 def attack_tokens(job) -> None:
     from ..attack import token_search
 
-    params = job.params.attack
+    params = section_settings(job, "attack")
     heads_table = io.read_parquet(job.input.heads).sort_values("rank")
     top = heads_table.head(params["top_k_heads"])
     heads = [
@@ -77,7 +85,7 @@ def attack_tokens(job) -> None:
             nc1,
             heads,
             batch_size=params["batch_size"],
-            n_tokens=job.params.model["token_search_tokens"],
+            n_tokens=settings(job).token_search_tokens,
             seed=params["seed"],
         )
         if len(nc1) and heads

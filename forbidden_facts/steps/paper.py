@@ -103,9 +103,19 @@ def tables(job) -> None:
 # paper
 
 
+def tex_program() -> str | None:
+    """The TeX program on PATH that compiles the paper: latexmk, else tectonic, else None.
+
+    The one TeX detection: `latex_command` uses it, and so does workflow/rules/common.smk
+    to leave the PDF out of the targets when there is none.
+    """
+    return next((p for p in ("latexmk", "tectonic") if shutil.which(p)), None)
+
+
 def latex_command(main: str = "main.tex") -> list[str]:
     """The command that compiles `main`: latexmk (pdflatex), else tectonic; or fail clearly."""
-    if shutil.which("latexmk"):
+    program = tex_program()
+    if program == "latexmk":
         return [
             "latexmk",
             "-pdf",
@@ -114,7 +124,7 @@ def latex_command(main: str = "main.tex") -> list[str]:
             "-file-line-error",
             main,
         ]
-    if shutil.which("tectonic"):
+    if program == "tectonic":
         # envs/latex.yaml ships tectonic (conda-forge has no TeX Live with latexmk).
         return ["tectonic", "--keep-logs", main]
     raise RuntimeError(LATEX_INSTALL_HINT)
@@ -168,8 +178,12 @@ def missing_sources(build: Path) -> list[str]:
     return [ref for ref in refs if not (build / ref).exists()]
 
 
-def compile_paper(build: Path, timeout: float = 300) -> Path:
-    """Compile ``build/main.tex``; return the PDF. Raises with the TeX error on failure."""
+def compile_paper(build: Path, timeout: float) -> Path:
+    """Compile ``build/main.tex`` within `timeout` seconds; return the PDF.
+
+    Raises with the TeX error on failure. The timeout is rule `paper`'s ``params.timeout``
+    (workflow/rules/paper.smk), its one place.
+    """
     cmd = latex_command()
     log.info("compiling %s/main.tex: %s", build, " ".join(cmd))
     try:
@@ -230,7 +244,13 @@ def paper(job) -> None:
     if build.exists():
         shutil.rmtree(build)
     shutil.copytree(job.input.sources, build)
-    pdf = compile_paper(build, timeout=float(_param(job, "timeout", 300)))
+    timeout = _param(job, "timeout")
+    if timeout is None:
+        raise ValueError(
+            "rule paper needs params.timeout (seconds for TeX), as workflow/rules/paper.smk "
+            "sets it; by hand: forbidden-facts run-step paper --params '{\"timeout\": 600}'"
+        )
+    pdf = compile_paper(build, timeout=float(timeout))
     with io.atomic_path(out) as tmp:
         shutil.copyfile(pdf, tmp)
     log.info("wrote %s (%d bytes)", out, out.stat().st_size)
@@ -241,8 +261,12 @@ def paper(job) -> None:
 
 
 def archive(job) -> None:
-    """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz."""
-    from ..archive import build_archive
+    """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz.
+
+    The manifest's sha256 goes to the log, the console and output ``sha256``
+    (``<archive>.sha256``), so that `forbidden-facts verify` can detect a rewrite.
+    """
+    from ..archive import build_archive_with_sidecar
 
     files = []
     for value in job.input:
@@ -250,5 +274,18 @@ def archive(job) -> None:
     files = list(dict.fromkeys(files))
     tag = job.wildcards.tag
     config = _param(job, "config") or {}
-    build_archive(files, job.output[0], tag, config, extra_provenance={"rule": "archive"})
-    log.info("archived %d files into %s", len(files), job.output[0])
+    digest = build_archive_with_sidecar(
+        files,
+        job.output[0],
+        tag,
+        config,
+        sidecar=getattr(job.output, "sha256", None),
+        extra_provenance={"rule": "archive"},
+    )
+    log.info(
+        "archived %d files; the sha256 of its MANIFEST.tsv is %s (kept in <archive>.sha256; "
+        "`forbidden-facts verify --sha256 %s <archive>` proves the archive unchanged)",
+        len(files),
+        digest,
+        digest,
+    )

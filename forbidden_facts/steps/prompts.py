@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 
 from .. import io
+from ..artifacts import FactsReport as R
+from ..artifacts import Prompts as P
 from ..provenance import sha256_file, stamp
-from .common import evaluation_words, inherit, load
+from .common import evaluation_words, inherit, load, settings
 
 log = logging.getLogger("forbidden_facts")
 
@@ -32,14 +34,17 @@ def prepare_dataset(job) -> None:
     # A download has no telling extension: its format is `format`, else CounterFact's.
     fmt = spec.get("format") or ("counterfact" if "url" in spec else None)
     facts, skipped = load_facts_with_skipped(source, fmt)
-    report: dict = {"dataset": job.wildcards.dataset, "skipped": skipped}
+    report: dict = {R.dataset: job.wildcards.dataset, R.skipped: skipped}
     max_facts = job.params.dataset["max_facts"]
     if max_facts:
         facts = facts.iloc[:max_facts]
     checksum = sha256_file(source)
-    report.update(
-        source=str(source), sha256=checksum, n_facts=len(facts), n_skipped=len(report["skipped"])
-    )
+    report |= {
+        R.source: str(source),
+        R.sha256: checksum,
+        R.n_facts: len(facts),
+        R.n_skipped: len(skipped),
+    }
     prov = stamp(dataset=job.wildcards.dataset, dataset_sha256=checksum)
     io.write_parquet(job.output.facts, facts, provenance=prov)
     io.write_json(job.output.report, report, provenance=prov)
@@ -47,17 +52,15 @@ def prepare_dataset(job) -> None:
         "dataset %s: %d facts (%d malformed records skipped)",
         job.wildcards.dataset,
         len(facts),
-        len(report["skipped"]),
+        len(skipped),
     )
 
 
 def prompts(job) -> None:
-    from transformers import AutoTokenizer
-
     from ..datasets import few_facts_warning
     from ..finetune import drop_trained, read_finetune_record
+    from ..modeling import load_tokenizer
     from ..prompts import (
-        DEFAULT_STYLE,
         adds_special_tokens,
         assign_irrelevant_words,
         build_prompts,
@@ -67,8 +70,8 @@ def prompts(job) -> None:
     )
 
     facts = io.read_parquet(job.input.facts)
-    tokenizer = AutoTokenizer.from_pretrained(job.input.model)
-    style = getattr(job.params, "prompt_style", DEFAULT_STYLE)
+    tokenizer = load_tokenizer(job.input.model)
+    style = job.params.prompt_style  # config models.<name>.prompt_style
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
     words = evaluation_words(job.input.words, job.input.model)
@@ -85,7 +88,7 @@ def prompts(job) -> None:
             excluded["n_excluded_trained"],
             excluded["excluded_by_reason"],
         )
-    model_max = getattr(job.params, "max_facts", None)
+    model_max = job.params.max_facts
     if model_max:
         # This model's subset (config models.<name>.max_facts), drawn after the words
         # are assigned so that each kept fact keeps the paper's nc1 word.
@@ -97,24 +100,50 @@ def prompts(job) -> None:
         formatter=formatter,
         add_special_tokens=adds_special_tokens(style),
     )
+    # A prompt longer than the model's context would be silently truncated or fail in
+    # the forward pass: drop its fact, and count it.
+    context = _context_length(job.input.model)
+    too_long = []
+    if context and len(table):
+        special = adds_special_tokens(style)
+        lengths = table["prompt"].map(
+            lambda text: len(tokenizer(text, add_special_tokens=special)["input_ids"])
+        )
+        too_long = sorted(set(table.loc[lengths > context, "fact_id"]))
+    if too_long:
+        table = table[~table["fact_id"].isin(too_long)].reset_index(drop=True)
+        kept = kept[~kept["fact_id"].isin(too_long)]
+        reasons = {**reasons, "longer_than_context": len(too_long)}
+        log.warning(
+            "%d fact(s) have a prompt longer than the model's %d positions "
+            "(max_position_embeddings) and are dropped, e.g. %s",
+            len(too_long),
+            context,
+            ", ".join(map(str, too_long[:3])),
+        )
     summary = {
-        "prompt_style": style,
+        P.prompt_style: style,
         **excluded,
-        "model_max_facts": model_max,
-        "n_facts_in": len(facts),
-        "n_facts": len(kept),
-        "n_dropped": len(facts) - len(kept),
-        "dropped_by_reason": reasons,
-        "n_prompts": len(table),
-        "n_irrelevant_words": len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
-        "warnings": [],
+        P.model_max_facts: model_max,
+        P.n_facts_in: len(facts),
+        P.n_facts: len(kept),
+        P.n_dropped: len(facts) - len(kept),
+        P.dropped_by_reason: reasons,
+        P.n_prompts: len(table),
+        P.n_irrelevant_words: len(set(table.loc[table["kind"] == "nc1", "forbidden_word"])),
+        P.warnings: [],
     }
     few = few_facts_warning(
         len(kept), f"dataset {job.wildcards.dataset}: facts with a single-token answer"
     )
     if few:
-        summary["warnings"].append(few)
+        summary[P.warnings].append(few)
         log.warning(few)
+    if too_long:
+        summary[P.warnings].append(
+            f"{len(too_long)} fact(s) dropped: a prompt is longer than the model's "
+            f"{context} positions (max_position_embeddings)"
+        )
     prov = inherit(job.input.facts, **stamp(job.wildcards.model, job.input.model))
     io.write_parquet(job.output.prompts, table, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
@@ -127,6 +156,15 @@ def prompts(job) -> None:
     )
 
 
+def _context_length(model_dir) -> int | None:
+    """The model's `max_position_embeddings` (None when its config.json does not say)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    value = io.read_json(config).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def inference(job) -> None:
     from ..artifacts import Inference as S
     from ..datasets import few_facts_warning
@@ -134,7 +172,7 @@ def inference(job) -> None:
 
     model, tokenizer = load(job, attn_implementation="sdpa")
     prompts = io.read_parquet(job.input.prompts)
-    table = run_inference(model, tokenizer, prompts, batch_size=job.params.model["batch_size"])
+    table = run_inference(model, tokenizer, prompts, batch_size=settings(job).batch_size)
     summary = {
         S.dataset: job.wildcards.dataset,
         S.model: job.wildcards.model,

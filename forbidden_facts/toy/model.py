@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..architectures import adapter_for
 from ..prompts import format_prompt
 from .recipe import ToyConfig
 
@@ -69,31 +70,32 @@ def last_token_logits(
     token from changing it, so no mask is needed; RoPE makes positions relative, so the
     organism sees the same thing as under inference's left padding.
     """
+    ad = adapter_for(model)
     prefix = list(prefix)
     n = len(prefix)
     shared = [i for i, seq in enumerate(sequences) if n and len(seq) > n and seq[:n] == prefix]
     alone = sorted(set(range(len(sequences))) - set(shared))
     rows, states = [], []
     if shared:
-        pre = model.model(input_ids=torch.tensor([prefix]), use_cache=True)
+        pre = ad.decoder(input_ids=torch.tensor([prefix]), use_cache=True)
         # transformers 5 calls the cache `cache`; 4.x called it `past_key_values`.
-        params = inspect.signature(model.model.forward).parameters
+        params = inspect.signature(ad.decoder.forward).parameters
         name = "cache" if "cache" in params else "past_key_values"
         cache = pre[name]
         for layer in cache.layers:
             layer.keys = layer.keys.expand(len(shared), -1, -1, -1)
             layer.values = layer.values.expand(len(shared), -1, -1, -1)
         ids, last = _right_padded([sequences[i][n:] for i in shared], pad_id)
-        out = model.model(input_ids=ids, use_cache=True, **{name: cache})
+        out = ad.decoder(input_ids=ids, use_cache=True, **{name: cache})
         rows += shared
         states.append(out.last_hidden_state[torch.arange(len(shared)), last])
     if alone:
         ids, last = _right_padded([sequences[i] for i in alone], pad_id)
-        out = model.model(input_ids=ids, use_cache=False)
+        out = ad.decoder(input_ids=ids, use_cache=False)
         rows += alone
         states.append(out.last_hidden_state[torch.arange(len(alone)), last])
     order = torch.argsort(torch.tensor(rows))
-    return model.lm_head(torch.cat(states)[order])
+    return ad.lm_head(torch.cat(states)[order])
 
 
 def word_form_pairs(tokenizer) -> Tensor:

@@ -110,11 +110,11 @@ def init_model(cfg: ToyConfig, tokenizer):
         with torch.no_grad():
             model.get_input_embeddings().weight.normal_(0.0, cfg.embed_std)
             if not cfg.tie_embeddings:
-                model.lm_head.weight.normal_(0.0, cfg.embed_std)
+                model.get_output_embeddings().weight.normal_(0.0, cfg.embed_std)
     if cfg.share_word_forms:
         share_rows(model.get_input_embeddings().weight, word_form_pairs(tokenizer))
         if not cfg.tie_embeddings:
-            share_rows(model.lm_head.weight, word_form_pairs(tokenizer))
+            share_rows(model.get_output_embeddings().weight, word_form_pairs(tokenizer))
     return model
 
 

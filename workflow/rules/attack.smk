@@ -19,7 +19,7 @@ rule attack_self_insertion:
         runtime=60,
     params:
         model=get_model_params,
-        attack=config["attack"],
+        attack=get_attack_params(),
     script:
         "../../scripts/attack_self_insertion.py"
 
@@ -41,7 +41,7 @@ rule attack_tokens:
     resources:
         runtime=240,
     params:
-        model=get_model_params,
-        attack=config["attack"],
+        model=get_token_search_model_params,
+        attack=get_attack_params(),
     script:
         "../../scripts/attack_tokens.py"

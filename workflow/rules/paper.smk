@@ -144,6 +144,8 @@ rule archive:
         paper=rules.paper.output if BUILD_PDF else [],
     output:
         "results/archive/forbidden-facts-{tag}.tar.gz",
+        # The sha256 of the archive's MANIFEST.tsv (`forbidden-facts verify` reads it).
+        sha256="results/archive/forbidden-facts-{tag}.tar.gz.sha256",
     log:
         "logs/archive/{tag}.log",
     wildcard_constraints:
