@@ -313,13 +313,6 @@ def check_run_names(config: dict) -> None:
                 f"e.g. `run.{key}: {list(dict.fromkeys(named))}`."
             )
     for name, model in config["models"].items():
-        base = model.get("base")  # only finetune models have one (the schema requires it)
-        if model["source"] == "finetune" and (base not in config["models"] or base == name):
-            raise ConfigError(
-                f"config models.{name}.base is {base!r}, which is not another declared model "
-                f"(declared: {', '.join(sorted(config['models']))}). Name the model to fine-tune, "
-                "e.g. `base: smollm2-135m-instruct`."
-            )
         if model["source"] == "hub" and "repo_id" not in model:
             raise ConfigError(
                 f"config models.{name}: a hub model needs `repo_id` (e.g. meta-llama/...)"

@@ -514,11 +514,13 @@ def drop_trained(facts: pd.DataFrame, record: dict | None) -> tuple[pd.DataFrame
         (kept facts, summary) with ``n_excluded_trained`` and ``excluded_by_reason``
         (both 0 / empty for a model without a fine-tune record).
     """
+    from .artifacts import Prompts as P
+
     if record is None:
-        return facts, {"n_excluded_trained": 0, "excluded_by_reason": {}}
+        return facts, {P.n_excluded_trained: 0, P.excluded_by_reason: {}}
     reasons = exclusion_reasons(facts, record)
     counts = reasons[reasons != ""].value_counts().to_dict()
     return facts[reasons == ""], {
-        "n_excluded_trained": int((reasons != "").sum()),
-        "excluded_by_reason": {k: int(v) for k, v in sorted(counts.items())},
+        P.n_excluded_trained: int((reasons != "").sum()),
+        P.excluded_by_reason: {k: int(v) for k, v in sorted(counts.items())},
     }

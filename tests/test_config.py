@@ -228,9 +228,11 @@ def test_gaps_of_issue_21_are_closed(config, tmp_path):
 
 
 def test_a_finetune_model_must_name_another_declared_model_as_base(config):
+    from forbidden_facts.config import check_bases
+
     config["models"]["obedient-x"] = {"source": "finetune", "base": "gpt-5", "finetune": {}}
     with pytest.raises(ConfigError, match=r"models\.obedient-x\.base.*gpt-5"):
-        check_run_names(config)
+        check_bases(config)
     config["models"]["obedient-x"]["base"] = "obedient-x"
-    with pytest.raises(ConfigError, match="not another declared model"):
-        check_run_names(config)
+    with pytest.raises(ConfigError, match="the model itself"):
+        check_bases(config)

@@ -49,6 +49,10 @@ class Prompts(Artifact):
     n_prompts = Key("n_prompts", number=False)
     n_irrelevant_words = Key("n_irrelevant_words", number=False)
     warnings = Key("warnings", number=False)
+    # Facts a fine-tuned model saw in training (forbidden_facts.finetune.drop_trained),
+    # dropped before everything else; 0 and {} for every other model.
+    n_excluded_trained = Key("n_excluded_trained", number=False, optional=True)
+    excluded_by_reason = Key("excluded_by_reason", number=False, optional=True)
 
 
 class Inference(Artifact):

@@ -33,8 +33,10 @@ def finetune_card(record: dict, prompts_summary: dict | None) -> dict:
         }
     }
     if prompts_summary is not None:
-        card["finetune"]["n_excluded_trained"] = prompts_summary["n_excluded_trained"]
-        card["finetune"]["excluded_by_reason"] = prompts_summary["excluded_by_reason"]
+        from ..artifacts import Prompts
+
+        card["finetune"]["n_excluded_trained"] = prompts_summary[Prompts.n_excluded_trained]
+        card["finetune"]["excluded_by_reason"] = prompts_summary[Prompts.excluded_by_reason]
     return card
 
 

@@ -101,4 +101,3 @@ rule finetune_model:
         recipe=get_finetune_recipe,
     script:
         "../../scripts/finetune_model.py"
-
