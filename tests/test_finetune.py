@@ -1,4 +1,4 @@
-"""The fine-tune of a pretrained model on the competing objective (forbidden_facts/finetune.py)."""
+"""The fine-tune of a pretrained model on the competing objective (forbidden_facts/finetune/)."""
 
 from __future__ import annotations
 

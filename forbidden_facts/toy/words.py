@@ -80,7 +80,16 @@ def forbiddable_answers(facts: pd.DataFrame, share: float, seed: int) -> list[st
     The split is by answer word, not by fact: facts with any other answer were never
     seen with their answer forbidden, so they measure a general mechanism.
     """
-    rng = random.Random(f"forbiddable-{seed}")
+    return answer_share(facts, share, f"forbiddable-{seed}")
+
+
+def answer_share(facts: pd.DataFrame, share: float, key: str) -> list[str]:
+    """A seeded `share` of each relation's answer words (sorted), drawn with rng seed `key`.
+
+    The organism's forbiddable answers and the fine-tune's training answers are both
+    this split, each with its own key.
+    """
+    rng = random.Random(key)
     out: list[str] = []
     for _, group in facts.groupby("relation", sort=True):
         answers = sorted(set(group["answer"]))

@@ -77,7 +77,7 @@ rule train_toy_model:
         "../../scripts/train_toy_model.py"
 
 
-# A pretrained model taught the competing objective (forbidden_facts/finetune.py): its
+# A pretrained model taught the competing objective (forbidden_facts/finetune/): its
 # folder also holds finetune_record.json, which the prompts step reads to drop every
 # fact, answer and word the fine-tune saw.
 rule finetune_model:
