@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from forbidden_facts.config import ConfigError, check_config, check_input_files, check_run_names
+from forbidden_facts.config import ConfigError, check_config
+from forbidden_facts.preflight import check_input_files, check_run_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -105,7 +106,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_names_are_checked_before_any_job(config, tmp_path):
-    from forbidden_facts.config import check_names
+    from forbidden_facts.preflight import check_names
 
     check_names(config, ROOT)
     for key, value, expected in [
@@ -147,8 +148,8 @@ def test_example_fact_is_checked_in_the_datasets_format_and_once_downloaded(conf
     # Issue 21, defect 4: a paper_hq file is read as paper_hq; a downloaded source is checked.
     import shutil
 
-    from forbidden_facts.config import check_names
     from forbidden_facts.datasets import load_facts
+    from forbidden_facts.preflight import check_names
 
     sample = ROOT / "tests/fixtures/paper_hq_sample.csv"
     shutil.copy(sample, tmp_path / "hq.csv")
@@ -175,14 +176,8 @@ def test_example_fact_is_checked_in_the_datasets_format_and_once_downloaded(conf
 
 
 def test_gaps_of_issue_21_are_closed(config, tmp_path):
-    from forbidden_facts.config import (
-        archive_tag,
-        check_scatter,
-        check_word_files,
-        check_words_usable,
-        coerce_config,
-        prefer_local_paths,
-    )
+    from forbidden_facts.config import archive_tag, coerce_config, prefer_local_paths
+    from forbidden_facts.preflight import check_scatter, check_word_files, check_words_usable
 
     # 1e-3 (a string to PyYAML) is a number where the schema wants one.
     config["toy"]["lr"] = "1e-3"
@@ -228,7 +223,7 @@ def test_gaps_of_issue_21_are_closed(config, tmp_path):
 
 
 def test_a_finetune_model_must_name_another_declared_model_as_base(config):
-    from forbidden_facts.config import check_bases
+    from forbidden_facts.preflight import check_bases
 
     config["models"]["obedient-x"] = {"source": "finetune", "base": "gpt-5", "finetune": {}}
     with pytest.raises(ConfigError, match=r"models\.obedient-x\.base.*gpt-5"):

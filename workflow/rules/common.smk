@@ -12,8 +12,10 @@ from forbidden_facts.config import (
     archive_tag,
     coerce_config,
     prefer_local_paths,
-    check_bases,
     check_config,
+)
+from forbidden_facts.preflight import (
+    check_bases,
     check_input_files,
     check_local_models,
     check_names,
