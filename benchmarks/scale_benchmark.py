@@ -52,13 +52,13 @@ from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.decompose import RESID_RTOL, decompose  # noqa: E402
 from forbidden_facts.heads import forbidden_attention, ov_sample_rows, ov_scores  # noqa: E402
 from forbidden_facts.inference import run_inference  # noqa: E402
+from forbidden_facts.memory import attribution_peak_bytes  # noqa: E402
 from forbidden_facts.metrics import VocabIndex, answer_index  # noqa: E402
 from forbidden_facts.modeling import DTYPES, encode  # noqa: E402
 from forbidden_facts.patching import (  # noqa: E402
     MAX_CHUNK_LOGITS,
     _decompose_kinds,
     attribute,
-    attribution_peak_bytes,
     base_logodds,
     cumulative,
     patched_logodds,

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .artifacts import AttackContrast as AC
 from .artifacts import HeadGroups as HG
-from .identification import t_interval
+from .intervals import t_interval
 
 
 def interval(values) -> tuple[float | None, float | None, float | None]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .identification import fact_means, rank_components, t_interval
+from .identification import rank_components
+from .intervals import fact_means, t_interval
 from .units import to_log10
 
 ROLE_COLUMNS = ("mean_log10", "ci_low", "ci_high", "role", "rank", "within_noise")

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from forbidden_facts.decompose import RESID_RTOL, check_decomposition, decompose
+from forbidden_facts.memory import attribution_peak_bytes
 from forbidden_facts.metrics import VocabIndex
 from forbidden_facts.modeling import encode
-from forbidden_facts.patching import attribute, attribution_peak_bytes, wide_prompts
+from forbidden_facts.patching import attribute, wide_prompts
 
 from .conftest import tiny_llama
 

@@ -86,8 +86,8 @@ def _tolerance(inference: pd.DataFrame, dtype: str) -> float:
 
 
 def component_shift(job) -> None:
-    from ..identification import fact_interval
     from ..inference import pair_bayes_factors
+    from ..intervals import fact_interval
     from ..shift import component_shift as shift
     from ..shift import shift_summary
     from ..units import to_log10
