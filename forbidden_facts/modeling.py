@@ -71,7 +71,6 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
-    check_tokenizer_file(path)  # before the (possibly long) load of the weights
     from .architectures import (
         UnsupportedArchitecture,
         attention_implementation,
@@ -86,6 +85,7 @@ def load_model(
         check_model_type(model_type, f"the model folder {path}")
     except UnsupportedArchitecture as err:
         raise ModelLoadError(str(err)) from err
+    check_tokenizer_file(path)  # before the (possibly long) load of the weights
     attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
         dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .artifacts import ComponentShift as CS
 from .identification import rank_components
 from .intervals import fact_means, t_interval
 from .units import to_log10
@@ -107,12 +108,12 @@ def shift_summary(table: pd.DataFrame) -> dict:
     changed = table[table["role_changed"]]
     kinds = (changed["before_role"] + "->" + changed["after_role"]).value_counts()
     return {
-        "n_components": int(len(table)),
-        "n_facts": int(table["n_facts"].iloc[0]) if len(table) else 0,
-        "n_role_changed": int(len(changed)),
-        "role_changes": {k: int(v) for k, v in kinds.items()},
-        "n_change_significant": int(table["change_significant"].sum()),
-        "role_changed_components": changed["component"].tolist(),
+        CS.n_components: int(len(table)),
+        CS.n_facts: int(table["n_facts"].iloc[0]) if len(table) else 0,
+        CS.n_role_changed: int(len(changed)),
+        CS.role_changes: {k: int(v) for k, v in kinds.items()},
+        CS.n_change_significant: int(table["change_significant"].sum()),
+        CS.role_changed_components: changed["component"].tolist(),
     }
 
 

@@ -72,6 +72,14 @@ def _template_names() -> tuple[set[str], set[str], set[str]]:
     return runs, papers, macros
 
 
+def test_the_comparison_template_reads_only_keys_of_its_contract():
+    text = (ROOT / "paper/templates/component_shift.tex.j2").read_text()
+    used = set(re.findall(r"\bcs\.([a-z_0-9]+)", text))
+    assert used and used <= set(A.ComponentShift.keys()), sorted(
+        used - set(A.ComponentShift.keys())
+    )
+
+
 def test_every_name_the_templates_use_is_in_the_contract():
     runs, papers, macros = _template_names()
     run_names = set(A.number_names())

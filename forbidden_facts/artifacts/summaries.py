@@ -286,6 +286,34 @@ class Card(Artifact):
     never_taught_effect = Key("finetune", "total_effect_never_taught_log10", optional=True)
 
 
+class ComponentShift(Artifact):
+    """results/{model}/{dataset}/component_shift.json (rule component_shift): a derived
+    model against its base on the derived model's kept facts.
+
+    Written by `forbidden_facts.steps.shift.component_shift` (the counts by
+    `forbidden_facts.shift.shift_summary`), read by paper/templates/component_shift.tex.j2.
+    """
+
+    PATH = "results/{model}/{dataset}/component_shift.json"
+    model_name = Key("model", number=False)
+    dataset_name = Key("dataset", number=False)
+    base_model = Key("base_model", number=False)
+    n_components = Key("n_components", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_role_changed = Key("n_role_changed", number=False)
+    role_changes = Key("role_changes", number=False)
+    n_change_significant = Key("n_change_significant", number=False)
+    role_changed_components = Key("role_changed_components", number=False)
+    total_effect_before_log10 = Key("total_effect_before_log10", number=False)
+    total_effect_before_ci = Key("total_effect_before_ci", number=False)
+    total_effect_after_log10 = Key("total_effect_after_log10", number=False)
+    total_effect_after_ci = Key("total_effect_after_ci", number=False)
+    n_kept_by_base = Key("n_kept_by_base", number=False)
+    noise_tolerance_before_log10 = Key("noise_tolerance_before_log10", number=False)
+    noise_tolerance_after_log10 = Key("noise_tolerance_after_log10", number=False)
+    ci_unit = Key("ci_unit", number=False)
+
+
 class Reference(Artifact):
     """One model of config/paper_reference.yaml: the paper's published numbers.
 

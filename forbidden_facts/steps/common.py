@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from .. import io
-from ..config import ModelSettings
 from ..provenance import stamp
+
+if TYPE_CHECKING:
+    from ..config import ModelSettings
 
 # Model settings that cannot change a result (where and how fast a model runs, how
 # much memory a pass takes). They are left out of every rule's params
@@ -35,6 +39,9 @@ def settings(job, model: str | None = None) -> ModelSettings:
         model: The configured model whose settings apply; None: the job's ``{model}``
             (the comparison's base-model jobs name the base here).
     """
+    # Imported here: the figure steps run in envs/plot.yaml, without jsonschema or yaml.
+    from ..config import ModelSettings
+
     config = getattr(job, "config", None) or {}
     model = model or getattr(getattr(job, "wildcards", None), "model", None)
     block = dict(config.get("models", {}).get(model, {}))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from .. import io
+from ..artifacts import ComponentShift as CS
+from ..units import LN10
 from .attribution import attribute_facts, merge_attribution, shard_of
 from .common import inherit, kept_prompts, load, settings
 
@@ -104,18 +105,18 @@ def component_shift(job) -> None:
     for name, inf in (("before", base_inference.assign(kept=True)), ("after", inference)):
         lbf = pair_bayes_factors(inf)
         mean, low, high = fact_interval(-to_log10(lbf["lbf"].to_numpy()), list(lbf["fact_id"]))
-        effects[f"total_effect_{name}_log10"] = mean
-        effects[f"total_effect_{name}_ci"] = [low, high]
+        effects[getattr(CS, f"total_effect_{name}_log10")] = mean
+        effects[getattr(CS, f"total_effect_{name}_ci")] = [low, high]
     summary = {
-        "model": job.wildcards.model,
-        "dataset": job.wildcards.dataset,
-        "base_model": job.params.base,
+        CS.model_name: job.wildcards.model,
+        CS.dataset_name: job.wildcards.dataset,
+        CS.base_model: job.params.base,
         **shift_summary(table),
         **effects,
-        "n_kept_by_base": int(base_inference.loc[base_inference["kept"], "fact_id"].nunique()),
-        "noise_tolerance_before_log10": tol_before / np.log(10),
-        "noise_tolerance_after_log10": tol_after / np.log(10),
-        "ci_unit": "fact",
+        CS.n_kept_by_base: int(base_inference.loc[base_inference["kept"], "fact_id"].nunique()),
+        CS.noise_tolerance_before_log10: tol_before / LN10,
+        CS.noise_tolerance_after_log10: tol_after / LN10,
+        CS.ci_unit: "fact",
     }
     prov = inherit(job.input.attribution, base_model=job.params.base)
     io.write_parquet(job.output.table, table, provenance=prov)
@@ -125,7 +126,7 @@ def component_shift(job) -> None:
         job.wildcards.model,
         job.params.base,
         summary["n_facts"],
-        summary["n_role_changed"],
+        summary[CS.n_role_changed],
         summary["n_components"],
     )
 
