@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import copy_repo
 from tests.families import tiny_family
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +33,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("local-workflow")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / name)
-    return work
+    return copy_repo(tmp_path_factory.mktemp("local-workflow"))
 
 
 def _config(work: Path, name: str, path: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import copy_repo
+
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "workflow", "config", "scripts", "envs", "profiles", "data", "paper"]
 CONFIGFILES = ["config/test.yaml", "config/test_shift.yaml"]
 RUN = "results/tiny-b/tiny"
 
@@ -38,14 +38,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("shift")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    return work
+    return copy_repo(tmp_path_factory.mktemp("shift"))
 
 
 @pytest.fixture(scope="module")
