@@ -40,8 +40,17 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Snakemake on the tiny configuration in `workdir` (2 cores, two attribution shards)."""
+def snakemake(
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    configfiles: tuple[str, ...] = (CONFIGFILE,),
+    options: tuple[str, ...] = tuple(OPTIONS),
+) -> subprocess.CompletedProcess:
+    """Snakemake on the tiny configuration in `workdir` (2 cores, two attribution shards).
+
+    `configfiles` and `options` replace the tiny configuration and its shard/paper options
+    (the comparison test adds config/test_shift.yaml and keeps Snakemake's defaults)."""
     # --set-scatter, --omit-from and --configfile take several values each, so they go
     # last, after any targets.
     cmd = [
@@ -51,9 +60,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "--cores",
         "2",
         *args,
-        *OPTIONS,
+        *options,
         "--configfile",
-        CONFIGFILE,
+        *configfiles,
     ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import copy_repo
+from tests.conftest import snakemake as run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGFILES = ["config/test.yaml", "config/test_shift.yaml"]
@@ -27,13 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", *CONFIGFILES]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+    """Snakemake on the tiny configuration plus the comparison's (config/test_shift.yaml)."""
+    return run_snakemake(workdir, *args, check=check, configfiles=tuple(CONFIGFILES), options=())
 
 
 @pytest.fixture(scope="module")
