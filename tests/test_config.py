@@ -231,3 +231,36 @@ def test_a_finetune_model_must_name_another_declared_model_as_base(config):
     config["models"]["obedient-x"]["base"] = "obedient-x"
     with pytest.raises(ConfigError, match="the model itself"):
         check_bases(config)
+
+
+# The JSON Schema keywords the schema uses; anything else in a schema node is a typo
+# (an unquoted description with a comma in a YAML flow mapping becomes a stray key and
+# cuts the description short, which config/README.md and `--help` users then read).
+SCHEMA_KEYWORDS = {
+    "$schema", "$defs", "$ref", "description", "type", "additionalProperties", "required",
+    "properties", "default", "enum", "items", "minItems", "maxItems", "minimum", "maximum",
+    "exclusiveMinimum", "minProperties", "propertyNames", "allOf", "oneOf", "if", "then", "const",
+    "pattern", "minLength", "uniqueItems",
+}  # fmt: skip
+
+
+def test_every_schema_node_holds_only_schema_keywords_and_whole_descriptions():
+    def stray(node, path):
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from stray(item, f"{path}/{i}")
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            where = f"{path}/{key}"
+            if path.endswith(("/properties", "/$defs")):
+                yield from stray(value, where)  # names of keys, not keywords
+            elif key in ("default", "const", "enum"):
+                continue  # values, not schema
+            else:
+                if key not in SCHEMA_KEYWORDS:
+                    yield where
+                yield from stray(value, where)
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert list(stray(schema, "")) == []
