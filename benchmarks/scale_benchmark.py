@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     tokenizer = padded_tokenizer(facts, words, cfg.vocab_size)
     vocab = VocabIndex(tokenizer)
-    kept, _ = single_token_answers(facts, tokenizer)
+    # The llama2 prompt style: the paper's, and the one the padded tokenizer was made for.
+    kept, _ = single_token_answers(facts, tokenizer, "llama2")
     kept = kept.iloc[: args.facts].reset_index(drop=True)
     prompts = build_prompts(kept, assign_irrelevant_words(kept, words))
     n_facts, n_prompts = len(kept), len(prompts)
