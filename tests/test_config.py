@@ -234,8 +234,8 @@ def test_a_finetune_model_must_name_another_declared_model_as_base(config):
 
 
 # The JSON Schema keywords the schema uses; anything else in a schema node is a typo
-# (an unquoted description with a comma in a YAML flow mapping becomes a stray key and
-# cuts the description short, which config/README.md and `--help` users then read).
+# (an unquoted description with a comma in a YAML flow mapping becomes a stray key,
+# which JSON Schema ignores, and cuts the description short).
 SCHEMA_KEYWORDS = {
     "$schema", "$defs", "$ref", "description", "type", "additionalProperties", "required",
     "properties", "default", "enum", "items", "minItems", "maxItems", "minimum", "maximum",
