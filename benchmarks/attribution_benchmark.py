@@ -95,12 +95,12 @@ def main() -> None:
         cfg = llama_config(args.preset, args.layers)
         tok = padded_tokenizer(facts, words, cfg.vocab_size)
         model = random_model(cfg, DTYPES[args.dtype], args.device, seed=0)
-        name = f"{args.preset} ({cfg.num_hidden_layers} layers, random weights)"
+        model_name = f"{args.preset} ({cfg.num_hidden_layers} layers, random weights)"
     else:
         model, tok = load_model(
             args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa"
         )
-        name = args.model
+        model_name = args.model
     style = args.prompt_style
     facts, _ = single_token_answers(facts, tok, style)
     facts = facts.iloc[: args.facts]
@@ -159,7 +159,7 @@ def main() -> None:
     n_layers = model.config.num_hidden_layers
     n_comp = 1 + n_layers * (model.config.num_attention_heads + 1)
     print(
-        f"model {name} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
+        f"model {model_name} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
         f"{len(facts)} facts = {n_prompts} prompts, threads {args.threads}"
     )
     print(pd.DataFrame(results).T.round(2).to_string())

@@ -52,7 +52,7 @@ from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.decompose import RESID_RTOL, decompose  # noqa: E402
 from forbidden_facts.heads import forbidden_attention, ov_sample_rows, ov_scores  # noqa: E402
 from forbidden_facts.inference import run_inference  # noqa: E402
-from forbidden_facts.memory import attribution_peak_bytes  # noqa: E402
+from forbidden_facts.memory import attribution_peak_bytes, chunk_shape  # noqa: E402
 from forbidden_facts.metrics import VocabIndex, answer_index  # noqa: E402
 from forbidden_facts.modeling import DTYPES, encode  # noqa: E402
 from forbidden_facts.patching import (  # noqa: E402
@@ -540,12 +540,27 @@ def main(argv: list[str] | None = None) -> dict:
         d_mlp=cfg.intermediate_size,
         n_heads=cfg.num_attention_heads,
         dtype_bytes=torch.tensor([], dtype=dtype).element_size(),
+        sliced=args.device == "cpu",
     )
     attribution = {
         "predicted_extra_mb": predicted["total"] / 2**20,
         "predicted_patch_mb": predicted["patch"] / 2**20,
         "predicted_forward_mb": predicted["forward"] / 2**20,
         "max_chunk_logits": MAX_CHUNK_LOGITS,
+        # One chunk of logits: rows x vocabulary width (a slice on CPU, see patching).
+        "chunk": dict(
+            zip(
+                ("rows", "width"),
+                chunk_shape(
+                    n_comp,
+                    cfg.vocab_size,
+                    args.row_batch,
+                    min(args.batch_size, n_facts),
+                    args.device == "cpu",
+                ),
+                strict=True,
+            )
+        ),
     }
     if "attribution" in results:
         r = results["attribution"]

@@ -202,26 +202,44 @@ def inv_rms(model, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows"]:
     return rms_scale(x, ad.final_norm.eps)
 
 
-def unembed_unnormed(
-    model, x: Float[Tensor, "row d_model"], out: Float[Tensor, "row d_vocab"] | None = None
-) -> Float[Tensor, "row d_vocab"]:
-    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32.
+def gained(model, x: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_model"]:
+    """``gain * x``: the final RMSNorm without its 1/rms, in the model's dtype, on lm_head's device."""
+    ad = adapter_for(model)
+    weight = ad.final_norm_module.weight
+    gain = ad.final_norm.gain.to(weight.device, weight.dtype)
+    return (x.to(weight.device, weight.dtype) * gain).to(ad.lm_head.weight.device)
+
+
+def unembed_gained(
+    model,
+    x: Float[Tensor, "row d_model"],
+    out: Float[Tensor, "row width"] | None = None,
+    vocab: slice | None = None,
+) -> Float[Tensor, "row width"]:
+    """lm_head applied to `gained` rows, as float32; only the `vocab` slice of its rows.
 
     Args:
         model: The causal LM.
-        x: Residual rows.
+        x: Rows returned by `gained`.
         out: A float32 buffer to write into (reused across chunks, which on CPU saves
             mapping and zeroing fresh pages for every chunk); None: a new tensor.
+        vocab: The token ids (a contiguous slice) to unembed; None: all of them.
     """
-    ad = adapter_for(model)
-    weight, head = ad.final_norm_module.weight, ad.lm_head
-    gain = ad.final_norm.gain.to(weight.device, weight.dtype)
-    x = (x.to(weight.device, weight.dtype) * gain).to(head.weight.device)
+    weight = adapter_for(model).lm_head.weight
+    if vocab is not None:
+        weight = weight[vocab]
     if out is None:
-        return torch.nn.functional.linear(x, head.weight).float()
-    if head.weight.dtype == out.dtype:
-        return torch.mm(x, head.weight.t(), out=out)
-    return out.copy_(torch.nn.functional.linear(x, head.weight))
+        return torch.nn.functional.linear(x, weight).float()
+    if weight.dtype == out.dtype:
+        return torch.mm(x, weight.t(), out=out)
+    return out.copy_(torch.nn.functional.linear(x, weight))
+
+
+def unembed_unnormed(
+    model, x: Float[Tensor, "row d_model"], out: Float[Tensor, "row d_vocab"] | None = None
+) -> Float[Tensor, "row d_vocab"]:
+    """lm_head(gain * x) without the 1/rms factor, in the model's dtype, as float32."""
+    return unembed_gained(model, gained(model, x), out=out)
 
 
 def check_decomposition(model, decomp: Decomposition, ids=None) -> None:

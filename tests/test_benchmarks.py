@@ -69,6 +69,7 @@ def test_attribution_benchmark_prints_the_throughput_ratio():
         "attribution_benchmark.py", "--preset", "organism", "--layers", "1", "--facts", "4",
         "--repeats", "1",
     )  # fmt: skip
+    assert text.startswith("model organism (1 layers, random weights) (10 components)")
     line = next(s for s in text.splitlines() if s.startswith("attribution / forward"))
     ratio = float(line.split("median ")[1].split()[0])
     assert 0 < ratio < 1  # attribution does more work than the bare forward pass

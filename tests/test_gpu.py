@@ -75,6 +75,7 @@ def test_attribution_peak_memory_follows_the_formula(tokenizer, prompts):
         d_mlp=cfg.intermediate_size,
         n_heads=cfg.num_attention_heads,
         dtype_bytes=4,
+        sliced=False,  # CUDA: whole-vocabulary chunks
     )["total"]
     # A tiny model: the CUDA caching allocator's 512-byte rounding and small blocks
     # dominate, so only the order of magnitude is checked here; the scale benchmark

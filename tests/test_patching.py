@@ -110,13 +110,26 @@ def test_cumulative_of_all_components_is_the_bayes_factor(tok_model, tokenizer, 
             assert abs(values[row, -1] - float(lbf[0])) < 1e-3
 
 
-@pytest.mark.parametrize("linear", [True, False], ids=["shared-difference", "row-by-row"])
+@pytest.mark.parametrize(
+    ("linear", "slice_logits"),
+    [(True, None), (True, 7 * 13), (True, 1), (False, None)],
+    ids=["shared-difference", "vocab-slices", "one-token-slices", "row-by-row"],
+)
 def test_fast_attribution_equals_the_float64_reference_path(
-    tok_model, tokenizer, prompts, linear, monkeypatch
+    tok_model, tokenizer, prompts, linear, slice_logits, monkeypatch
 ):
     # Every component, pair and direction against rows unembedded one by one with
-    # float64 log-odds; a small chunk budget makes the rows span several chunks.
+    # float64 log-odds; small chunk budgets make the rows span several chunks and the
+    # vocabulary several slices (13 tokens wide, the last one partial; or one token,
+    # so that every answer id fills a slice alone and that slice's rest is empty).
     monkeypatch.setattr(patching, "MAX_CHUNK_LOGITS", 7 * tok_model.lm_head.weight.shape[0])
+    monkeypatch.setattr(patching, "SLICED_ROWS", 7)
+    if slice_logits is not None:
+        monkeypatch.setattr(patching, "SLICE_LOGITS", slice_logits)
+        monkeypatch.setattr(patching, "MIN_SLICE", 1)
+        shape = patching._chunk_shape(11, len(tokenizer), 4096, 3, sliced=True)
+        assert shape == (1, 7, 13 if slice_logits > 1 else 1)
+        assert len(tokenizer) % 13 != 0
     if not linear:
         monkeypatch.setattr(patching, "rms_linear", lambda model: False)
     table = pd.concat(list(attribute(tok_model, tokenizer, prompts, batch_size=3, progress=False)))
