@@ -155,22 +155,24 @@ def ov_scores(
     group = n_heads // n_kv
     device = ad.lm_head.weight.device
     f32 = dict(device=device, dtype=torch.float32)
-    # The embedding as the first layer sees it (Gemma scales it by sqrt(d_model)).
-    embed = ad.embedding.weight.to(**f32) * ad.embed_scale
-    w_u = ad.lm_head.weight.to(**f32)
+    d_vocab = ad.d_vocab
+    rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
+    # The source tokens' embeddings as the first layer sees them (Gemma scales them by
+    # sqrt(d_model)): only the sampled rows, not a float32 copy of the whole matrix.
+    embed = ad.embedding.weight[rows.to(ad.embedding.weight.device)].to(**f32) * ad.embed_scale
+    w_u = ad.lm_head.weight.to(device)
     final = ad.final_norm
     final_w, final_eps = final.gain.to(**f32), final.eps
-    d_vocab = w_u.shape[0]
     const = None
     if final.bias is not None:
-        const = w_u @ final.bias.to(**f32)
+        const = w_u.float() @ final.bias.to(**f32)
     if ad.unembed_bias is not None:
         b_u = ad.unembed_bias.to(**f32)
         const = b_u if const is None else const + b_u
-    # The final norm's gain folded into the unembedding once, not per head (with a
-    # 49152-token vocabulary this product is the size of the embedding matrix).
+    # The final norm's gain folded into the unembedding once, not per head: the one
+    # vocabulary x d_model float32 tensor of this stage (a half-precision lm_head is
+    # promoted by the product itself, with no float32 copy beside it).
     w_u_gain = w_u * final_w
-    rows = torch.arange(d_vocab, device=device) if rows is None else rows.to(device)
     scores = np.zeros((n_layers, n_heads))
     bar = tqdm(total=n_layers * n_heads, desc="OV scores", disable=not progress)
     for layer_idx in range(n_layers):
@@ -180,7 +182,7 @@ def ov_scores(
         b_v_all = None if b_v_full is None else b_v_full.to(**f32).reshape(n_kv, d_head)
         w_o_all = ad.w_o(layer_idx).to(**f32).reshape(-1, n_heads, d_head)
         post = ad.attn_post_norm(layer_idx)
-        x = ad.input_norm(layer_idx)(embed[rows].to(**f32)).to(**f32)
+        x = ad.input_norm(layer_idx)(embed).to(**f32)
         for h in range(n_heads):
             w_v, w_o = w_v_all[h // group], w_o_all[:, h]
             b_v = None if b_v_all is None else b_v_all[h // group]
