@@ -31,6 +31,8 @@ forbidden_facts package only (no snakemake). Examples:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import math
 import platform
@@ -204,11 +206,27 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status: CPU memory is measured on Linux")
 
 
+def _trim_heap() -> None:
+    """Hand the heap pages that earlier stages freed back to the kernel (glibc).
+
+    glibc keeps freed blocks of up to its dynamic mmap threshold (raised by every
+    large free, up to 32 MB) in its arenas, so without this a stage's starting
+    resident set would count whatever the previous stage left there, and the part
+    above the start would vary from run to run with the same code.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the start then includes what the allocator retained
+
+
 class PeakMemory:
     """The peak memory of a block: CUDA's peak allocation, or the CPU resident set.
 
-    On CPU the kernel's high-water mark is reset at the start (clear_refs 5); where
-    that file cannot be written, a thread samples the resident set every 2 ms.
+    On CPU freed heap is first returned to the kernel (`_trim_heap`), then the
+    kernel's high-water mark is reset at the start (clear_refs 5); where that file
+    cannot be written, a thread samples the resident set every 2 ms.
     """
 
     def __init__(self, device: str) -> None:
@@ -223,6 +241,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start_mb = torch.cuda.memory_allocated() / 2**20
             return self
+        _trim_heap()
         self.start_mb = _rss_mb("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
