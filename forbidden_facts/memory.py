@@ -40,8 +40,10 @@ def attribution_peak_bytes(
     activations):
 
     * held per batch of B facts (3B prompts): the components 3B·C·d, the final
-      residuals 3B·d and the final logits 3B·V (float32), the answer mask B·V bytes;
-    * per pair: the differences Δ = B·C·d, the unnormed bases 2·B·V, then either the
+      residuals 3B·d, the final logits 3B·V and their unnormed logits 3B·V
+      (`patching.unnormed_bases`; float32), the answer mask B·V bytes;
+    * per pair: the differences Δ = B·C·d, the bases' logits without their answer
+      ids 2·B·V, then either the
       1/rms scales' two transient C·d copies (made fact by fact) or one chunk: two
       logit buffers of r·w, two r·d row copies and the slices' 2·r·⌈V/w⌉ partial
       log-sum-exps, (r, w) = `chunk_shape` (sliced, the CPU's shared-difference
@@ -63,7 +65,7 @@ def attribution_peak_bytes(
     """
     b, c, d, v = batch, components, d_model, d_vocab
     f32 = 4
-    held = (3 * b * c * d + 3 * b * d + 3 * b * v) * f32 + b * v
+    held = (3 * b * c * d + 3 * b * d + 2 * 3 * b * v) * f32 + b * v
     r, w = chunk_shape(c, v, row_batch, b, sliced)
     per_pair = (b * c * d + 2 * b * v) * f32
     transient = max(2 * c * d, 2 * r * w + 2 * r * d + 2 * r * math.ceil(v / w)) * f32

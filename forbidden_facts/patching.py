@@ -138,6 +138,7 @@ def patched_logodds(
     row_batch: int,
     base_minus: Float[Tensor, "batch d_model"] | None = None,
     linear: bool | None = None,
+    unnormed: Sequence[Float[Tensor, "batch d_vocab"]] | None = None,
 ) -> tuple[Float[Tensor, "batch row"], Float[Tensor, "batch row"] | None]:
     """Answer log-odds (float32) of ``base_plus + delta`` and of ``base_minus - delta``.
 
@@ -155,6 +156,9 @@ def patched_logodds(
         row_batch: Most rows unembedded at once (see `_chunk_shape` for the other caps).
         base_minus: Residual that `delta` is subtracted from, or None.
         linear: Use the shared-difference unembedding; None: where `rms_linear` holds.
+        unnormed: ``unembed_unnormed`` of `base_plus` (and of `base_minus`) where the
+            caller made them already (`unnormed_bases`: one matmul, one pass over
+            lm_head, for all of a batch's prompts); not modified. None: made here.
 
     Returns:
         (log-odds of the plus rows, log-odds of the minus rows or None).
@@ -164,7 +168,9 @@ def patched_logodds(
     device = unembed_device(model)
     ids, valid = ids.to(device), valid.to(device)
     if linear:
-        out = _shared_difference_logodds(model, bases, delta, ids, valid, row_batch)
+        if unnormed is None:
+            unnormed = [unembed_unnormed(model, b) for b in bases]
+        out = _shared_difference_logodds(model, bases, unnormed, delta, ids, valid, row_batch)
     else:
         out = _row_by_row_logodds(model, bases, delta, ids, valid, row_batch)
     return out[0], (out[1] if base_minus is not None else None)
@@ -190,7 +196,9 @@ def _row_by_row_logodds(model, bases, delta, ids, valid, row_batch) -> list[Tens
     return out
 
 
-def _shared_difference_logodds(model, bases, delta, ids, valid, row_batch) -> list[Tensor]:
+def _shared_difference_logodds(
+    model, bases, unnormed, delta, ids, valid, row_batch
+) -> list[Tensor]:
     """`patched_logodds` where norm + unembedding is linear up to 1/rms (`rms_linear`).
 
     With ``U = unembed_unnormed(base)`` and ``G = unembed_unnormed(delta)``, a row's
@@ -204,10 +212,9 @@ def _shared_difference_logodds(model, bases, delta, ids, valid, row_batch) -> li
     batch, n_rows, d_model = delta.shape
     device, d_vocab = ids.device, vocab_width(model)
     signs = (1.0, -1.0)[: len(bases)]
-    unnormed = [unembed_unnormed(model, b) for b in bases]
     answer_u = [u.gather(1, ids) for u in unnormed]
-    for u in unnormed:
-        u.scatter_(1, ids, -math.inf)  # padding repeats a real id: harmless
+    # The bases' logits without their answer ids (padding repeats a real id: harmless).
+    unnormed = [u.scatter(1, ids, -math.inf) for u in unnormed]
     head = adapter_for(model).lm_head.weight
     n_facts, n_comp, width = _chunk_shape(n_rows, d_vocab, row_batch, batch, device.type == "cpu")
     slices = list(chunks(d_vocab, width))
@@ -221,6 +228,8 @@ def _shared_difference_logodds(model, bases, delta, ids, valid, row_batch) -> li
         for cs in chunks(n_rows, n_comp):
             nc = cs.stop - cs.start
             x = gained(model, delta[fs, cs].reshape(nf * nc, d_model))
+            # All-zero differences (the baselines) have G = 0 exactly: no pass over lm_head.
+            zero = not bool(x.any())
             # The answer's logits of G: each fact's own few rows of lm_head.
             answer_g = torch.bmm(x.view(nf, nc, d_model), head[ids[fs]].transpose(1, 2)).float()
             # The patched rows exist only inside inv_rms, one chunk at a time.
@@ -231,7 +240,8 @@ def _shared_difference_logodds(model, bases, delta, ids, valid, row_batch) -> li
             parts = torch.empty(len(bases), nf, nc, len(slices), device=device)
             for j, vs in enumerate(slices):
                 n = nf * nc * (vs.stop - vs.start)
-                g = unembed_gained(model, x, out=g_buf[:n].view(nf * nc, -1), vocab=vs)
+                g = g_buf[:n].view(nf * nc, -1)
+                g = g.zero_() if zero else unembed_gained(model, x, out=g, vocab=vs)
                 g = g.view(nf, nc, -1)
                 for k, (u, s) in enumerate(zip(unnormed, signs, strict=True)):
                     # The last direction overwrites g, so two slice buffers suffice.
@@ -270,12 +280,34 @@ def base_logodds(
     resid: Float[Tensor, "batch d_model"],
     ids: Int[Tensor, "batch n_ids"],
     valid: Bool[Tensor, "batch n_ids"],
+    unnormed: Float[Tensor, "batch d_vocab"] | None = None,
 ) -> Float[Tensor, " batch"]:
-    """Log-odds of unpatched residuals, computed exactly as `patched_logodds` with delta 0."""
+    """Log-odds of unpatched residuals, computed exactly as `patched_logodds` with delta 0.
+
+    Args:
+        unnormed: ``unembed_unnormed(resid)`` where the caller has it (see
+            `patched_logodds`); passing the same tensor to both keeps a component that
+            is equal in both prompts at a delta of exactly 0.
+    """
     zero = torch.zeros(resid.shape[0], 1, resid.shape[1], dtype=resid.dtype, device=resid.device)
     # One chunk for the whole batch: a chunk per row would stream lm_head once per row.
-    # The rows' logits are U + lm_head(0) = U exactly, however they are chunked.
-    return patched_logodds(model, resid, zero, ids, valid, row_batch=len(resid))[0][:, 0]
+    # The rows' logits are U + 0 = U exactly, however they are chunked.
+    given = None if unnormed is None else [unnormed]
+    return patched_logodds(model, resid, zero, ids, valid, len(resid), unnormed=given)[0][:, 0]
+
+
+def unnormed_bases(
+    model, resids: Mapping[str, Float[Tensor, "batch d_model"]]
+) -> dict[str, Float[Tensor, "batch d_vocab"]] | None:
+    """``unembed_unnormed`` of each prompt kind's residuals, in one matmul (one pass over
+    lm_head instead of one per kind and call); None where the final norm is not
+    `rms_linear` (the row-by-row path does not use them)."""
+    if not rms_linear(model):
+        return None
+    kinds = list(resids)
+    sizes = [len(resids[k]) for k in kinds]
+    u = unembed_unnormed(model, torch.cat([resids[k] for k in kinds]))
+    return dict(zip(kinds, u.split(sizes), strict=True))
 
 
 def _decompose_kinds(model, tokenizer, facts: pd.DataFrame) -> dict[str, Decomposition]:
@@ -341,9 +373,14 @@ def attribute(
             labels = dec["c"].labels
             mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
             ids, valid = answer_index(mask)
-            # Baselines go through the same float32 path as the patched rows, so a
-            # component that is equal in both prompts has a delta of exactly 0.
-            base = {k: base_logodds(model, d.resid, ids, valid) for k, d in dec.items()}
+            # Baselines go through the same float32 path as the patched rows, with the
+            # same unnormed logits, so a component that is equal in both prompts has a
+            # delta of exactly 0.
+            u = unnormed_bases(model, {k: d.resid for k, d in dec.items()})
+            base = {
+                k: base_logodds(model, d.resid, ids, valid, None if u is None else u[k])
+                for k, d in dec.items()
+            }
             frames = []
             for pair in PAIRS:
                 c, nc = dec["c"], dec[pair]
@@ -356,6 +393,7 @@ def attribute(
                     valid,
                     row_batch,
                     base_minus=c.resid,
+                    unnormed=None if u is None else (u[pair], u["c"]),
                 )
                 frames.append(
                     _long(part["fact_id"], pair, "nc_to_c", labels, to_c - base[pair][:, None])

@@ -210,3 +210,15 @@ def test_dynamic_order_patches_each_pair_in_its_own_order(tok_model, tokenizer, 
             progress=False,
             pair_orders={k: v for k, v in orders.items() if k[0] != "f1"},
         )
+
+
+def test_a_component_equal_in_both_prompts_has_a_delta_of_exactly_zero(
+    tok_model, tokenizer, prompts
+):
+    # Every prompt of a fact ends on the same token, so its embedding (EMBED) is the
+    # same in c and nc: patching it must change nothing, not by a float32 rounding.
+    table = pd.concat(list(attribute(tok_model, tokenizer, prompts, batch_size=3, progress=False)))
+    embed = table[table.component == "EMBED"]
+    assert len(embed) == 5 * 2 * 2
+    assert (embed.delta_logodds == 0.0).all()
+    assert (table[table.component != "EMBED"].delta_logodds != 0.0).mean() > 0.9
