@@ -3,9 +3,9 @@
 Prints prompts/s for both (best of --repeats, and the spread), their ratio (goal:
 attribution >= 0.5x forward) and the peak memory of each phase. On CPU the peak
 is the process's resident-set high-water mark (VmHWM, reset before each phase
-through /proc/self/clear_refs, so it counts the model weights, Python and torch,
-everything the phase really holds); on CUDA it is torch's peak allocation. Not a
-test: run it by hand, e.g.
+through /proc/self/clear_refs after freed heap is handed back to the kernel, so it
+counts the model weights, Python and torch, everything the phase really holds); on
+CUDA it is torch's peak allocation. Not a test: run it by hand, e.g.
 
     python benchmarks/attribution_benchmark.py --model resources/models/toy
     python benchmarks/attribution_benchmark.py --model resources/models/llama2-7b-chat \\
@@ -38,6 +38,8 @@ from forbidden_facts.prompts import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from scale_benchmark import llama_config, padded_tokenizer, random_model, trim_heap  # noqa: E402
+
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
@@ -48,7 +50,10 @@ def _reset_peak(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         return
-    # Linux: writing 5 resets VmHWM to the current resident set size.
+    # Freed heap back to the kernel first, so that the peak does not depend on what
+    # the previous phase left in glibc's arenas; then writing 5 resets VmHWM (Linux)
+    # to the current resident set size.
+    trim_heap()
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -90,8 +95,6 @@ def main() -> None:
     facts = load_facts(ROOT / "data/facts/curated.csv")
     words = (ROOT / "data/irrelevant_words.txt").read_text().split()
     if args.preset:
-        from scale_benchmark import llama_config, padded_tokenizer, random_model
-
         cfg = llama_config(args.preset, args.layers)
         tok = padded_tokenizer(facts, words, cfg.vocab_size)
         model = random_model(cfg, DTYPES[args.dtype], args.device, seed=0)

@@ -206,7 +206,7 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status: CPU memory is measured on Linux")
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Hand the heap pages that earlier stages freed back to the kernel (glibc).
 
     glibc keeps freed blocks of up to its dynamic mmap threshold (raised by every
@@ -224,7 +224,7 @@ def _trim_heap() -> None:
 class PeakMemory:
     """The peak memory of a block: CUDA's peak allocation, or the CPU resident set.
 
-    On CPU freed heap is first returned to the kernel (`_trim_heap`), then the
+    On CPU freed heap is first returned to the kernel (`trim_heap`), then the
     kernel's high-water mark is reset at the start (clear_refs 5); where that file
     cannot be written, a thread samples the resident set every 2 ms.
     """
@@ -241,7 +241,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start_mb = torch.cuda.memory_allocated() / 2**20
             return self
-        _trim_heap()
+        trim_heap()
         self.start_mb = _rss_mb("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
