@@ -176,7 +176,14 @@ def patched_logodds(
     return out[0], (out[1] if base_minus is not None else None)
 
 
-def _row_by_row_logodds(model, bases, delta, ids, valid, row_batch) -> list[Tensor]:
+def _row_by_row_logodds(
+    model,
+    bases: Sequence[Float[Tensor, "batch d_model"]],
+    delta: Float[Tensor, "batch row d_model"],
+    ids: Int[Tensor, "batch n_ids"],
+    valid: Bool[Tensor, "batch n_ids"],
+    row_batch: int,
+) -> list[Float[Tensor, "batch row"]]:
     """`patched_logodds` for any final norm: each row through `norm_unembed`."""
     batch, n_rows, d_model = delta.shape
     signs = (1.0, -1.0)[: len(bases)]
@@ -197,8 +204,14 @@ def _row_by_row_logodds(model, bases, delta, ids, valid, row_batch) -> list[Tens
 
 
 def _shared_difference_logodds(
-    model, bases, unnormed, delta, ids, valid, row_batch
-) -> list[Tensor]:
+    model,
+    bases: Sequence[Float[Tensor, "batch d_model"]],
+    unnormed: Sequence[Float[Tensor, "batch d_vocab"]],
+    delta: Float[Tensor, "batch row d_model"],
+    ids: Int[Tensor, "batch n_ids"],
+    valid: Bool[Tensor, "batch n_ids"],
+    row_batch: int,
+) -> list[Float[Tensor, "batch row"]]:
     """`patched_logodds` where norm + unembedding is linear up to 1/rms (`rms_linear`).
 
     With ``U = unembed_unnormed(base)`` and ``G = unembed_unnormed(delta)``, a row's
