@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check: the CUDA-marked tests, then the scale benchmark for
 # Llama-2-7b's shape at full depth (32 layers, random weights) in float16 on 64 facts.
-# Writes into OUTDIR: env.json, tests.txt (+ tests.json summary), scale_7b_fp16.json
+# Writes into OUTDIR: env.json, tests.txt (+ tests.json summary), scale_7b.json
 # and its log. Needs only torch, transformers, pandas and pyarrow (pytest for the
 # tests, where present); no snakemake, no network.
 #

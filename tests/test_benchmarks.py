@@ -73,3 +73,22 @@ def test_attribution_benchmark_prints_the_throughput_ratio():
     line = next(s for s in text.splitlines() if s.startswith("attribution / forward"))
     ratio = float(line.split("median ")[1].split()[0])
     assert 0 < ratio < 1  # attribution does more work than the bare forward pass
+
+
+def test_the_gpu_check_script_runs_end_to_end_in_its_cpu_mode(tmp_path):
+    # The one-shot GPU run (15 minutes, when a GPU is lent) must not fail on a broken
+    # argument: --quick runs the same script on the CPU, the CUDA tests skipped.
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["cuda_available"] is False and env["torch"]
+    assert json.loads((tmp_path / "tests.json").read_text())["pytest_rc"] in (0, 5)
+    figures = json.loads((tmp_path / "scale_7b.json").read_text())
+    assert figures["stages"]["attribution"]["seconds"] > 0
+    assert figures["decomposition_error"] < figures["decomposition_tolerance"]
