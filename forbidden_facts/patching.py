@@ -474,9 +474,11 @@ def cumulative(
                 order = torch.tensor([index[lbl] for lbl in order_labels])
             mask = vocab.answer_mask(list(part["answer"]), dec["c"].logits.shape[-1])
             ids, valid = answer_index(mask)
+            u = unnormed_bases(model, {pair: dec[pair].resid for pair in PAIRS})
             for pair in PAIRS:
                 c, nc = dec["c"], dec[pair]
-                lo_nc = base_logodds(model, nc.resid, ids, valid)
+                base_u = None if u is None else u[pair]
+                lo_nc = base_logodds(model, nc.resid, ids, valid, base_u)
                 if pair_orders is None:
                     deltas = (c.components - nc.components)[:, order.to(c.components.device)]
                 else:
@@ -484,7 +486,13 @@ def cumulative(
                     rows = torch.arange(len(part))[:, None]
                     deltas = (c.components - nc.components)[rows, own.to(c.components.device)]
                 lo, _ = patched_logodds(
-                    model, nc.resid, deltas.cumsum(dim=1), ids, valid, row_batch
+                    model,
+                    nc.resid,
+                    deltas.cumsum(dim=1),
+                    ids,
+                    valid,
+                    row_batch,
+                    unnormed=None if base_u is None else (base_u,),
                 )
                 results.append((lo - lo_nc[:, None]).double().cpu().numpy())
                 fact_ids += list(part["fact_id"])
