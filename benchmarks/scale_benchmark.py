@@ -58,12 +58,9 @@ from forbidden_facts.memory import attribution_peak_bytes, chunk_shape  # noqa: 
 from forbidden_facts.metrics import VocabIndex, answer_index  # noqa: E402
 from forbidden_facts.modeling import DTYPES, encode  # noqa: E402
 from forbidden_facts.patching import (  # noqa: E402
-    MAX_CHUNK_LOGITS,
     _decompose_kinds,
     attribute,
-    base_logodds,
     cumulative,
-    patched_logodds,
     wide_prompts,
 )
 from forbidden_facts.prompts import (  # noqa: E402
@@ -73,6 +70,11 @@ from forbidden_facts.prompts import (  # noqa: E402
 )
 from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer  # noqa: E402
 from forbidden_facts.toy import corpus_for_tokenizer  # noqa: E402
+from forbidden_facts.unembedding import (  # noqa: E402
+    MAX_CHUNK_LOGITS,
+    base_logodds,
+    patched_logodds,
+)
 
 # Shapes from the models' published config.json files.
 PRESETS: dict[str, dict] = {

@@ -29,7 +29,7 @@ from .components import parse_label
 from .decompose import RESID_RTOL, decompose, norm_unembed
 from .metrics import answer_index
 from .modeling import encode, input_device
-from .patching import base_logodds, patched_logodds
+from .unembedding import base_logodds, patched_logodds
 
 # Largest allowed |delta - brute force| in natural log-odds, by dtype.
 DELTA_ATOL = {torch.float32: 1e-4, torch.bfloat16: 1e-1, torch.float16: 5e-2}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .patching import _chunk_shape
+from .unembedding import _chunk_shape
 
 
 def chunk_shape(
@@ -41,7 +41,7 @@ def attribution_peak_bytes(
 
     * held per batch of B facts (3B prompts): the components 3B·C·d, the final
       residuals 3B·d, the final logits 3B·V and their unnormed logits 3B·V
-      (`patching.unnormed_bases`; float32), the answer mask B·V bytes;
+      (`unembedding.unnormed_bases`; float32), the answer mask B·V bytes;
     * per pair: the differences Δ = B·C·d, the bases' logits without their answer
       ids 2·B·V, then either the
       1/rms scales' two transient C·d copies (made fact by fact) or one chunk: two

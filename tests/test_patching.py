@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from forbidden_facts import patching
+from forbidden_facts import patching, unembedding
 from forbidden_facts.decompose import decompose, norm_unembed
 from forbidden_facts.metrics import VocabIndex, answer_logodds
 from forbidden_facts.modeling import encode
@@ -14,9 +14,9 @@ from forbidden_facts.patching import (
     cumulative,
     cumulative_rows,
     first_order_rows,
-    logodds_of_rows,
     shard_facts,
 )
+from forbidden_facts.unembedding import logodds_of_rows
 
 
 def _decomp(model, tokenizer, prompts, fact_id, kind):
@@ -122,16 +122,16 @@ def test_fast_attribution_equals_the_float64_reference_path(
     # float64 log-odds; small chunk budgets make the rows span several chunks and the
     # vocabulary several slices (13 tokens wide, the last one partial; or one token,
     # so that every answer id fills a slice alone and that slice's rest is empty).
-    monkeypatch.setattr(patching, "MAX_CHUNK_LOGITS", 7 * tok_model.lm_head.weight.shape[0])
-    monkeypatch.setattr(patching, "SLICED_ROWS", 7)
+    monkeypatch.setattr(unembedding, "MAX_CHUNK_LOGITS", 7 * tok_model.lm_head.weight.shape[0])
+    monkeypatch.setattr(unembedding, "SLICED_ROWS", 7)
     if slice_logits is not None:
-        monkeypatch.setattr(patching, "SLICE_LOGITS", slice_logits)
-        monkeypatch.setattr(patching, "MIN_SLICE", 1)
-        shape = patching._chunk_shape(11, len(tokenizer), 4096, 3, sliced=True)
+        monkeypatch.setattr(unembedding, "SLICE_LOGITS", slice_logits)
+        monkeypatch.setattr(unembedding, "MIN_SLICE", 1)
+        shape = unembedding._chunk_shape(11, len(tokenizer), 4096, 3, sliced=True)
         assert shape == (1, 7, 13 if slice_logits > 1 else 1)
         assert len(tokenizer) % 13 != 0
     if not linear:
-        monkeypatch.setattr(patching, "rms_linear", lambda model: False)
+        monkeypatch.setattr(unembedding, "rms_linear", lambda model: False)
     table = pd.concat(list(attribute(tok_model, tokenizer, prompts, batch_size=3, progress=False)))
     vocab = VocabIndex(tokenizer)
     wide = patching.wide_prompts(prompts)
@@ -158,12 +158,8 @@ def test_fast_attribution_equals_the_float64_reference_path(
 def test_baselines_do_not_depend_on_how_rows_are_chunked(tok_model, tokenizer, prompts):
     """base_logodds unembeds the batch in one chunk; the values equal one row at a time."""
     from forbidden_facts.metrics import VocabIndex, answer_index
-    from forbidden_facts.patching import (
-        _decompose_kinds,
-        base_logodds,
-        patched_logodds,
-        wide_prompts,
-    )
+    from forbidden_facts.patching import _decompose_kinds, wide_prompts
+    from forbidden_facts.unembedding import base_logodds, patched_logodds
 
     part = wide_prompts(prompts)
     with torch.no_grad():
