@@ -35,18 +35,69 @@ def test_every_rule_uses_an_env_of_envs():
     assert used == {e.name for e in ENVS}
 
 
+def lock() -> dict[str, str]:
+    """{distribution: version} of constraints.txt, the install lock (names normalised)."""
+    out = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line)
+        if match:
+            out[normalise(match[1])] = match[2]
+    return out
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# torch is pinned by the README's commands, not by the lock (a GPU machine keeps its CUDA
+# build); every env that holds torch pins this release.
+README_TORCH = re.search(r"pip install torch==(\S+) ", (ROOT / "README.md").read_text())[1]
+
+
 @pytest.mark.parametrize("env", ENVS, ids=lambda p: p.stem)
-def test_pins_match_the_installed_versions(env):
+def test_env_pins_are_the_lock(env):
+    locked = lock()
     for name, version in pins(env).items():
-        installed = importlib.metadata.version(name)
-        if name == "torch":
-            # A GPU machine keeps its CUDA build (README); compare the release only.
-            installed = installed.split("+")[0]
-        assert installed == version, (
-            f"envs/{env.name} pins {name}=={version}, tests run {installed}"
+        want = README_TORCH if name == "torch" else locked.get(normalise(name))
+        assert want is not None, f"envs/{env.name} pins {name}, which constraints.txt lacks"
+        assert version == want, (
+            f"envs/{env.name} pins {name}=={version}, constraints.txt has {want}: "
+            "set the env's pin to the lock's version (constraints.txt's header says how)"
         )
     # The package itself is installed without dependencies, after them.
     assert (ROOT / "envs" / f"{env.stem}.post-deploy.sh").exists()
+
+
+def test_the_install_is_the_lock():
+    """What the README's test command installed is exactly constraints.txt (and its torch)."""
+    wrong = {}
+    for name, version in lock().items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != version:
+            wrong[name] = f"{installed} (lock: {version})"
+    torch = importlib.metadata.version("torch").split("+")[0]  # a CUDA build's release
+    if torch != README_TORCH:
+        wrong["torch"] = f"{torch} (README: {README_TORCH})"
+    assert not wrong, (
+        f"installed versions differ from the lock: {wrong}; install with the README's "
+        'command, `pip install torch==2.13.0 -c constraints.txt -e ".[test]"`'
+    )
+
+
+def test_every_install_command_uses_the_lock():
+    """The README's two set-up commands and .ci/run install with constraints.txt."""
+    installs = [
+        line
+        for f in ("README.md", ".ci/run")
+        for line in (ROOT / f).read_text().splitlines()
+        if "pip install" in line and "-e ." in line.replace('".', ".")
+    ]
+    assert len(installs) >= 3, installs
+    for line in installs:
+        assert "-c constraints.txt" in line, line
 
 
 @pytest.mark.parametrize(
