@@ -40,6 +40,10 @@ class UnsupportedArchitecture(ValueError):
     """A model whose ``model_type`` has no adapter in `ADAPTERS`."""
 
 
+class RemoteCodeRefused(UnsupportedArchitecture):
+    """A model folder that asks transformers to import Python code shipped with it."""
+
+
 class AdapterMismatch(RuntimeError):
     """A model whose modules do not have the layout its adapter expects."""
 
@@ -355,6 +359,47 @@ def check_model_type(model_type: str | None, where: str = "the model") -> None:
     """Raise UnsupportedArchitecture unless `model_type` has an adapter."""
     if model_type not in ADAPTERS:
         raise UnsupportedArchitecture(unsupported_message(model_type, where))
+
+
+# Keys of a model folder's JSON files through which transformers imports code that came
+# with the model (`trust_remote_code`): `auto_map` in config.json, tokenizer_config.json
+# or a processor's config, and `custom_pipelines` in config.json.
+REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
+
+
+def check_no_remote_code(path: str | Path, where: str = "the model folder") -> None:
+    """Refuse a model folder that asks for custom code, before anything in it is loaded.
+
+    A model folder is data: every load passes ``trust_remote_code=False``, so transformers
+    would refuse such a folder anyway, or ask ``[y/N]`` inside a job. This names the file
+    and key instead, before any weights are read.
+
+    Raises:
+        RemoteCodeRefused: naming the first JSON file and key that points at code.
+    """
+    import json
+
+    path = Path(path)
+    for file in sorted(path.glob("*.json")):
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # not a config transformers reads as one; the loaders name bad ones
+        if not isinstance(data, dict):
+            continue
+        for key in REMOTE_CODE_KEYS:
+            if data.get(key):
+                code = sorted(p.name for p in path.glob("*.py"))
+                shipped = f" (the folder ships {', '.join(code)})" if code else ""
+                raise RemoteCodeRefused(
+                    f"{where}: {file} has the key `{key}` ({json.dumps(data[key])[:160]}), "
+                    f"which asks transformers to import Python code that came with the "
+                    f"model{shipped}. forbidden-facts never runs code from a model folder "
+                    "(trust_remote_code=False on every load). Use a model whose family "
+                    "transformers implements itself (config.json's `model_type`, one of "
+                    f"{', '.join(sorted(ADAPTERS))}); if it is one of those, delete `{key}` "
+                    f"from {file.name} and the .py files beside it."
+                )
 
 
 def model_type_of_dir(path: str | Path) -> str | None:

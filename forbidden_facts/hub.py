@@ -27,6 +27,7 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
+from .architectures import RemoteCodeRefused, check_no_remote_code
 from .io import replacing_dir, write_json
 from .provenance import sha256_file
 
@@ -122,6 +123,13 @@ def download_model(
                 "config/config.yaml at the converted repo), or the cached snapshot is "
                 "incomplete (run the download again with network access)."
             )
+        try:
+            check_no_remote_code(tmp, f"{repo_id} (revision {revision})")
+        except RemoteCodeRefused as err:
+            raise ModelDownloadError(
+                f"{err} For a hub model: pick a repo of a family transformers implements, "
+                "and point models.<name>.repo_id in config/config.yaml at it."
+            ) from err
         record = {
             "repo_id": repo_id,
             "revision_requested": revision,

@@ -75,24 +75,28 @@ def load_model(
         UnsupportedArchitecture,
         attention_implementation,
         check_model_type,
+        check_no_remote_code,
         model_type_of_dir,
     )
 
-    model_type = model_type_of_dir(path)
     try:
-        # Before the weights load: a hub model of an unsupported family fails here, at
-        # the first step that reads it, not after minutes of loading.
+        # Before the weights load: a folder that asks for its own code, or a hub model of
+        # an unsupported family, fails here, not after minutes of loading.
+        check_no_remote_code(path, f"the model folder {path}")
+        model_type = model_type_of_dir(path)
         check_model_type(model_type, f"the model folder {path}")
     except UnsupportedArchitecture as err:
         raise ModelLoadError(str(err)) from err
     check_tokenizer_file(path)  # before the (possibly long) load of the weights
     attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
-        dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
+        dtype=DTYPES[dtype],
+        attn_implementation=attn_implementation,
+        use_safetensors=True,
     )
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **kwargs)
     if device_map is None:
         model.to(resolve_device(device))
     else:
@@ -131,8 +135,14 @@ def load_tokenizer(path: str | Path):
     """The fast tokenizer of a model folder, or an error naming a missing tokenizer.json."""
     from transformers import AutoTokenizer
 
+    from .architectures import RemoteCodeRefused, check_no_remote_code
+
+    try:
+        check_no_remote_code(path, f"the model folder {path}")
+    except RemoteCodeRefused as err:
+        raise ModelLoadError(str(err)) from err
     check_tokenizer_file(path)
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def input_device(model) -> torch.device:

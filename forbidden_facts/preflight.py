@@ -89,7 +89,12 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
     Read before any job runs: the folder must hold a config.json whose ``model_type`` has
     an adapter (forbidden_facts/architectures.py) and at least one safetensors file.
     """
-    from .architectures import UnsupportedArchitecture, check_model_type, model_type_of_dir
+    from .architectures import (
+        UnsupportedArchitecture,
+        check_model_type,
+        check_no_remote_code,
+        model_type_of_dir,
+    )
 
     root = Path(root)
     for name in config.get("run", {}).get("models", []):
@@ -111,6 +116,7 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
                 "its .bin weights; pickled weights are never loaded."
             )
         try:
+            check_no_remote_code(path, f"model {name!r} (config `{key}`)")
             check_model_type(model_type_of_dir(path), f"model {name!r} (config `{key}`)")
         except UnsupportedArchitecture as err:
             raise ConfigError(str(err)) from err

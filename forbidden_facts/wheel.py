@@ -317,9 +317,9 @@ def _convert(root: Path, member: str, out: Path, name: str) -> None:
     log.info("dequantising %s to float32 (once)", member)
     try:
         gguf_model = AutoModelForCausalLM.from_pretrained(
-            root, gguf_file=member, dtype=torch.float32
+            root, gguf_file=member, dtype=torch.float32, trust_remote_code=False
         )
-        tokenizer = AutoTokenizer.from_pretrained(root, gguf_file=member)
+        tokenizer = AutoTokenizer.from_pretrained(root, gguf_file=member, trust_remote_code=False)
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise WheelModelError(
             f"models.{name}: transformers could not load {member} "

@@ -50,12 +50,14 @@ def model_card(job) -> None:
     from safetensors import safe_open
     from transformers import AutoConfig
 
+    from ..architectures import check_no_remote_code
     from ..artifacts import Card as C
     from ..artifacts import Inference
     from ..inference import never_forbidden_effect
     from ..toy import read_training_record
 
-    cfg = AutoConfig.from_pretrained(job.input.model)
+    check_no_remote_code(job.input.model)
+    cfg = AutoConfig.from_pretrained(job.input.model, trust_remote_code=False)
     inference = io.read_json(job.input.inference)
     n_params = 0
     for f in sorted(Path(job.input.model).glob("*.safetensors")):
