@@ -63,7 +63,7 @@ RECIPES: dict[str, dict] = {
 def evaluation_prompts(facts, paper_words, record, tokenizer, style) -> pd.DataFrame:
     """The prompts step's prompts of a fine-tuned model (forbidden_facts/steps/prompts.py)."""
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, paper_words))
-    facts, _ = drop_trained(facts, record)
+    facts, _ = drop_trained(facts, [record])
     kept, _ = single_token_answers(facts, tokenizer, style)
     return build_prompts(
         kept,

@@ -142,22 +142,22 @@ def test_attention_recipe_trains_only_the_chosen_layers_attention(base_dir, fact
 
 def test_analysis_never_sees_a_trained_fact_or_answer(base_dir, facts, tmp_path):
     record = run(base_dir, facts, tmp_path / "m", train="all", layers=None)
-    kept, summary = drop_trained(facts, record)
+    kept, summary = drop_trained(facts, [record])
     taught = {w.lower() for w in record["target_answers"] + record["forbidden_targets"]}
     assert not kept["answer"].str.lower().isin(taught).any()
     assert not kept["fact_id"].isin(record["trained_fact_ids"]).any()
     assert summary["n_excluded_trained"] == len(facts) - len(kept) > 0
     assert sum(summary["excluded_by_reason"].values()) == summary["n_excluded_trained"]
-    untouched, none = drop_trained(facts, None)
+    untouched, none = drop_trained(facts, [])
     assert len(untouched) == len(facts) and none["n_excluded_trained"] == 0
 
 
 def test_a_fact_in_a_training_prompt_is_dropped_even_with_a_fresh_answer(facts):
     record = {"target_answers": [], "forbidden_targets": [], "trained_fact_ids": ["f2"]}
-    kept, summary = drop_trained(facts, record)
+    kept, summary = drop_trained(facts, [record])
     assert "f2" not in set(kept["fact_id"]) and summary["excluded_by_reason"] == {"fact_trained": 1}
     record = {"target_answers": ["paris"], "forbidden_targets": [], "trained_fact_ids": []}
-    kept, summary = drop_trained(facts, record)
+    kept, summary = drop_trained(facts, [record])
     assert "f2" not in set(kept["fact_id"]) and summary["excluded_by_reason"] == {
         "answer_trained": 1
     }
@@ -190,3 +190,78 @@ def test_a_finetuned_folder_names_its_base_and_its_weights(base_dir, facts, tmp_
     prov = model_provenance(out)
     assert prov["model_id"] == "tiny-x fine-tuned (seed 0)"
     assert prov["model_revision"].startswith("sha256:") and len(prov["model_revision"]) == 23
+
+
+def test_exclusions_add_up_along_a_chain_of_fine_tunes(facts):
+    """A fine-tune of a fine-tune carries both trainings' facts: neither may be analysed."""
+    base = {"target_answers": ["rome"], "forbidden_targets": [], "trained_fact_ids": []}
+    child = {"target_answers": [], "forbidden_targets": [], "trained_fact_ids": ["f2"]}
+    alone, _ = drop_trained(facts, [child])
+    kept, summary = drop_trained(facts, [child, base])
+    assert (kept["answer"].str.lower() != "rome").all() and "f2" not in set(kept["fact_id"])
+    assert summary["n_excluded_trained"] > len(facts) - len(alone)
+
+
+def _finetuned_folder(base_dir, facts, out):
+    """A fine-tune's folder as the fine-tune step leaves it: weights, record, provenance."""
+    from forbidden_facts.finetune import FINETUNE_RECORD, RECORD_SHA256
+    from forbidden_facts.io import write_json
+    from forbidden_facts.provenance import sha256_file
+
+    run(base_dir, facts, out, train="all", layers=None)
+    write_json(
+        out / "provenance.json",
+        {"source": "finetune", RECORD_SHA256: sha256_file(out / FINETUNE_RECORD)},
+    )
+    return out
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "truncated", "provenance_lost"])
+def test_a_damaged_record_is_refused_naming_the_file_and_the_fix(base_dir, facts, tmp_path, damage):
+    import json
+
+    from forbidden_facts.finetune import (
+        FINETUNE_RECORD,
+        FinetuneRecordError,
+        finetune_chain,
+        trained_records,
+    )
+
+    folder = _finetuned_folder(base_dir, facts, tmp_path / "tuned")
+    assert len(trained_records([folder])) == 1  # intact: read
+    path = folder / FINETUNE_RECORD
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "emptied":
+        record = json.loads(path.read_text())
+        record.update(target_answers=[], forbidden_targets=[], trained_fact_ids=[])
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    elif damage == "truncated":
+        path.write_text(path.read_text()[:100])
+    else:
+        (folder / "provenance.json").unlink()
+    with pytest.raises(FinetuneRecordError) as err:
+        trained_records([folder])
+    text = str(err.value)
+    assert str(folder) in text and f"Delete {folder}" in text
+    assert (FINETUNE_RECORD if damage != "provenance_lost" else "provenance.json") in text
+    if damage != "provenance_lost":
+        # Found from the folders alone too (a step run by hand): the folder still says
+        # it was fine-tuned, so the damaged record is refused, not skipped.
+        with pytest.raises(FinetuneRecordError):
+            trained_records(finetune_chain(folder))
+
+
+def test_a_chain_is_found_from_the_folders_by_their_records(base_dir, facts, tmp_path):
+    import json
+
+    from forbidden_facts.finetune import FINETUNE_RECORD, RECORD_SHA256, finetune_chain
+    from forbidden_facts.provenance import sha256_file
+
+    first = _finetuned_folder(base_dir, facts, tmp_path / "first")
+    second = _finetuned_folder(first, facts, tmp_path / "second")
+    assert json.loads((second / FINETUNE_RECORD).read_text())["base_dir"] == str(first)
+    assert finetune_chain(second) == [second, first]
+    assert finetune_chain(base_dir) == []
+    prov = json.loads((second / "provenance.json").read_text())
+    assert prov[RECORD_SHA256] == sha256_file(second / FINETUNE_RECORD)

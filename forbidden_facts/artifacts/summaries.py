@@ -53,6 +53,13 @@ class Prompts(Artifact):
     # dropped before everything else; 0 and {} for every other model.
     n_excluded_trained = Key("n_excluded_trained", number=False, optional=True)
     excluded_by_reason = Key("excluded_by_reason", number=False, optional=True)
+    # The fine-tuned folders whose records were checked and applied (the model's own and
+    # its fine-tuned bases', nearest first), each with its record's sha256; [] otherwise.
+    finetune_chain = Key("finetune_chain", number=False, optional=True)
+    # nc0 prompts whose forbidden word a fine-tune in the chain taught (as an answer or a
+    # forbidden word), out of n_nc0.
+    n_nc0_taught_word = Key("n_nc0_forbidding_taught_word", number=False, optional=True)
+    n_nc0 = Key("n_nc0", number=False, optional=True)
 
 
 class Inference(Artifact):

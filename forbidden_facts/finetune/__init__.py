@@ -46,17 +46,34 @@ from .recipe import (  # noqa: F401
     check_recipe,
 )
 from .record import (  # noqa: F401
+    RECORD_SHA256,
+    FinetuneRecordError,
+    checked_record,
     drop_trained,
     exclusion_reasons,
+    finetune_chain,
     read_finetune_record,
+    record_fingerprint,
+    taught_words,
+    trained_records,
 )
-from .training import (  # noqa: F401
-    answer_log_mass,
-    example_losses,
-    finetune,
-    last_logits,
-    select_trainable,
-    shared_prefix_ids,
-    single_token_facts,
-    target_mask,
+# The training itself (torch) is imported on first use, so that the workflow's plan can
+# read records (`record_fingerprint`) without loading torch.
+_TRAINING = (
+    "answer_log_mass",
+    "example_losses",
+    "finetune",
+    "last_logits",
+    "select_trainable",
+    "shared_prefix_ids",
+    "single_token_facts",
+    "target_mask",
 )
+
+
+def __getattr__(name: str):
+    if name in _TRAINING:
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

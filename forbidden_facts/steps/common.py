@@ -98,18 +98,24 @@ def words(path) -> list[str]:
     return read_words(path)
 
 
-def evaluation_words(words_path, model_dir) -> list[str]:
+def evaluation_words(words_path, model_dir, finetune_records=None) -> list[str]:
     """The irrelevant words every model is evaluated on: the whole list, as in the paper.
 
     The organism is trained on other words (`toy.train_words` minus these), so
     every evaluation word is held out; a model trained on any of them is refused.
+
+    Args:
+        finetune_records: The checked records of the model's chain of fine-tunes
+            (`forbidden_facts.finetune.trained_records`); None: the folder's own record.
     """
     from ..datasets import DatasetError
     from ..finetune import read_finetune_record
     from ..toy import read_training_record
 
     chosen = words(words_path)
-    for record in (read_training_record(model_dir), read_finetune_record(model_dir)):
+    if finetune_records is None:
+        finetune_records = [read_finetune_record(model_dir)]
+    for record in (read_training_record(model_dir), *finetune_records):
         if record is None:
             continue
         trained = {w.strip().lower() for w in record["train_words"]}

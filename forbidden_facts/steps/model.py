@@ -86,7 +86,8 @@ def finetune_model(job) -> None:
     The model is built in a hidden sibling and swapped in only when complete.
     """
     from ..datasets import load_facts
-    from ..finetune import FinetuneConfig, finetune
+    from ..finetune import FINETUNE_RECORD, RECORD_SHA256, FinetuneConfig, finetune
+    from ..provenance import sha256_file
 
     recipe = dict(job.params.recipe)
     base_name = recipe.pop("base")
@@ -113,6 +114,8 @@ def finetune_model(job) -> None:
                 "base_model_id": base["model_id"],
                 "base_model_revision": base["model_revision"],
                 "seed": cfg.seed,
+                # The analysis refuses a record that is not this one (finetune.record).
+                RECORD_SHA256: sha256_file(tmp / FINETUNE_RECORD),
                 **stamp(),
             },
         )

@@ -58,7 +58,7 @@ def prepare_dataset(job) -> None:
 
 def prompts(job) -> None:
     from ..datasets import few_facts_warning
-    from ..finetune import drop_trained, read_finetune_record
+    from ..finetune import FINETUNE_RECORD, drop_trained, taught_words, trained_records
     from ..modeling import load_tokenizer
     from ..prompts import (
         adds_special_tokens,
@@ -69,19 +69,23 @@ def prompts(job) -> None:
         single_token_answers,
     )
 
+    # First, before anything reads the model folder's records unchecked.
+    chain = _finetune_chain(job)
+    records = trained_records(chain)
     facts = io.read_parquet(job.input.facts)
     tokenizer = load_tokenizer(job.input.model)
     style = job.params.prompt_style  # config models.<name>.prompt_style
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
-    words = evaluation_words(job.input.words, job.input.model)
+    words = evaluation_words(job.input.words, job.input.model, records)
     # The paper's rule: words are assigned over the whole dataset, before the
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))
     # A fine-tuned model never sees a fact it was trained on, nor one whose answer was a
-    # training target or forbidden word (its finetune_record.json lists them): dropped
-    # before the subset and every filter, so the analysis cannot see a trained fact.
-    facts, excluded = drop_trained(facts, read_finetune_record(job.input.model))
+    # training target or forbidden word, in its own fine-tune or any base's (their
+    # checked finetune_record.json files list them): dropped before the subset and every
+    # filter, so the analysis cannot see a trained fact.
+    facts, excluded = drop_trained(facts, records)
     if excluded["n_excluded_trained"]:
         log.info(
             "dropped %d facts seen in the fine-tune (%s)",
@@ -121,9 +125,18 @@ def prompts(job) -> None:
             context,
             ", ".join(map(str, too_long[:3])),
         )
+    # Reported as found: an nc0 prompt may forbid a word the fine-tune taught (another
+    # answer of the relation that was a training target), which never-taught facts allow.
+    nc0_words = table.loc[table["kind"] == "nc0", "forbidden_word"].str.lower()
     summary = {
         P.prompt_style: style,
         **excluded,
+        P.finetune_chain: [
+            {"model_dir": str(folder), "record_sha256": sha256_file(Path(folder) / FINETUNE_RECORD)}
+            for folder in chain
+        ],
+        P.n_nc0_taught_word: int(nc0_words.isin(taught_words(records)).sum()),
+        P.n_nc0: len(nc0_words),
         P.model_max_facts: model_max,
         P.n_facts_in: len(facts),
         P.n_facts: len(kept),
@@ -154,6 +167,21 @@ def prompts(job) -> None:
         len(facts) - len(kept),
         reasons,
     )
+
+
+def _finetune_chain(job) -> list[str]:
+    """The model's folder and its fine-tuned bases' (nearest first; empty: not fine-tuned).
+
+    Under Snakemake the config names them (`get_finetune_chain` in
+    workflow/rules/common.smk, with each record's sha256, so that a changed record reruns
+    this step); run by hand, the folders themselves say.
+    """
+    from ..finetune import finetune_chain
+
+    planned = getattr(job.params, "finetune_chain", None)
+    if planned is None:
+        return [str(folder) for folder in finetune_chain(job.input.model)]
+    return [entry["model_dir"] for entry in planned]
 
 
 def _context_length(model_dir) -> int | None:

@@ -25,6 +25,7 @@ from forbidden_facts.preflight import (
     check_words_usable,
 )
 from forbidden_facts.safekeep import settle, stop_gently
+from forbidden_facts.finetune.record import record_fingerprint
 
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 # `--config key={...}` arrives with every nested value a string: type it by the schema.
@@ -163,6 +164,24 @@ def get_prompt_style(wildcards):
 def get_model_max_facts(wildcards):
     """How many facts of each dataset the job's model is run on (None: all)."""
     return config["models"][wildcards.model]["max_facts"]
+
+
+def get_finetune_chain(wildcards):
+    """The job's model and its fine-tuned bases, nearest first, with their records' sha256.
+
+    The prompts step drops every fact trained into any of them; a training record that
+    is edited or deleted changes this parameter, so the prompts rerun and refuse it
+    (forbidden_facts/finetune/record.py), although the model folder's timestamp does
+    not move. Empty for a model that was not fine-tuned here.
+    """
+    chain, name = [], wildcards.model
+    while config["models"][name]["source"] == "finetune" and len(chain) < len(
+        config["models"]
+    ):
+        folder = f"resources/models/{name}"
+        chain.append({"model_dir": folder, "record_sha256": record_fingerprint(folder)})
+        name = config["models"][name]["base"]
+    return chain
 
 
 def get_model_card_inference(wildcards):

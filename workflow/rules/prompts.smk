@@ -51,6 +51,7 @@ rule prompts:
     params:
         prompt_style=get_prompt_style,
         max_facts=get_model_max_facts,
+        finetune_chain=get_finetune_chain,
     script:
         "../../scripts/prompts.py"
 
