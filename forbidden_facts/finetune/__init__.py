@@ -57,6 +57,7 @@ from .record import (  # noqa: F401
     taught_words,
     trained_records,
 )
+
 # The training itself (torch) is imported on first use, so that the workflow's plan can
 # read records (`record_fingerprint`) without loading torch.
 _TRAINING = (
