@@ -74,6 +74,21 @@ def _pairs(items: list[str] | None) -> list[tuple[str | None, str]]:
     return out
 
 
+def _outputs_over_inputs(inputs: list, outputs: list) -> str | None:
+    """A message when an --output would overwrite an --input (or a file inside an input folder)."""
+    for out_name, out in outputs:
+        target = Path(out).resolve()
+        for in_name, src in inputs:
+            source = Path(src).resolve()
+            if target == source or source in target.parents or target in source.parents:
+                return (
+                    f"--output {out_name or ''}={out} would overwrite --input "
+                    f"{in_name or ''}={src}: a step never writes over what it reads. Give the "
+                    "output another path (e.g. under /tmp/)."
+                )
+    return None
+
+
 def _run_step(args) -> int:
     from .steps import find_step, run, step_names
 
@@ -102,6 +117,10 @@ def _run_step(args) -> int:
             "(e.g. `snakemake --cores 1 <path>`) or fix the path.",
             file=sys.stderr,
         )
+        return 2
+    clash = _outputs_over_inputs(inputs, _pairs(args.output))
+    if clash:
+        print(clash, file=sys.stderr)
         return 2
     job = SimpleNamespace(
         input=Files(inputs, "input"),

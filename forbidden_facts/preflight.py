@@ -163,6 +163,47 @@ def check_names(config: dict, root: str | Path = ".") -> None:
             )
 
 
+def _archived_run(archive: Path) -> dict | None:
+    """The `run` block recorded in an archive's provenance.json (None if unreadable)."""
+    import json
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:  # provenance.json is the second member: read no further
+                if member.name.endswith("/provenance.json") and member.name.count("/") == 1:
+                    fh = tar.extractfile(member)
+                    run = json.loads(fh.read()).get("config", {}).get("run") if fh else None
+                    return run if isinstance(run, dict) else None
+    except (OSError, tarfile.TarError, EOFError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def check_archive_owner(config: dict, archive: str | Path) -> None:
+    """Refuse to overwrite the archive of another run (other models or datasets) under one tag.
+
+    The one-minute try (config/test.yaml) and the default run once shared a tag, and the
+    try replaced the default run's archive and its .sha256.
+    """
+    archive = Path(archive)
+    if not config["run"]["paper"] or not archive.is_file():
+        return
+    old = _archived_run(archive)
+    if old is None:
+        return
+    new = {k: list(config["run"][k]) for k in ("models", "datasets")}
+    was = {k: list(old.get(k) or []) for k in ("models", "datasets")}
+    if was != new:
+        raise ConfigError(
+            f"{archive} is the archive of another run (models {was['models']}, datasets "
+            f"{was['datasets']}); this run (models {new['models']}, datasets {new['datasets']}) "
+            "would overwrite it and its .sha256. Give this run its own tag, e.g. "
+            "`--config 'paper={tag: mytry}'` (or `paper: {tag: ...}` in your --configfile), "
+            "or move that archive and its .sha256 elsewhere first."
+        )
+
+
 def check_word_files(config: dict, root: str | Path = ".") -> None:
     """The irrelevant-words files must hold words before any model is trained or run."""
     from .datasets import DatasetError, read_words

@@ -280,3 +280,32 @@ def test_the_manifest_sha256_detects_a_consistent_rewrite(workdir, tmp_path, cap
     assert cli_main(["verify", "--sha256", digest, str(top)]) == 1
     assert "the archive was rewritten" in capsys.readouterr().out
     assert cli_main(["verify", "--sha256", "beef", str(top)]) == 2
+
+
+def test_the_test_config_never_overwrites_the_archive_of_another_run(tmp_path):
+    # Issue 30, defect 4: the one-minute try, run in a finished default run, replaced the
+    # default run's archive and its .sha256 (both runs had the same tag).
+    import yaml
+
+    from .conftest import copy_repo, snakemake
+
+    repo = copy_repo(tmp_path / "repo")
+    assert yaml.safe_load((repo / "config/test.yaml").read_text())["paper"]["tag"] == "tiny"
+    # The archive of another run under the test config's tag: the try refuses to replace it.
+    (repo / "results").mkdir()
+    (repo / "results/x.json").write_text("{}\n")
+    other = {"run": {"models": ["smollm2-135m-obedient"], "datasets": ["curated"]}}
+    out = repo / "results/archive/forbidden-facts-tiny.tar.gz"
+    archive.build_archive([repo / "results/x.json"], out, "tiny", other, root=repo)
+    before = out.read_bytes()
+    proc = snakemake(repo, "-n", check=False)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "forbidden-facts-tiny.tar.gz is the archive of another run" in err, err[-2000:]
+    assert "['smollm2-135m-obedient']" in err and "paper={tag: mytry}" in err
+    assert "Traceback" not in err
+    assert out.read_bytes() == before
+    # An archive of the same run is simply rebuilt when its inputs change.
+    same = {"run": {"models": ["tiny"], "datasets": ["tiny"]}}
+    archive.build_archive([repo / "results/x.json"], out, "tiny", same, root=repo)
+    assert snakemake(repo, "-n").returncode == 0

@@ -108,6 +108,23 @@ def test_run_step_rejects_bad_json_and_missing_inputs(tmp_path, capsys):
     assert "needs `--input facts=...`" in capsys.readouterr().err
 
 
+def test_run_step_refuses_an_output_that_overwrites_its_input(tmp_path, capsys):
+    # Issue 30, defect 4: `--output prompts=<its own facts input>` overwrote the dataset.
+    from forbidden_facts.cli import main
+
+    facts = tmp_path / "facts.parquet"
+    io.write_parquet(facts, pd.DataFrame({"fact_id": ["f0"]}))
+    before = facts.read_bytes()
+    argv = ["run-step", "prompts", "--input", f"facts={facts}", "--output", f"prompts={facts}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "would overwrite --input facts=" in err and "another path" in err
+    assert facts.read_bytes() == before
+    # Nor a file inside an input folder (a model folder given as input).
+    argv = ["run-step", "prompts", "--input", f"model={tmp_path}", "--output", f"x={facts}"]
+    assert main(argv) == 2 and "would overwrite" in capsys.readouterr().err
+
+
 def test_a_step_that_fails_after_writing_one_output_changes_none(tmp_path, monkeypatch, capsys):
     # Issue 21, defect 1: the outputs are staged and swapped in only when all are written.
     monkeypatch.chdir(tmp_path)

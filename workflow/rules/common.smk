@@ -15,6 +15,7 @@ from forbidden_facts.config import (
     check_config,
 )
 from forbidden_facts.preflight import (
+    check_archive_owner,
     check_bases,
     check_input_files,
     check_local_models,
@@ -262,6 +263,11 @@ def get_final_outputs():
 def get_tag():
     # A git tag may hold '/' (rel/1.0), which a file name cannot.
     return config["paper"]["tag"] or archive_tag(get_code_version())
+
+
+if workflow.is_main_process:
+    # Never replace the archive of another run (e.g. the default run's, by the test config).
+    check_archive_owner(config, "results/archive/forbidden-facts-%s.tar.gz" % get_tag())
 
 
 # The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
