@@ -48,6 +48,12 @@ def check_bases(config: dict) -> None:
     """Every `models.<name>.base` names another declared model (config already validated)."""
     for name, model in config["models"].items():
         base = model["base"]
+        if base is None and model["source"] == "finetune":
+            raise ConfigError(
+                f"config `models.{name}.base` is null, but a `source: finetune` model is "
+                "fine-tuned from its base: set it to a declared model (e.g. "
+                "smollm2-135m-instruct)."
+            )
         if base is not None and (base not in config["models"] or base == name):
             why = "the model itself" if base == name else "not a declared model"
             raise ConfigError(
@@ -76,6 +82,12 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
             for key in ("facts", "train_words"):
                 needed.append((f"models.{name}.finetune.{key}", model["finetune"][key]))
     for key, path in needed:
+        if (root / path).is_dir():
+            raise ConfigError(
+                f"config `{key}` names {path!r}, which is a folder, not a file "
+                f"({(root / path).resolve()}). Point it at the file inside it that you meant "
+                "(in config/config.yaml or your --configfile)."
+            )
         if not (root / path).is_file():
             raise ConfigError(
                 f"config `{key}` names {path!r}, which does not exist (relative to {root.resolve()}). "
@@ -219,9 +231,15 @@ def check_word_files(config: dict, root: str | Path = ".") -> None:
             raise ConfigError(f"config `{key}`: {err}") from None
 
 
-def check_scatter(overrides: dict) -> None:
-    """`--set-scatter attribution=N` must give at least one shard (as `attribution.shards`)."""
+def check_scatter(overrides: dict, known: tuple[str, ...] = ("attribution",)) -> None:
+    """`--set-scatter attribution=N` must name a scatter of the workflow and give at least one shard."""
     for name, n in (overrides or {}).items():
+        if name not in known:
+            raise ConfigError(
+                f"--set-scatter {name}={n}: the workflow has no scatter named {name!r} (it has "
+                f"{', '.join(known)}), so the option would be ignored. Write e.g. "
+                f"`--set-scatter {known[0]}={n}`."
+            )
         if int(n) < 1:
             raise ConfigError(
                 f"--set-scatter {name}={n}: the facts must go into at least one shard. "

@@ -13,6 +13,7 @@ from forbidden_facts.config import (
     coerce_config,
     prefer_local_paths,
     check_config,
+    check_source_keys,
 )
 from forbidden_facts.preflight import (
     check_archive_owner,
@@ -33,6 +34,7 @@ apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
 coerce_config(config, SCHEMA)
 prefer_local_paths(config)
 check_config(config, SCHEMA)
+check_source_keys(config)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_bases(config)
