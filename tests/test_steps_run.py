@@ -220,3 +220,30 @@ def test_an_unwritable_results_folder_is_named_before_the_step(tmp_path, capsys)
     finally:
         out.parent.chmod(0o700)
     assert ran == [] and f"cannot write {out.parent}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("step", ["heads", "cumulative_patching", "attribution_shard"])
+def test_a_model_that_keeps_no_fact_ends_in_one_sentence(tmp_path, capsys, step):
+    # Issue 30, defect 7: KeyError 'attn_forbidden_c' (heads), "need at least one array
+    # to concatenate" (cumulative) when the model knows none of the facts.
+    from forbidden_facts.cli import main
+
+    files = {
+        "prompts": pd.DataFrame({"fact_id": ["f0", "f0", "f1"], "kind": ["c", "nc0", "c"]}),
+        "inference": pd.DataFrame({"fact_id": ["f0", "f1"], "kept": [False, False]}),
+        "components": pd.DataFrame({"component": ["L0H0ATN"], "effect": [0.1]}),
+    }
+    (tmp_path / "model").mkdir()
+    argv = ["run-step", step, "--input", f"model={tmp_path / 'model'}"]
+    argv += ["--log", str(tmp_path / "s.log")]
+    for name, frame in files.items():
+        io.write_parquet(tmp_path / f"{name}.parquet", frame)
+        argv += ["--input", f"{name}={tmp_path / f'{name}.parquet'}"]
+    argv += ["--output", f"out={tmp_path / 'out/x.parquet'}", "--wildcard", "scatteritem=1-of-1"]
+    argv += ["--params", '{"heads": {"example_fact": null}, "identification": {}}']
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 1
+    console = capsys.readouterr().err
+    assert f"{step} failed: NoKeptFacts: the model keeps 0 of the 2 facts" in console
+    assert "nothing to attribute, patch or attack" in console and "Traceback" not in console
