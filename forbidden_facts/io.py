@@ -208,12 +208,24 @@ def check_readable(path: str | os.PathLike) -> str | None:
             _check_safetensors(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         model_dir = path.parent if path.suffix == ".safetensors" else None
-        fix = (
-            f"Delete the folder {model_dir} and rerun snakemake: the model will be downloaded "
-            "or trained again."
-            if model_dir is not None
-            else "Delete it and rerun snakemake: it will be rebuilt (everything else is kept)."
+        built = model_dir is not None and model_dir.resolve().parent.parts[-2:] == (
+            "resources",
+            "models",
         )
+        if model_dir is not None and not built:
+            # A `source: local` folder (or a link out of one): the user's, never rebuilt.
+            fix = (
+                f"{model_dir} is not a folder the workflow builds, so it cannot be made "
+                "again: put the model's real weights there, or point the config's `path` at "
+                "another folder."
+            )
+        elif model_dir is not None:
+            fix = (
+                f"Delete the folder {model_dir} and rerun snakemake: the model will be "
+                "downloaded or trained again."
+            )
+        else:
+            fix = "Delete it and rerun snakemake: it will be rebuilt (everything else is kept)."
         return f"{path} is truncated or corrupt ({err}). {fix}"
     return None
 

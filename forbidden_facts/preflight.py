@@ -95,6 +95,53 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
             )
 
 
+def weight_files_problem(folder: str | Path) -> str | None:
+    """Why a model folder's *.safetensors files cannot be the model's weights (None: they can).
+
+    Reads each file's header only (cheap for any size). A file may be a symbolic link
+    (a shared cache): its target must exist, be readable and be a safetensors file. The
+    message never advises deleting the folder, which may be the user's own.
+    """
+    from .io import _check_safetensors
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.pt*")
+        )
+        found = f" (it holds {', '.join(pickled)}, pickled weights, which are never opened)"
+        return (
+            f"{folder} has no *.safetensors weights{found if pickled else ''}. Save the model "
+            "with `model.save_pretrained(folder)` (safetensors is the default), or convert its "
+            "weights to safetensors in a copy of the folder."
+        )
+    for path in files:
+        target = path.resolve()
+        link = f" (a link to {target})" if path.is_symlink() else ""
+        if not target.exists():
+            return (
+                f"{path}{link} does not exist: the link is broken. Point it at the model's "
+                "weight file, or point the config at a folder holding the weights."
+            )
+        if not target.is_file():
+            return f"{path}{link} is not a file. Point it at the model's weight file."
+        try:
+            _check_safetensors(path)
+        except PermissionError:
+            return (
+                f"{path}{link} cannot be read by this user. Make it readable (e.g. `chmod a+r`), "
+                "or copy the weights to a folder you can read."
+            )
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            return (
+                f"{path}{link} is not a safetensors weight file ({err}). Put the model's own "
+                "weights there (the workflow never changes this folder), or point the config "
+                "at another folder."
+            )
+    return None
+
+
 def check_local_models(config: dict, root: str | Path = ".") -> None:
     """Every `source: local` model that will run names a model folder of a supported family.
 
@@ -116,12 +163,9 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
                 f"config.json in {path.resolve()}). Point it at a Hugging Face model folder "
                 "(config.json, *.safetensors, tokenizer files)."
             )
-        if not any(path.glob("*.safetensors")):
-            raise ConfigError(
-                f"config `{key}`: {spec['path']!r} has no *.safetensors weights. Save the model "
-                "with `model.save_pretrained(folder)` (safetensors is the default), or convert "
-                "its .bin weights; pickled weights are never loaded."
-            )
+        problem = weight_files_problem(path)
+        if problem:
+            raise ConfigError(f"config `{key}` ({spec['path']!r}): {problem}")
         try:
             check_model_type(model_type_of_dir(path), f"model {name!r} (config `{key}`)")
         except UnsupportedArchitecture as err:
