@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,6 +102,14 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(new, 0o777 & ~umask)
+    # Files written through a temporary file (transformers' save_pretrained writes
+    # model.safetensors so) are 0600: give every file what a plain open() would.
+    for path in new.rglob("*"):
+        if path.is_symlink():
+            continue
+        info = path.stat()
+        full = path.is_dir() or info.st_mode & stat.S_IXUSR
+        os.chmod(path, (0o777 if full else 0o666) & ~umask)
     old = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f"{temp_prefix(dest)}old.{os.getpid()}")
