@@ -151,7 +151,13 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
     from .architectures import UnsupportedArchitecture, check_model_type, model_type_of_dir
 
     root = Path(root)
-    for name in config.get("run", {}).get("models", []):
+    # The models of `run` and, along their `base` chains, those they are derived from.
+    needed = list(config.get("run", {}).get("models", []))
+    for name in needed:
+        base = config["models"][name].get("base")
+        if base in config["models"] and base not in needed:
+            needed.append(base)
+    for name in needed:
         spec = config["models"][name]
         if spec["source"] != "local":
             continue

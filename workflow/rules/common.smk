@@ -26,6 +26,7 @@ from forbidden_facts.preflight import (
     check_word_files,
     check_words_usable,
 )
+from forbidden_facts.provenance import weight_fingerprint
 from forbidden_facts.safekeep import settle, stop_gently
 
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
@@ -129,12 +130,43 @@ def get_toy_recipe():
     return {k: v for k, v in config["toy"].items() if k != "facts"}
 
 
+def model_folder(name):
+    """Model `name`'s folder: built under resources/models/, or a local model's own path."""
+    spec = config["models"][name]
+    return spec["path"] if spec["source"] == "local" else f"resources/models/{name}"
+
+
+def local_weights_record(name):
+    """The sha256 record of a local model's weights (rule local_model_weights); [] otherwise.
+
+    An input of the first rule that reads the model, so that weights replaced in place
+    (which leave the folder's own time as it was) rerun what was computed from them.
+    """
+    if config["models"][name]["source"] != "local":
+        return []
+    return f"resources/local_models/{name}/weights.json"
+
+
+def get_model_weights_record(wildcards):
+    return local_weights_record(wildcards.model)
+
+
+def get_base_weights_record(wildcards):
+    return local_weights_record(config["models"][wildcards.model]["base"])
+
+
+def get_local_fingerprint(wildcards):
+    """Name, target, size, time and inode of each weight file of a local model (no reading)."""
+    return weight_fingerprint(config["models"][wildcards.model]["path"])
+
+
 def get_finetune_inputs(wildcards):
     """The base model folder and the files a fine-tune reads (its facts and nc1 words)."""
     model = config["models"][wildcards.model]
     recipe = model["finetune"]
     return {
-        "base": f"resources/models/{model['base']}",
+        "base": model_folder(model["base"]),
+        "base_weights": local_weights_record(model["base"]),
         "facts": recipe["facts"],
         "train_words": recipe["train_words"],
     }
@@ -201,10 +233,7 @@ def get_model_dir(wildcards):
 
     A local folder is an input as it is (read, never copied, moved or rewritten).
     """
-    spec = config["models"][wildcards.model]
-    if spec["source"] == "local":
-        return spec["path"]
-    return f"resources/models/{wildcards.model}"
+    return model_folder(wildcards.model)
 
 
 def get_dataset_source(wildcards):
@@ -349,7 +378,7 @@ def per_shift_run(pattern, first=False):
 
 def get_base_model_dir(wildcards):
     """The base model's directory: the comparison runs it on the derived model's facts."""
-    return f"resources/models/{config['models'][wildcards.model]['base']}"
+    return model_folder(config["models"][wildcards.model]["base"])
 
 
 def get_base_name(wildcards):

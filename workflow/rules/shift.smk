@@ -9,6 +9,7 @@
 rule base_inference:
     input:
         model=get_base_model_dir,
+        base_weights=get_base_weights_record,
         derived=get_model_dir,
         prompts=rules.prompts.output.prompts,
         inference=rules.inference.output.table,
