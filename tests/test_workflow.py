@@ -522,3 +522,19 @@ def test_a_missing_tokenizer_and_prompts_longer_than_the_context_are_named(run_c
     record = json.loads(summary.read_text())
     assert record["dropped_by_reason"]["longer_than_context"] == n_facts
     assert record["n_facts"] == 0 and "max_position_embeddings" in record["warnings"][-1]
+
+
+def test_a_paper_word_the_finetune_never_uses_does_not_retrain_it(run_copy):
+    # Issue 30, defect 5: a word added to data/paper_words.csv retrained the fine-tune
+    # (its whole file was an input). Its params now hold the words that decide it.
+    target = "resources/models/tiny-obedient"
+    snakemake(run_copy, target)
+    words = run_copy / "data/paper_words.csv"
+    words.write_text(words.read_text() + "Zqxjv\n")
+    assert "rule finetune_model:" not in snakemake(run_copy, "-n", target).stdout
+    # A word it trains on does retrain it (and the prompts step would refuse it otherwise).
+    own = (run_copy / "data/irrelevant_words.txt").read_text().split()
+    trained = json.loads((run_copy / target / "finetune_record.json").read_text())
+    word = next(w for w in own if w.lower() in {t.lower() for t in trained["train_words"]})
+    words.write_text(words.read_text() + f"{word}\n")
+    assert "rule finetune_model:" in snakemake(run_copy, "-n", target).stdout

@@ -83,13 +83,23 @@ def train_toy_model(job) -> None:
     )
 
 
+def _evaluation_words(job) -> list[str]:
+    """The paper's words a fine-tune keeps out: its params (the workflow), or a file."""
+    try:
+        return list(job.params.evaluation_words)
+    except AttributeError:
+        return words(job.input.words)
+
+
 def finetune_model(job) -> None:
     """Fine-tune the base model on the competing objective (config source ``finetune``).
 
     Params: ``recipe`` (the model's ``finetune`` block less its file paths, plus the
-    base model's name and prompt style). Inputs: ``base`` (the base model folder),
-    ``facts``, ``train_words`` and ``words`` (the paper's words, never trained on).
-    The model is built in a hidden sibling and swapped in only when complete.
+    base model's name and prompt style) and ``evaluation_words`` (the paper's words
+    that decide the weights, forbidden_facts/heldout.py; by hand, ``--input words=``
+    the whole list gives the same model). Inputs: ``base`` (the base model folder),
+    ``facts`` and ``train_words``. The model is built in a hidden sibling and swapped
+    in only when complete.
     """
     from ..datasets import load_facts
     from ..finetune import FinetuneConfig, finetune
@@ -104,7 +114,7 @@ def finetune_model(job) -> None:
             job.input.base,
             facts,
             words(job.input.train_words),
-            words(job.input.words),
+            _evaluation_words(job),
             tmp,
             cfg,
             base_name=base_name,

@@ -172,6 +172,28 @@ def get_finetune_inputs(wildcards):
     }
 
 
+def get_finetune_evaluation_words(wildcards):
+    """The paper's words that decide the fine-tune's weights (forbidden_facts/heldout.py).
+
+    A params of the rule instead of the whole `irrelevant_words` file as an input: a
+    word added to that list that is no training word of the fine-tune and turns no
+    pseudo-word away retrains nothing. Replays the copy task's word draw (about a
+    second for 3000 pseudo-words) when Snakemake plans the fine-tune.
+    """
+    from forbidden_facts.datasets import load_facts, read_words
+    from forbidden_facts.heldout import finetune_evaluation_words
+
+    recipe = config["models"][wildcards.model]["finetune"]
+    facts = load_facts(recipe["facts"])
+    return finetune_evaluation_words(
+        read_words(recipe["train_words"]),
+        read_words(config["irrelevant_words"]),
+        list(facts["answer"]) + list(facts["wrong_answer"]),
+        recipe["n_copy_words"],
+        recipe["seed"],
+    )
+
+
 def get_finetune_recipe(wildcards):
     """What a fine-tuned model's weights depend on: its recipe, base model and prompt style.
 

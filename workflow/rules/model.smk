@@ -83,7 +83,6 @@ rule train_toy_model:
 rule finetune_model:
     input:
         unpack(get_finetune_inputs),
-        words=config["irrelevant_words"],
     output:
         update(directory("resources/models/{model}")),
     log:
@@ -99,6 +98,8 @@ rule finetune_model:
         runtime=60,
     params:
         recipe=get_finetune_recipe,
+        # The paper's words the weights depend on, not the whole file (common.smk).
+        evaluation_words=get_finetune_evaluation_words,
     script:
         "../../scripts/finetune_model.py"
 
