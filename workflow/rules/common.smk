@@ -175,9 +175,9 @@ def get_finetune_inputs(wildcards):
 def get_finetune_evaluation_words(wildcards):
     """The paper's words that decide the fine-tune's weights (forbidden_facts/heldout.py).
 
-    A params of the rule instead of the whole `irrelevant_words` file as an input: a
-    word added to that list that is no training word of the fine-tune and turns no
-    pseudo-word away retrains nothing. Replays the copy task's word draw (about a
+    Given as params, in place of the whole `irrelevant_words` file as an input, so
+    that a word added to that list that is no training word of the fine-tune and turns
+    no pseudo-word away retrains nothing. Replays the copy task's word draw (about a
     second for 3000 pseudo-words) when Snakemake plans the fine-tune.
     """
     from forbidden_facts.datasets import load_facts, read_words
