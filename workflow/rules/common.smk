@@ -421,3 +421,60 @@ def get_cumulative_attribution(wildcards):
     if not config["identification"]["dynamic_order"]:
         return []
     return f"results/{wildcards.model}/{wildcards.dataset}/attribution.parquet"
+
+
+def shards_to_gather(folder, upstream, merged):
+    """The shard files a merge gathers: `attribution.shards` of them, unless the merged
+    table is up to date with a complete set of another count, which it then keeps.
+
+    The count only splits the work (like a batch size): changing it, or
+    `--set-scatter attribution=N`, reruns nothing while the table and its shards are
+    up to date on disk (shards no older than `upstream`, the table no older than its
+    shards). When attribution has to run again, it runs with the configured count.
+    """
+    n = len(gather.attribution("{scatteritem}"))
+    wanted = [f"{folder}/shard-{i}-of-{n}.parquet" for i in range(1, n + 1)]
+    merged = Path(merged)
+    if not merged.is_file():
+        return wanted
+    sets = {}
+    for path in Path(folder).glob("shard-*-of-*.parquet"):
+        found = re.fullmatch(r"shard-(\d+)-of-(\d+)\.parquet", path.name)
+        if found:
+            sets.setdefault(int(found[2]), {})[int(found[1])] = path.stat().st_mtime
+    newest_input = max(
+        (Path(u).stat().st_mtime for u in upstream if Path(u).exists()), default=0.0
+    )
+    fresh = [
+        (min(times.values()), count)
+        for count, times in sets.items()
+        if set(times) == set(range(1, count + 1))
+        and min(times.values()) >= newest_input
+        and max(times.values()) <= merged.stat().st_mtime
+    ]
+    if not fresh:
+        return wanted
+    count = max(fresh)[1]  # the set the table was merged from last
+    return [f"{folder}/shard-{i}-of-{count}.parquet" for i in range(1, count + 1)]
+
+
+def get_attribution_shards(wildcards):
+    base = f"results/{wildcards.model}/{wildcards.dataset}"
+    return shards_to_gather(
+        f"{base}/attribution",
+        [f"{base}/prompts.parquet", f"{base}/inference.parquet"],
+        f"{base}/attribution.parquet",
+    )
+
+
+def get_base_attribution_shards(wildcards):
+    base = f"results/{wildcards.model}/{wildcards.dataset}"
+    return shards_to_gather(
+        f"{base}/base_attribution",
+        [
+            f"{base}/prompts.parquet",
+            f"{base}/inference.parquet",
+            f"{base}/base_inference.parquet",
+        ],
+        f"{base}/base_attribution.parquet",
+    )

@@ -59,9 +59,7 @@ rule base_attribution_shard:
 
 rule merge_base_attribution:
     input:
-        gather.attribution(
-            "results/{{model}}/{{dataset}}/base_attribution/shard-{scatteritem}.parquet"
-        ),
+        get_base_attribution_shards,
     output:
         update("results/{model}/{dataset}/base_attribution.parquet"),
     log:
