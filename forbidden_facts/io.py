@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,6 +102,14 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(new, 0o777 & ~umask)
+    # Files written through a temporary file (transformers' save_pretrained writes
+    # model.safetensors so) are 0600: give every file what a plain open() would.
+    for path in new.rglob("*"):
+        if path.is_symlink():
+            continue
+        info = path.stat()
+        full = path.is_dir() or info.st_mode & stat.S_IXUSR
+        os.chmod(path, (0o777 if full else 0o666) & ~umask)
     old = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f"{temp_prefix(dest)}old.{os.getpid()}")
@@ -208,12 +217,24 @@ def check_readable(path: str | os.PathLike) -> str | None:
             _check_safetensors(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         model_dir = path.parent if path.suffix == ".safetensors" else None
-        fix = (
-            f"Delete the folder {model_dir} and rerun snakemake: the model will be downloaded "
-            "or trained again."
-            if model_dir is not None
-            else "Delete it and rerun snakemake: it will be rebuilt (everything else is kept)."
+        built = model_dir is not None and model_dir.resolve().parent.parts[-2:] == (
+            "resources",
+            "models",
         )
+        if model_dir is not None and not built:
+            # A `source: local` folder (or a link out of one): the user's, never rebuilt.
+            fix = (
+                f"{model_dir} is not a folder the workflow builds, so it cannot be made "
+                "again: put the model's real weights there, or point the config's `path` at "
+                "another folder."
+            )
+        elif model_dir is not None:
+            fix = (
+                f"Delete the folder {model_dir} and rerun snakemake: the model will be "
+                "downloaded or trained again."
+            )
+        else:
+            fix = "Delete it and rerun snakemake: it will be rebuilt (everything else is kept)."
         return f"{path} is truncated or corrupt ({err}). {fix}"
     return None
 

@@ -48,6 +48,12 @@ def check_bases(config: dict) -> None:
     """Every `models.<name>.base` names another declared model (config already validated)."""
     for name, model in config["models"].items():
         base = model["base"]
+        if base is None and model["source"] == "finetune":
+            raise ConfigError(
+                f"config `models.{name}.base` is null, but a `source: finetune` model is "
+                "fine-tuned from its base: set it to a declared model (e.g. "
+                "smollm2-135m-instruct)."
+            )
         if base is not None and (base not in config["models"] or base == name):
             why = "the model itself" if base == name else "not a declared model"
             raise ConfigError(
@@ -76,11 +82,64 @@ def check_input_files(config: dict, root: str | Path = ".") -> None:
             for key in ("facts", "train_words"):
                 needed.append((f"models.{name}.finetune.{key}", model["finetune"][key]))
     for key, path in needed:
+        if (root / path).is_dir():
+            raise ConfigError(
+                f"config `{key}` names {path!r}, which is a folder, not a file "
+                f"({(root / path).resolve()}). Point it at the file inside it that you meant "
+                "(in config/config.yaml or your --configfile)."
+            )
         if not (root / path).is_file():
             raise ConfigError(
                 f"config `{key}` names {path!r}, which does not exist (relative to {root.resolve()}). "
                 "Point it at an existing file in config/config.yaml or your --configfile."
             )
+
+
+def weight_files_problem(folder: str | Path) -> str | None:
+    """Why a model folder's *.safetensors files cannot be the model's weights (None: they can).
+
+    Reads each file's header only (cheap for any size). A file may be a symbolic link
+    (a shared cache): its target must exist, be readable and be a safetensors file. The
+    message never advises deleting the folder, which may be the user's own.
+    """
+    from .io import _check_safetensors
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.pt*")
+        )
+        found = f" (it holds {', '.join(pickled)}, pickled weights, which are never opened)"
+        return (
+            f"{folder} has no *.safetensors weights{found if pickled else ''}. Save the model "
+            "with `model.save_pretrained(folder)` (safetensors is the default), or convert its "
+            "weights to safetensors in a copy of the folder."
+        )
+    for path in files:
+        target = path.resolve()
+        link = f" (a link to {target})" if path.is_symlink() else ""
+        if not target.exists():
+            return (
+                f"{path}{link} does not exist: the link is broken. Point it at the model's "
+                "weight file, or point the config at a folder holding the weights."
+            )
+        if not target.is_file():
+            return f"{path}{link} is not a file. Point it at the model's weight file."
+        try:
+            _check_safetensors(path)
+        except PermissionError:
+            return (
+                f"{path}{link} cannot be read by this user. Make it readable (e.g. `chmod a+r`), "
+                "or copy the weights to a folder you can read."
+            )
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            return (
+                f"{path}{link} is not a safetensors weight file ({err}). Put the model's own "
+                "weights there (the workflow never changes this folder), or point the config "
+                "at another folder."
+            )
+    return None
 
 
 def check_local_models(config: dict, root: str | Path = ".") -> None:
@@ -97,7 +156,13 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
     )
 
     root = Path(root)
-    for name in config.get("run", {}).get("models", []):
+    # The models of `run` and, along their `base` chains, those they are derived from.
+    needed = list(config.get("run", {}).get("models", []))
+    for name in needed:
+        base = config["models"][name].get("base")
+        if base in config["models"] and base not in needed:
+            needed.append(base)
+    for name in needed:
         spec = config["models"][name]
         if spec["source"] != "local":
             continue
@@ -109,12 +174,9 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
                 f"config.json in {path.resolve()}). Point it at a Hugging Face model folder "
                 "(config.json, *.safetensors, tokenizer files)."
             )
-        if not any(path.glob("*.safetensors")):
-            raise ConfigError(
-                f"config `{key}`: {spec['path']!r} has no *.safetensors weights. Save the model "
-                "with `model.save_pretrained(folder)` (safetensors is the default), or convert "
-                "its .bin weights; pickled weights are never loaded."
-            )
+        problem = weight_files_problem(path)
+        if problem:
+            raise ConfigError(f"config `{key}` ({spec['path']!r}): {problem}")
         try:
             check_no_remote_code(path, f"model {name!r} (config `{key}`)")
             check_model_type(model_type_of_dir(path), f"model {name!r} (config `{key}`)")
@@ -169,6 +231,47 @@ def check_names(config: dict, root: str | Path = ".") -> None:
             )
 
 
+def _archived_run(archive: Path) -> dict | None:
+    """The `run` block recorded in an archive's provenance.json (None if unreadable)."""
+    import json
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:  # provenance.json is the second member: read no further
+                if member.name.endswith("/provenance.json") and member.name.count("/") == 1:
+                    fh = tar.extractfile(member)
+                    run = json.loads(fh.read()).get("config", {}).get("run") if fh else None
+                    return run if isinstance(run, dict) else None
+    except (OSError, tarfile.TarError, EOFError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def check_archive_owner(config: dict, archive: str | Path) -> None:
+    """Refuse to overwrite the archive of another run (other models or datasets) under one tag.
+
+    The one-minute try (config/test.yaml) and the default run once shared a tag, and the
+    try replaced the default run's archive and its .sha256.
+    """
+    archive = Path(archive)
+    if not config["run"]["paper"] or not archive.is_file():
+        return
+    old = _archived_run(archive)
+    if old is None:
+        return
+    new = {k: list(config["run"][k]) for k in ("models", "datasets")}
+    was = {k: list(old.get(k) or []) for k in ("models", "datasets")}
+    if was != new:
+        raise ConfigError(
+            f"{archive} is the archive of another run (models {was['models']}, datasets "
+            f"{was['datasets']}); this run (models {new['models']}, datasets {new['datasets']}) "
+            "would overwrite it and its .sha256. Give this run its own tag, e.g. "
+            "`--config 'paper={tag: mytry}'` (or `paper: {tag: ...}` in your --configfile), "
+            "or move that archive and its .sha256 elsewhere first."
+        )
+
+
 def check_word_files(config: dict, root: str | Path = ".") -> None:
     """The irrelevant-words files must hold words before any model is trained or run."""
     from .datasets import DatasetError, read_words
@@ -184,9 +287,15 @@ def check_word_files(config: dict, root: str | Path = ".") -> None:
             raise ConfigError(f"config `{key}`: {err}") from None
 
 
-def check_scatter(overrides: dict) -> None:
-    """`--set-scatter attribution=N` must give at least one shard (as `attribution.shards`)."""
+def check_scatter(overrides: dict, known: tuple[str, ...] = ("attribution",)) -> None:
+    """`--set-scatter attribution=N` must name a scatter of the workflow and give at least one shard."""
     for name, n in (overrides or {}).items():
+        if name not in known:
+            raise ConfigError(
+                f"--set-scatter {name}={n}: the workflow has no scatter named {name!r} (it has "
+                f"{', '.join(known)}), so the option would be ignored. Write e.g. "
+                f"`--set-scatter {known[0]}={n}`."
+            )
         if int(n) < 1:
             raise ConfigError(
                 f"--set-scatter {name}={n}: the facts must go into at least one shard. "

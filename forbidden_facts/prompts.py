@@ -179,6 +179,17 @@ def prompt_formatter(style: str, tokenizer=None) -> Formatter:
     return chat_formatter(render, prefill=style == "chat_prefill")
 
 
+def special_tokens(tokenizer) -> list[str]:
+    """The tokenizer's special tokens: its named ones and every added token marked special.
+
+    A fact or word holding one would be read as control text inside the prompt.
+    """
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found |= {tok.content for tok in added.values() if getattr(tok, "special", False)}
+    return sorted(t for t in found if isinstance(t, str))
+
+
 def check_style(style: str) -> None:
     """Raise a clear error for a prompt style that does not exist."""
     if style not in PROMPT_STYLES:

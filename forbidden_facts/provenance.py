@@ -117,6 +117,20 @@ def weight_manifest(model_dir: str | Path) -> dict[str, str]:
     return dict(_manifest(key))
 
 
+def weight_fingerprint(model_dir: str | Path) -> list[list]:
+    """What Snakemake compares to notice weights changed in place: per weight file, its
+    name, the file it resolves to, its size, modification time (ns) and inode.
+
+    Cheap (one stat per file, no reading): a file overwritten (`cp`), replaced (`mv`)
+    or re-linked changes it; the step it triggers then records each file's sha256.
+    """
+    out = []
+    for f in weight_files(model_dir):
+        info = f.stat()
+        out.append([f.name, str(f.resolve()), info.st_size, info.st_mtime_ns, info.st_ino])
+    return out
+
+
 @functools.cache
 def _manifest(key: tuple) -> tuple[tuple[str, str], ...]:
     return tuple((Path(path).name, sha256_file(path)) for path, _, _ in key)

@@ -263,12 +263,15 @@ def test_the_manifest_sha256_detects_a_consistent_rewrite(workdir, tmp_path, cap
     )
     job.output = type("Out", (list,), {})([str(out)])
     job.output.sha256 = str(out) + ".sha256"
+    job.output.manifest_sha256 = str(out) + ".manifest.sha256"
     paper_steps.archive(job)
-    sidecar = Path(job.output.sha256).read_text()
+    sidecar = Path(job.output.manifest_sha256).read_text()
     digest = sidecar.split()[0]
     assert sidecar == f"{digest}  forbidden-facts-v3/MANIFEST.tsv\n" and len(digest) == 64
-    assert cli_main(["verify", str(out)]) == 0  # the sidecar beside the tarball is used
-    assert "matches forbidden-facts-v3.tar.gz.sha256" in capsys.readouterr().out
+    assert cli_main(["verify", str(out)]) == 0  # the sidecars beside the tarball are used
+    said = capsys.readouterr().out
+    assert "matches forbidden-facts-v3.tar.gz.manifest.sha256" in said
+    assert "the tarball matches forbidden-facts-v3.tar.gz.sha256" in said
 
     top = _extract(out, tmp_path / "x")
     rel = "results/toy/curated/summary.json"
@@ -280,3 +283,87 @@ def test_the_manifest_sha256_detects_a_consistent_rewrite(workdir, tmp_path, cap
     assert cli_main(["verify", "--sha256", digest, str(top)]) == 1
     assert "the archive was rewritten" in capsys.readouterr().out
     assert cli_main(["verify", "--sha256", "beef", str(top)]) == 2
+
+
+def test_the_test_config_never_overwrites_the_archive_of_another_run(tmp_path):
+    # Issue 30, defect 4: the one-minute try, run in a finished default run, replaced the
+    # default run's archive and its .sha256 (both runs had the same tag).
+    import yaml
+
+    from .conftest import copy_repo, snakemake
+
+    repo = copy_repo(tmp_path / "repo")
+    assert yaml.safe_load((repo / "config/test.yaml").read_text())["paper"]["tag"] == "tiny"
+    # The archive of another run under the test config's tag: the try refuses to replace it.
+    (repo / "results").mkdir()
+    (repo / "results/x.json").write_text("{}\n")
+    other = {"run": {"models": ["smollm2-135m-obedient"], "datasets": ["curated"]}}
+    out = repo / "results/archive/forbidden-facts-tiny.tar.gz"
+    archive.build_archive([repo / "results/x.json"], out, "tiny", other, root=repo)
+    before = out.read_bytes()
+    proc = snakemake(repo, "-n", check=False)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "forbidden-facts-tiny.tar.gz is the archive of another run" in err, err[-2000:]
+    assert "['smollm2-135m-obedient']" in err and "paper={tag: mytry}" in err
+    assert "Traceback" not in err
+    assert out.read_bytes() == before
+    # An archive of the same run is simply rebuilt when its inputs change.
+    same = {"run": {"models": ["tiny"], "datasets": ["tiny"]}}
+    archive.build_archive([repo / "results/x.json"], out, "tiny", same, root=repo)
+    assert snakemake(repo, "-n").returncode == 0
+
+
+def test_sha256sum_checks_the_tarball_and_verify_both_checksums(workdir, tmp_path, capsys):
+    # Issue 30, defect 8: `sha256sum -c <archive>.sha256` failed (it held the manifest's hash).
+    import hashlib
+    import shutil
+    import subprocess
+
+    out = Path("results/archive/forbidden-facts-v4.tar.gz")
+    files = _files(workdir)
+    archive.build_archive_with_sidecar(
+        files, out, "v4", CONFIG, sidecar=f"{out}.sha256", manifest_sidecar=f"{out}.manifest.sha256"
+    )
+    line = Path(f"{out}.sha256").read_text()
+    assert line == f"{hashlib.sha256(out.read_bytes()).hexdigest()}  forbidden-facts-v4.tar.gz\n"
+    if shutil.which("sha256sum"):
+        check = subprocess.run(
+            ["sha256sum", "-c", out.name + ".sha256"],
+            cwd=out.parent,
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0 and "forbidden-facts-v4.tar.gz: OK" in check.stdout
+        # The manifest's checksum file is checked in the folder the archive unpacks into.
+        _extract(out, tmp_path / "unpacked")
+        shutil.copy(f"{out}.manifest.sha256", tmp_path / "unpacked")
+        check = subprocess.run(
+            ["sha256sum", "-c", out.name + ".manifest.sha256"],
+            cwd=tmp_path / "unpacked",
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0 and "MANIFEST.tsv: OK" in check.stdout
+    # A tarball changed after the rule (a member appended, then repacked) fails verify.
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 1
+    out.write_bytes(bytes(data))
+    assert cli_main(["verify", str(out)]) == 1
+    assert "the tarball was changed after the archive rule wrote it" in capsys.readouterr().out
+    # A path that does not exist is called that, not "not a directory".
+    assert cli_main(["verify", "results/archive/nope.tar.gz"]) == 2
+    assert "results/archive/nope.tar.gz does not exist" in capsys.readouterr().err
+    assert archive.verify("nope")[0].startswith("nope does not exist")
+
+
+def test_provenance_removed_with_its_manifest_line_fails(workdir, tmp_path, capsys):
+    # Issue 30, defect 8: verify said ok; provenance.json counts the files, so it must stay.
+    out = archive.build_archive(_files(workdir), "a.tar.gz", "t", CONFIG)
+    top = _extract(out, tmp_path / "x")
+    (top / "provenance.json").unlink()
+    manifest = top / "MANIFEST.tsv"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(ln for ln in lines if not ln.startswith("provenance.json\t")))
+    assert cli_main(["verify", str(top)]) == 1
+    assert "does not list provenance.json" in capsys.readouterr().out

@@ -264,3 +264,79 @@ def test_every_schema_node_holds_only_schema_keywords_and_whole_descriptions():
 
     schema = yaml.safe_load(SCHEMA.read_text())
     assert list(stray(schema, "")) == []
+
+
+def test_config_gaps_of_issue_30_are_closed(config, tmp_path):
+    from forbidden_facts.config import check_source_keys
+    from forbidden_facts.preflight import check_bases, check_scatter
+
+    # `null` with --config is None where a key takes a string or null, never the text "null".
+    _override(
+        config,
+        "paper={tag: null}",
+        "heads={example_fact: null}",
+        "models={smollm2-135m-obedient: {base: null, device_map: null}}",
+    )
+    check_config(config, SCHEMA)
+    assert config["paper"]["tag"] is None and config["heads"]["example_fact"] is None
+    block = config["models"]["smollm2-135m-obedient"]
+    assert block["base"] is None and block["device_map"] is None
+    _override(config, "paper={tag: v1}")  # other text stays text
+    with pytest.raises(
+        ConfigError, match="smollm2-135m-obedient.base` is null, but a `source: fine"
+    ):
+        check_bases(config)  # which a fine-tune cannot do without
+    assert config["paper"]["tag"] == "v1"
+
+    # A folder where a file is expected is called a folder, for each such key.
+    import copy
+
+    config["run"].update(models=["smollm2-135m-obedient"], datasets=["tiny"], paper=True)
+    config["datasets"]["tiny"] = {"path": "data/facts/tiny.csv"}
+    for key in ("irrelevant_words", "datasets.tiny.path", "paper.reference",
+                "models.smollm2-135m-obedient.finetune.facts"):  # fmt: skip
+        bad = copy.deepcopy(config)
+        *parents, last = key.replace("models.smollm2-135m-obedient", "M").split(".")
+        node = bad
+        for part in parents:
+            node = bad["models"]["smollm2-135m-obedient"] if part == "M" else node[part]
+        node[last] = "data"  # the repository's data/ folder
+        with pytest.raises(ConfigError) as err:
+            check_input_files(bad, ROOT)
+        assert f"`{key}` names 'data', which is a folder, not a file" in str(err.value)
+
+    # Keys of another source are refused by name, not ignored.
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["models"]["smollm2-135m-instruct"]["finetune"] = {"steps": 3}
+    raw["models"]["smollm2-135m-instruct"]["path"] = "/models/x"
+    with pytest.raises(ConfigError) as err:
+        check_source_keys(raw)
+    msg = str(err.value)
+    assert (
+        "`models.smollm2-135m-instruct` is a `source: wheel` model but has `finetune`, `path`"
+        in msg
+    )
+    assert "`source: finetune / local` models take" in msg and "Remove them" in msg
+
+    # A model block without `source` is asked for `source`, and for nothing else.
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["models"]["mine"] = {"dtype": "float32"}
+    with pytest.raises(ConfigError) as err:
+        check_config(raw, SCHEMA)
+    lines = [line for line in str(err.value).splitlines() if "models.mine" in line]
+    assert lines == ["  - `models.mine` is missing a required key: 'source' is a required property"]
+
+    # A sha256 of 64 decimal digits, unquoted, is read by YAML as a number: say "quote it".
+    raw = yaml.safe_load(CONFIG.read_text().replace(
+        "sha256: bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        "sha256: " + "1" * 64,
+    ))  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        check_config(raw, SCHEMA)
+    assert "`models.smollm2-135m-instruct.sha256` was read as the number" in str(err.value)
+    assert "write the value in quotes" in str(err.value)
+
+    # A misspelt --set-scatter name is refused, naming the scatter there is.
+    with pytest.raises(ConfigError, match=r"no scatter named 'atribution' \(it has attribution\)"):
+        check_scatter({"atribution": 3})
+    check_scatter({"attribution": 3})

@@ -349,6 +349,62 @@ def test_load_facts_csv_answer_equal_to_wrong_answer_names_line_and_fix(tmp_path
     assert "wrong_answer" in msg and "another answer of the same relation" in msg
 
 
+def test_an_unquoted_comma_is_refused_naming_file_and_line(tmp_path):
+    # Issue 30, defect 7: the row was accepted with its fields shifted (answer "a kingdom").
+    path = tmp_path / "comma.csv"
+    path.write_text(
+        "fact_id,relation,prefix,answer,wrong_answer\n"
+        "f0,capital,The capital of France is,Paris,Rome\n"
+        "f1,capital,The capital of the United Kingdom, a kingdom, is,London,Paris\n"
+    )
+    with pytest.raises(DatasetError) as info:
+        load_facts(path)
+    msg = str(info.value)
+    assert "comma.csv, line 3: 7 fields, but the header has 5" in msg
+    assert "unquoted comma" in msg and "double quotes" in msg
+    # Quoted, the same fact is read whole.
+    bad = "The capital of the United Kingdom, a kingdom, is"
+    path.write_text(path.read_text().replace(bad, f'"{bad}"'))
+    facts = load_facts(path)
+    assert facts["answer"].tolist() == ["Paris", "London"]
+
+
+@pytest.mark.parametrize(
+    "text", ["[/INST]", "</s>", "<|im_end|>", "<<SYS>>", "<|im_start|>", "<|eot_id|>", "[INST]"]
+)
+def test_template_control_text_in_a_fact_or_word_is_refused(tmp_path, text):
+    from forbidden_facts.datasets import read_words
+    from forbidden_facts.datasets.facts import check_plain_text
+
+    path = _write_csv(
+        tmp_path / "ctl.csv",
+        [
+            ["f0", "capital", "The capital of France is", "Paris", "Rome"],
+            ["f1", "capital", f"The capital of Italy is {text} Sure:", "Rome", "Paris"],
+        ],
+    )
+    with pytest.raises(DatasetError) as info:
+        load_facts(path)
+    msg = str(info.value)
+    assert f"ctl.csv, line 3: column prefix holds {text!r}" in msg and "plain text" in msg
+    words = tmp_path / "w.txt"
+    words.write_text(f"apple\nkettle{text}\n")
+    with pytest.raises(DatasetError, match=r"w.txt, line 2: the word"):
+        read_words(words)
+    # The tokenizer's own special tokens, whatever they look like, at the prompts step.
+    facts = pd.DataFrame(
+        [["f0", "x", "The capital of France is <file_sep>", "Paris", "Rome"]],
+        columns=["fact_id", "relation", "prefix", "answer", "wrong_answer"],
+    )
+    with pytest.raises(
+        DatasetError, match=r"facts.parquet: fact 'f0', column prefix, holds '<file_sep>'"
+    ):
+        check_plain_text(facts, ["apple"], ["<file_sep>"], "facts.parquet")
+    check_plain_text(
+        facts.assign(prefix="The capital of France is"), ["apple"], ["<file_sep>"], "f"
+    )
+
+
 # ---------------------------------------------------------------------------
 # the paper's hand-made facts (format paper_hq)
 

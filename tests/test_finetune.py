@@ -265,3 +265,32 @@ def test_a_chain_is_found_from_the_folders_by_their_records(base_dir, facts, tmp
     assert finetune_chain(base_dir) == []
     prov = json.loads((second / "provenance.json").read_text())
     assert prov[RECORD_SHA256] == sha256_file(second / FINETUNE_RECORD)
+
+
+def test_only_the_paper_words_that_decide_a_finetune_are_its_params():
+    # Issue 30, defect 5: a word added to data/paper_words.csv that the fine-tune neither
+    # trains on nor avoids retrained it (42 jobs). Its params hold the words that count.
+    from pathlib import Path
+
+    from forbidden_facts.datasets import load_facts, read_words
+    from forbidden_facts.finetune.data import copy_pseudo_words, training_words
+    from forbidden_facts.heldout import finetune_evaluation_words
+
+    root = Path(__file__).resolve().parents[1]
+    facts = load_facts(root / "data/facts/curated.csv")
+    answers = list(facts["answer"]) + list(facts["wrong_answer"])
+    own = read_words(root / "data/irrelevant_words.txt")
+    paper = read_words(root / "data/paper_words.csv")
+    used = finetune_evaluation_words(own, paper, answers, 3000, 0)
+    assert 0 < len(used) < len(paper)
+    # Given only these, the fine-tune draws exactly the same training words and copy words.
+    for n_copy in (0, 3000):
+        full = training_words(own, paper, answers)
+        assert training_words(own, used, answers) == full
+        assert copy_pseudo_words(n_copy, 0, answers + used + full) == copy_pseudo_words(
+            n_copy, 0, answers + list(paper) + full
+        )
+    # A new paper word that neither list touches changes nothing; one of its own words does.
+    assert finetune_evaluation_words(own, [*paper, "Zqxjv"], answers, 3000, 0) == used
+    mine = next(w for w in training_words(own, paper, answers) if w not in used)
+    assert mine in finetune_evaluation_words(own, [*paper, mine], answers, 3000, 0)

@@ -72,3 +72,26 @@ def test_replacing_dir_keeps_the_old_folder_when_the_build_fails(tmp_path):
         with io.replacing_dir(tmp_path / "new") as tmp:
             raise RuntimeError
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_model_saved_into_replacing_dir_gets_the_mode_of_every_other_artifact(tmp_path):
+    # Issue 30, defect 9: save_pretrained writes model.safetensors through a temporary
+    # file, 0600, so the organism's and fine-tune's weights were unreadable to the group.
+    import os
+    import stat
+
+    from tests.conftest import tiny_llama
+
+    umask = os.umask(0o022)
+    try:
+        dest = tmp_path / "resources/models/toy"
+        with io.replacing_dir(dest) as tmp:
+            tiny_llama(4).save_pretrained(tmp, safe_serialization=True)
+        io.write_json(tmp_path / "summary.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in dest.iterdir()}
+    assert modes["model.safetensors"] == 0o644, modes
+    assert set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == 0o644

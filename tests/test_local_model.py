@@ -108,3 +108,56 @@ def test_an_unsupported_local_architecture_fails_before_any_job(workdir, tmp_pat
     assert "'gpt2'" in text and "gemma2" in text and "forbidden_facts/architectures.py" in text
     assert "models.gpt.path" in text
     assert not (workdir / "results/gpt").exists()
+
+
+def test_weights_replaced_in_place_rerun_and_a_local_model_can_be_a_base(workdir, tmp_path_factory):
+    # Issue 30, defect 3: `cp` of other weights over model.safetensors planned nothing
+    # (the folder's own time does not change), and a local model could not be a `base:`.
+    import shutil
+
+    from forbidden_facts.datasets import load_facts
+    from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer
+    from forbidden_facts.toy import corpus_for_tokenizer
+
+    facts = load_facts(ROOT / "data/facts/tiny.csv")
+    texts, bare = corpus_for_tokenizer(facts, ["floor", "kettle", "ladder"])
+    tokenizer = wrap_tokenizer(train_tokenizer(texts, bare))
+    models = tmp_path_factory.mktemp("models")
+    folder, other = models / "mine", models / "other"
+    for path, seed in ((folder, 5), (other, 6)):
+        tiny_family("gemma2", vocab_size=len(tokenizer), seed=seed).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    cfg = _config(workdir, "swap", folder)
+    target = "results/swap/tiny/inference_summary.json"
+    assert _snakemake(workdir, cfg, target).returncode == 0
+    assert "Nothing to be done" in _snakemake(workdir, cfg, "-n", target).stdout
+
+    weights = folder / "model.safetensors"
+    shutil.copyfile(other / "model.safetensors", weights)  # same shapes, other values
+    new = hashlib.sha256(weights.read_bytes()).hexdigest()
+    plan = _snakemake(workdir, cfg, "-n", target).stdout
+    for rule in ("local_model_weights", "prompts", "inference"):
+        assert f"rule {rule}:" in plan, plan[-3000:]
+    proc = _snakemake(workdir, cfg, target)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((workdir / "resources/local_models/swap/weights.json").read_text())
+    assert record["weights"]["model.safetensors"]["sha256"] == new
+    prov = json.loads((workdir / target).read_text())["provenance"]
+    assert prov["model_manifest"] == {"model.safetensors": new}
+
+    # A fine-tune of the local model, and its comparison with it, plan from its own folder.
+    spec = json.loads(cfg.read_text())
+    spec["models"]["swap-obedient"] = {
+        "source": "finetune",
+        "base": "swap",
+        "device": "cpu",
+        "finetune": {"facts": "data/facts/tiny.csv", "train": "all", "layers": None, "steps": 2},
+    }
+    spec["run"]["models"] = ["swap-obedient"]
+    cfg.write_text(json.dumps(spec))
+    proc = _snakemake(workdir, cfg, "-n", "results/swap-obedient/tiny/component_shift.parquet")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    for rule in ("finetune_model", "base_inference", "component_shift"):
+        assert f"rule {rule}:" in proc.stdout
+    assert "MissingInputException" not in proc.stdout + proc.stderr
+    assert f"input: {folder}" in proc.stdout or str(folder) in proc.stdout

@@ -108,6 +108,23 @@ def test_run_step_rejects_bad_json_and_missing_inputs(tmp_path, capsys):
     assert "needs `--input facts=...`" in capsys.readouterr().err
 
 
+def test_run_step_refuses_an_output_that_overwrites_its_input(tmp_path, capsys):
+    # Issue 30, defect 4: `--output prompts=<its own facts input>` overwrote the dataset.
+    from forbidden_facts.cli import main
+
+    facts = tmp_path / "facts.parquet"
+    io.write_parquet(facts, pd.DataFrame({"fact_id": ["f0"]}))
+    before = facts.read_bytes()
+    argv = ["run-step", "prompts", "--input", f"facts={facts}", "--output", f"prompts={facts}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "would overwrite --input facts=" in err and "another path" in err
+    assert facts.read_bytes() == before
+    # Nor a file inside an input folder (a model folder given as input).
+    argv = ["run-step", "prompts", "--input", f"model={tmp_path}", "--output", f"x={facts}"]
+    assert main(argv) == 2 and "would overwrite" in capsys.readouterr().err
+
+
 def test_a_step_that_fails_after_writing_one_output_changes_none(tmp_path, monkeypatch, capsys):
     # Issue 21, defect 1: the outputs are staged and swapped in only when all are written.
     monkeypatch.chdir(tmp_path)
@@ -203,3 +220,30 @@ def test_an_unwritable_results_folder_is_named_before_the_step(tmp_path, capsys)
     finally:
         out.parent.chmod(0o700)
     assert ran == [] and f"cannot write {out.parent}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("step", ["heads", "cumulative_patching", "attribution_shard"])
+def test_a_model_that_keeps_no_fact_ends_in_one_sentence(tmp_path, capsys, step):
+    # Issue 30, defect 7: KeyError 'attn_forbidden_c' (heads), "need at least one array
+    # to concatenate" (cumulative) when the model knows none of the facts.
+    from forbidden_facts.cli import main
+
+    files = {
+        "prompts": pd.DataFrame({"fact_id": ["f0", "f0", "f1"], "kind": ["c", "nc0", "c"]}),
+        "inference": pd.DataFrame({"fact_id": ["f0", "f1"], "kept": [False, False]}),
+        "components": pd.DataFrame({"component": ["L0H0ATN"], "effect": [0.1]}),
+    }
+    (tmp_path / "model").mkdir()
+    argv = ["run-step", step, "--input", f"model={tmp_path / 'model'}"]
+    argv += ["--log", str(tmp_path / "s.log")]
+    for name, frame in files.items():
+        io.write_parquet(tmp_path / f"{name}.parquet", frame)
+        argv += ["--input", f"{name}={tmp_path / f'{name}.parquet'}"]
+    argv += ["--output", f"out={tmp_path / 'out/x.parquet'}", "--wildcard", "scatteritem=1-of-1"]
+    argv += ["--params", '{"heads": {"example_fact": null}, "identification": {}}']
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 1
+    console = capsys.readouterr().err
+    assert f"{step} failed: NoKeptFacts: the model keeps 0 of the 2 facts" in console
+    assert "nothing to attribute, patch or attack" in console and "Traceback" not in console

@@ -522,3 +522,62 @@ def test_a_missing_tokenizer_and_prompts_longer_than_the_context_are_named(run_c
     record = json.loads(summary.read_text())
     assert record["dropped_by_reason"]["longer_than_context"] == n_facts
     assert record["n_facts"] == 0 and "max_position_embeddings" in record["warnings"][-1]
+
+
+def test_a_paper_word_the_finetune_never_uses_does_not_retrain_it(run_copy):
+    # Issue 30, defect 5: a word added to data/paper_words.csv retrained the fine-tune
+    # (its whole file was an input). Its params now hold the words that decide it. Its
+    # base here is a local copy of the organism (issue 30, defect 3: a local model can
+    # be a base); the organism itself retrains on a new paper word by design, its
+    # vocabulary holds every word it is evaluated on.
+    import shutil
+
+    shutil.copytree(run_copy / "resources/models/tiny", run_copy / "mine/tiny")
+    recipe = {"facts": "data/facts/tiny.csv", "train": "all", "layers": None, "steps": 3}
+    cfg = run_copy / "local_base.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "tl": {"source": "local", "path": "mine/tiny", "device": "cpu"},
+                    "tl-obedient": {
+                        "source": "finetune",
+                        "base": "tl",
+                        "device": "cpu",
+                        "finetune": {**recipe, "batch_size": 8, "lr": 0.001},
+                    },
+                },
+            }
+        )
+    )
+    configs = (CONFIGFILE, cfg.name)
+    target = "resources/models/tl-obedient"
+    snakemake(run_copy, target, configfiles=configs)
+    words = run_copy / "data/paper_words.csv"
+    words.write_text(words.read_text() + "Zqxjv\n")
+    plan = snakemake(run_copy, "-n", target, configfiles=configs).stdout
+    assert "Nothing to be done" in plan, plan[-3000:]
+    # A word it trains on does retrain it (the prompts step would refuse the model).
+    trained = json.loads((run_copy / target / "finetune_record.json").read_text())
+    words.write_text(words.read_text() + f"{trained['train_words'][0]}\n")
+    plan = snakemake(run_copy, "-n", target, configfiles=configs).stdout
+    assert "rule finetune_model:" in plan and "Params have changed" in plan, plan[-3000:]
+
+
+def test_a_new_shard_count_reruns_nothing_while_the_table_is_up_to_date(run_copy):
+    # Issue 30, defect 5: `--set-scatter attribution=3` (or back to 1) planned 33 jobs,
+    # heads and token search included, for a table equal but for float noise. The
+    # count splits the work like a batch size; it applies when attribution runs again.
+    options = [o for o in OPTIONS if not o.startswith(("--set-scatter", "attribution="))]
+    for count in ("3", "1"):
+        plan = snakemake(
+            run_copy, "-n", options=("--set-scatter", f"attribution={count}", *options)
+        )
+        assert "Nothing to be done" in plan.stdout, plan.stdout[-3000:]
+    # Without the merged table, the configured count is what runs.
+    (run_copy / RUN / "attribution.parquet").unlink()
+    plan = snakemake(run_copy, "-n", options=("--set-scatter", "attribution=3", *options))
+    planned = _planned(plan)
+    assert sorted(p for p in planned if "/attribution/shard-" in p) == [
+        f"{RUN}/attribution/shard-{i}-of-3.parquet" for i in (1, 2, 3)
+    ], planned

@@ -7,8 +7,9 @@ models, datasets and code versions the artifacts record, and the host).
 ``forbidden-facts verify <dir or .tar.gz>`` checks an archive against its
 manifest, which lists every file (provenance.json included); the manifest's own
 sha256, printed by the archive rule and kept beside the tarball as
-``<archive>.sha256``, is what detects a consistent rewrite of files and manifest
-(``verify --sha256 HEX``, or the sidecar found beside a .tar.gz); an archive holds only regular files and folders, so a link (symbolic
+``<archive>.manifest.sha256``, is what detects a consistent rewrite of files and manifest
+(``verify --sha256 HEX``, or the sidecar found beside a .tar.gz), and
+``<archive>.sha256`` holds the tarball's own sha256 (``sha256sum -c``); an archive holds only regular files and folders, so a link (symbolic
 or hard) or a path that leaves the archive fails verification.
 """
 
@@ -33,12 +34,14 @@ from .build import (  # noqa: F401
     provenance_record,
     read_member,
     sidecar_text,
+    tarball_sidecar_text,
 )
 from .verify import (  # noqa: F401
     _find_root,
     _link_problems,
     check_members,
     read_sidecar,
+    read_sidecars,
     verify,
     verify_archive,
     verify_manifest,

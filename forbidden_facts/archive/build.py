@@ -87,8 +87,19 @@ def manifest_sha256(text: bytes) -> str:
 
 
 def sidecar_text(manifest_digest: str, tag: str) -> str:
-    """The ``<archive>.sha256`` file: the manifest's sha256 and its path in the archive."""
+    """The ``<archive>.manifest.sha256`` file: the manifest's sha256 and its path in the archive.
+
+    ``sha256sum -c`` checks it in the folder the archive was unpacked into.
+    """
     return f"{manifest_digest}  forbidden-facts-{tag}/{MANIFEST}\n"
+
+
+def tarball_sidecar_text(tarball_digest: str, name: str) -> str:
+    """The ``<archive>.sha256`` file: the tarball's sha256 and file name, as sha256sum writes it.
+
+    ``sha256sum -c <archive>.sha256`` checks it in the folder that holds the archive.
+    """
+    return f"{tarball_digest}  {name}\n"
 
 
 def package_versions(names: Iterable[str] = ("python", *PACKAGES)) -> dict[str, str | None]:
@@ -288,11 +299,20 @@ def build_archive_with_sidecar(
     config: Mapping,
     sidecar: str | os.PathLike | None = None,
     extra_provenance: Mapping | None = None,
+    manifest_sidecar: str | os.PathLike | None = None,
 ) -> str:
-    """`build_archive`, then write the manifest's sha256 to `sidecar`; return that sha256."""
+    """`build_archive`, then write the checksum files beside it; return the manifest's sha256.
+
+    `sidecar` (``<archive>.sha256``) gets the tarball's sha256 in sha256sum's ``HEX  NAME``
+    form; `manifest_sidecar` (``<archive>.manifest.sha256``) the manifest's, which
+    `forbidden-facts verify` compares (it proves the contents however they are repacked).
+    """
     out = build_archive(files, out_tar_gz, tag, config, extra_provenance)
     digest = manifest_sha256(read_member(out, f"forbidden-facts-{tag}/{MANIFEST}"))
     if sidecar is not None:
         with io.atomic_path(sidecar) as tmp:
+            tmp.write_text(tarball_sidecar_text(sha256_file(out), out.name))
+    if manifest_sidecar is not None:
+        with io.atomic_path(manifest_sidecar) as tmp:
             tmp.write_text(sidecar_text(digest, tag))
     return digest

@@ -14,12 +14,33 @@ from .build import MANIFEST, MANIFEST_HEADER, PROVENANCE, manifest_sha256
 
 
 def read_sidecar(path: str | os.PathLike) -> str | None:
-    """The manifest sha256 that ``<archive>.sha256`` records (None without that file)."""
+    """The sha256 that a checksum file records first (None without that file)."""
     path = Path(path)
     if not path.is_file():
         return None
     words = path.read_text().split()
     return words[0].lower() if words else ""
+
+
+def read_sidecars(archive: str | os.PathLike) -> tuple[str | None, str | None]:
+    """(tarball sha256, manifest sha256) recorded beside `archive` (None where absent).
+
+    ``<archive>.sha256`` holds the tarball's (``HEX  NAME``, for ``sha256sum -c``) and
+    ``<archive>.manifest.sha256`` the manifest's; an archive of an earlier release holds
+    the manifest's in ``<archive>.sha256`` (its line names MANIFEST.tsv).
+    """
+    archive = Path(archive)
+    tarball = manifest = None
+    side = archive.with_name(archive.name + ".sha256")
+    if side.is_file():
+        words = side.read_text().split()
+        digest = words[0].lower() if words else ""
+        if len(words) > 1 and words[1].endswith(f"/{MANIFEST}"):
+            manifest = digest
+        else:
+            tarball = digest
+    found = read_sidecar(archive.with_name(archive.name + ".manifest.sha256"))
+    return tarball, found if found is not None else manifest
 
 
 def _find_root(directory: Path) -> Path:
@@ -109,10 +130,20 @@ def verify(target: str | os.PathLike, sha256: str | None = None) -> list[str]:
             `sha256`, the sidecar's is used.
     """
     path = Path(target)
+    if not path.exists():
+        return [f"{target} does not exist: give an archive's .tar.gz or its unpacked folder"]
     if path.is_file():
+        tarball, manifest = read_sidecars(path)
         if sha256 is None:
-            sha256 = read_sidecar(path.with_name(path.name + ".sha256"))
-        problems = verify_archive(path, sha256)
+            sha256 = manifest
+        problems = []
+        if tarball is not None and sha256_file(path) != tarball:
+            problems.append(
+                f"{path.name} has sha256 {sha256_file(path)}, not the {tarball} that "
+                f"{path.name}.sha256 records: the tarball was changed after the archive rule "
+                "wrote it"
+            )
+        problems += verify_archive(path, sha256)
     else:
         problems = verify_manifest(path, sha256)
     return problems
@@ -184,7 +215,14 @@ def verify_manifest(directory: str | os.PathLike, sha256: str | None = None) -> 
             problems.append(f"unlisted: {rel}")
     if not listed:
         problems.append(f"{MANIFEST} lists no file: an empty manifest proves nothing")
-    elif PROVENANCE in listed and (root / PROVENANCE).is_file():
+    elif PROVENANCE not in listed:
+        # Every archive lists its provenance.json, which counts the files: without both,
+        # files removed together with their lines would go unnoticed.
+        problems.append(
+            f"{MANIFEST} does not list {PROVENANCE}, which every archive holds: it was "
+            "removed together with its line"
+        )
+    elif (root / PROVENANCE).is_file():
         try:
             counted = json.loads((root / PROVENANCE).read_text()).get("n_files")
         except (ValueError, AttributeError):

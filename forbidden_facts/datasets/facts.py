@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,28 @@ _FIX = (
 
 class DatasetError(ValueError):
     """A dataset file is missing, unreadable or malformed; the message says how to fix it."""
+
+
+# Text that chat templates give a meaning: a fact or word holding it would end the
+# user's turn, open a system prompt or close the sequence inside a prompt.
+CONTROL_TEXT = re.compile(
+    r"\[/?INST\]|<</?SYS>>|</?s>|<\|[^|<>\s]{1,40}\|>|</?(?:start|end)_of_turn>"
+    r"|<(?:bos|eos|pad|unk)>|\[/?(?:SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS)\]",
+    re.IGNORECASE,
+)
+
+
+def control_text(text: str, extra: Sequence[str] = ()) -> str | None:
+    """The first chat-template control text in `text` (or one of `extra`), else None.
+
+    Example:
+        >>> control_text("The capital of France is [/INST] Paris")
+        '[/INST]'
+    """
+    found = CONTROL_TEXT.search(text)
+    if found:
+        return found.group(0)
+    return next((tok for tok in extra if tok and tok in text), None)
 
 
 # ---------------------------------------------------------------------------
@@ -97,7 +120,46 @@ def load_facts_with_skipped(
         facts, skipped = convert_counterfact(_read_json(path), source=str(path))
     if facts.empty:
         raise DatasetError(f"{path}: the file holds no usable facts; {_FIX}.")
+    if fmt != "csv":  # our CSV is checked line by line in _read_table
+        check_plain_text(facts, [], [], str(path))
     return facts, skipped
+
+
+def check_plain_text(
+    facts: pd.DataFrame,
+    words: Sequence[str],
+    special_tokens: Sequence[str],
+    source: str,
+    words_source: str = "the word file",
+) -> None:
+    """Refuse a fact field or a word that holds template control text or a special token.
+
+    `special_tokens` are the model tokenizer's own (``all_special_tokens`` and the added
+    special tokens), which differ between families; `source` names the dataset file.
+
+    Raises:
+        DatasetError: Naming the fact_id (or the word), the column and the text found.
+    """
+    extra = sorted({t for t in special_tokens if t and t.strip()}, key=len, reverse=True)
+    for column in ("prefix", "answer", "wrong_answer"):
+        if column not in facts:
+            continue
+        for fact_id, value in zip(facts["fact_id"], facts[column].astype(str), strict=True):
+            marker = control_text(value, extra)
+            if marker:
+                raise DatasetError(
+                    f"{source}: fact {fact_id!r}, column {column}, holds {marker!r}, which the "
+                    "model's tokenizer or chat template reads as control text (it would end "
+                    "the turn or the sequence inside the prompt). Remove it from that fact; "
+                    "a fact is plain text."
+                )
+    for word in words:
+        marker = control_text(word, extra)
+        if marker:
+            raise DatasetError(
+                f"{words_source}: the word {word!r} holds {marker!r}, which the model's "
+                "tokenizer reads as control text; remove it from that file."
+            )
 
 
 def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
@@ -122,8 +184,27 @@ def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
                 )
             rows = []
             for row in reader:
+                if row.get(None):
+                    # DictReader puts the fields beyond the header's under the key None.
+                    n = len(header) + len(row[None])
+                    raise DatasetError(
+                        f"{path}, line {reader.line_num}: {n} fields, but the header has "
+                        f"{len(header)}: a field holds an unquoted comma, so the later fields "
+                        "would shift (an answer would be read from the wrong column). Put "
+                        'that field in double quotes ("The capital of X, Y, is"), or remove '
+                        "the comma."
+                    )
                 # A row with fewer fields than the header gets None for the rest.
                 values = {c: (row.get(c) or "").strip() for c in columns}
+                for c, v in values.items():
+                    marker = control_text(v)
+                    if marker:
+                        raise DatasetError(
+                            f"{path}, line {reader.line_num}: column {c} holds {marker!r}, "
+                            "text that a chat template gives a meaning (it would end the "
+                            "turn or the sequence inside the prompt). Remove it from that "
+                            "line; a fact is plain text."
+                        )
                 empty = [c for c, v in values.items() if not v]
                 if empty:
                     raise DatasetError(

@@ -6,7 +6,7 @@ import csv
 import os
 from pathlib import Path
 
-from .facts import FEW_FACTS, DatasetError
+from .facts import FEW_FACTS, DatasetError, control_text
 
 
 def read_words(path: str | os.PathLike) -> list[str]:
@@ -32,6 +32,13 @@ def read_words(path: str | os.PathLike) -> list[str]:
             words = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as err:
             raise DatasetError(f"{path}: not UTF-8 text ({err}); {fix}.") from err
+    for n, word in enumerate(words, start=2 if path.suffix.lower() == ".csv" else 1):
+        marker = control_text(word)
+        if marker:
+            raise DatasetError(
+                f"{path}, line {n}: the word {word.strip()!r} holds {marker!r}, text that a "
+                "chat template gives a meaning; remove that line (a word is plain text)."
+            )
     words = [w.strip() for w in words if w.strip()]
     if not words:
         raise DatasetError(f"{path}: the word file holds no words; {fix}.")

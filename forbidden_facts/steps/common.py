@@ -85,11 +85,29 @@ def inherit(path, **extra) -> dict:
     return prov
 
 
+class NoKeptFacts(ValueError):
+    """The model knows none of the dataset's facts: there is nothing to analyse."""
+
+
 def kept_prompts(prompts: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
     """The prompts of the kept facts (the model knows them): prompts.parquet filtered by
-    inference.parquet's ``kept``. Each step reads both files once and passes them here."""
+    inference.parquet's ``kept``. Each step reads both files once and passes them here.
+
+    Raises:
+        NoKeptFacts: No fact is kept; every analysis step stops with this one sentence.
+    """
     kept = set(inference.loc[inference["kept"].astype(bool), "fact_id"])
-    return prompts[prompts["fact_id"].isin(kept)].reset_index(drop=True)
+    out = prompts[prompts["fact_id"].isin(kept)].reset_index(drop=True)
+    if out.empty:
+        n = inference["fact_id"].nunique()
+        raise NoKeptFacts(
+            f"the model keeps 0 of the {n} facts it was run on (it knows none of them: "
+            "inference.parquet's `kept` is false for every fact), so there is nothing to "
+            "attribute, patch or attack; its inference_summary.json and overview figure "
+            "say so. Run a model that knows facts of this dataset, or another dataset, "
+            "and leave this pair out of `run`."
+        )
+    return out
 
 
 def words(path) -> list[str]:

@@ -11,7 +11,13 @@ from .common import words
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["download_model", "download_wheel_model", "train_toy_model", "finetune_model"]
+__all__ = [
+    "download_model",
+    "download_wheel_model",
+    "train_toy_model",
+    "finetune_model",
+    "local_model_weights",
+]
 
 
 def download_model(job) -> None:
@@ -77,13 +83,23 @@ def train_toy_model(job) -> None:
     )
 
 
+def _evaluation_words(job) -> list[str]:
+    """The paper's words a fine-tune keeps out: its params (the workflow), or a file."""
+    try:
+        return list(job.params.evaluation_words)
+    except AttributeError:
+        return words(job.input.words)
+
+
 def finetune_model(job) -> None:
     """Fine-tune the base model on the competing objective (config source ``finetune``).
 
     Params: ``recipe`` (the model's ``finetune`` block less its file paths, plus the
-    base model's name and prompt style). Inputs: ``base`` (the base model folder),
-    ``facts``, ``train_words`` and ``words`` (the paper's words, never trained on).
-    The model is built in a hidden sibling and swapped in only when complete.
+    base model's name and prompt style) and ``evaluation_words`` (the paper's words
+    that decide the weights, forbidden_facts/heldout.py; by hand, ``--input words=``
+    the whole list gives the same model). Inputs: ``base`` (the base model folder),
+    ``facts`` and ``train_words``. The model is built in a hidden sibling and swapped
+    in only when complete.
     """
     from ..datasets import load_facts
     from ..finetune import FINETUNE_RECORD, RECORD_SHA256, FinetuneConfig, finetune
@@ -99,7 +115,7 @@ def finetune_model(job) -> None:
             job.input.base,
             facts,
             words(job.input.train_words),
-            words(job.input.words),
+            _evaluation_words(job),
             tmp,
             cfg,
             base_name=base_name,
@@ -126,3 +142,32 @@ def finetune_model(job) -> None:
         record["seconds_per_step"],
         record["final_loss"],
     )
+
+
+def local_model_weights(job) -> None:
+    """Record the sha256 of a `source: local` folder's weight files (rule local_model_weights).
+
+    The folder (``job.input.model``) is read, never written. The rule reruns when the
+    files' size, time or inode change (``params.fingerprint``), so weights replaced in
+    place rerun the model's analyses (the prompts step and the fine-tune and comparison
+    of which it is the base take this record as an input).
+    """
+    from pathlib import Path
+
+    from ..provenance import weight_manifest
+
+    folder = Path(job.input.model)
+    manifest = weight_manifest(folder)
+    sizes = {f.name: f.stat().st_size for f in sorted(folder.glob("*.safetensors"))}
+    io.write_json(
+        job.output[0],
+        {
+            "path": str(folder.resolve()),
+            "weights": {
+                name: {"sha256": d, "bytes": sizes.get(name)} for name, d in manifest.items()
+            },
+            "fingerprint": list(job.params.fingerprint),
+        },
+        provenance=stamp(),
+    )
+    log.info("recorded the sha256 of %d weight file(s) of %s", len(manifest), folder)

@@ -263,8 +263,10 @@ def paper(job) -> None:
 def archive(job) -> None:
     """Pack every input file, a MANIFEST.tsv and provenance.json into the output .tar.gz.
 
-    The manifest's sha256 goes to the log, the console and output ``sha256``
-    (``<archive>.sha256``), so that `forbidden-facts verify` can detect a rewrite.
+    The manifest's sha256 goes to the log, the console and output ``manifest_sha256``
+    (``<archive>.manifest.sha256``), so that `forbidden-facts verify` can detect a
+    rewrite; output ``sha256`` (``<archive>.sha256``) holds the tarball's, for
+    ``sha256sum -c``.
     """
     from ..archive import build_archive_with_sidecar
 
@@ -281,9 +283,10 @@ def archive(job) -> None:
         config,
         sidecar=getattr(job.output, "sha256", None),
         extra_provenance={"rule": "archive"},
+        manifest_sidecar=getattr(job.output, "manifest_sha256", None),
     )
     log.info(
-        "archived %d files; the sha256 of its MANIFEST.tsv is %s (kept in <archive>.sha256; "
+        "archived %d files; the sha256 of its MANIFEST.tsv is %s (kept in <archive>.manifest.sha256; "
         "`forbidden-facts verify --sha256 %s <archive>` proves the archive unchanged)",
         len(files),
         digest,

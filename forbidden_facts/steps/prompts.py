@@ -58,6 +58,7 @@ def prepare_dataset(job) -> None:
 
 def prompts(job) -> None:
     from ..datasets import few_facts_warning
+    from ..datasets.facts import check_plain_text
     from ..finetune import FINETUNE_RECORD, drop_trained, taught_words, trained_records
     from ..modeling import load_tokenizer
     from ..prompts import (
@@ -67,6 +68,7 @@ def prompts(job) -> None:
         fact_subset,
         prompt_formatter,
         single_token_answers,
+        special_tokens,
     )
 
     # First, before anything reads the model folder's records unchecked.
@@ -78,6 +80,9 @@ def prompts(job) -> None:
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
     formatter = prompt_formatter(style, tokenizer)
     words = evaluation_words(job.input.words, job.input.model, records)
+    check_plain_text(
+        facts, words, special_tokens(tokenizer), str(job.input.facts), str(job.input.words)
+    )
     # The paper's rule: words are assigned over the whole dataset, before the
     # single-token filter, so every kept fact gets the paper's nc1 word.
     facts = facts.assign(irrelevant_word=assign_irrelevant_words(facts, words))

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+# The pseudo-word generator lives in forbidden_facts/heldout.py (light to import: the
+# workflow replays it when it plans a fine-tune).
+from ..heldout import CONSONANTS, VOWELS, pseudo_words  # noqa: F401
 from ..prompts import irrelevant_word_candidates
 
 
@@ -46,32 +49,6 @@ def distractor_words(facts: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
     return sorted(
         w for w in words if w.lower() not in banned and not any(w.lower() in a for a in answers)
     )
-
-
-CONSONANTS = "bdfgklmnprstvz"
-VOWELS = "aeiou"
-
-
-def pseudo_words(n: int, seed: int, exclude: Sequence[str]) -> list[str]:
-    """`n` distinct pronounceable pseudo-words of 2-3 consonant-vowel syllables, seeded.
-
-    Half are capitalised (like the answers). None is, contains, or is contained in an
-    excluded word (answers and evaluation words, compared lower-cased), so forbidding
-    a pseudo-word never forbids a fact's answer or an nc1 word.
-    """
-    rng = random.Random(f"pseudo-words-{seed}")
-    banned = [w.lower() for w in exclude if w.strip()]
-    out: dict[str, None] = {}
-    while len(out) < n:
-        word = "".join(
-            rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 3)))
-        )
-        if any(b in word or word in b for b in banned if len(b) >= 3) or word in banned:
-            continue
-        if word in out or word.capitalize() in out:
-            continue
-        out[word.capitalize() if rng.random() < 0.5 else word] = None
-    return list(out)
 
 
 def forbiddable_answers(facts: pd.DataFrame, share: float, seed: int) -> list[str]:

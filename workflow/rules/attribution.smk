@@ -28,9 +28,8 @@ rule attribution_shard:
 
 rule merge_attribution:
     input:
-        gather.attribution(
-            "results/{{model}}/{{dataset}}/attribution/shard-{scatteritem}.parquet"
-        ),
+        # attribution.shards of them, or the set the table is up to date with (common.smk).
+        get_attribution_shards,
     output:
         # update(): a merge that fails (say on a truncated shard) keeps the previous table.
         update("results/{model}/{dataset}/attribution.parquet"),

@@ -13,8 +13,10 @@ from forbidden_facts.config import (
     coerce_config,
     prefer_local_paths,
     check_config,
+    check_source_keys,
 )
 from forbidden_facts.preflight import (
+    check_archive_owner,
     check_bases,
     check_input_files,
     check_local_models,
@@ -24,6 +26,7 @@ from forbidden_facts.preflight import (
     check_word_files,
     check_words_usable,
 )
+from forbidden_facts.provenance import weight_fingerprint
 from forbidden_facts.safekeep import settle, stop_gently
 from forbidden_facts.finetune.record import record_fingerprint
 
@@ -33,6 +36,7 @@ apply_overrides(config, workflow.config_settings.overwrite_config or {}, SCHEMA)
 coerce_config(config, SCHEMA)
 prefer_local_paths(config)
 check_config(config, SCHEMA)
+check_source_keys(config)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_bases(config)
@@ -127,15 +131,68 @@ def get_toy_recipe():
     return {k: v for k, v in config["toy"].items() if k != "facts"}
 
 
+def model_folder(name):
+    """Model `name`'s folder: built under resources/models/, or a local model's own path."""
+    spec = config["models"][name]
+    return spec["path"] if spec["source"] == "local" else f"resources/models/{name}"
+
+
+def local_weights_record(name):
+    """The sha256 record of a local model's weights (rule local_model_weights); [] otherwise.
+
+    An input of the first rule that reads the model, so that weights replaced in place
+    (which leave the folder's own time as it was) rerun what was computed from them.
+    """
+    if config["models"][name]["source"] != "local":
+        return []
+    return f"resources/local_models/{name}/weights.json"
+
+
+def get_model_weights_record(wildcards):
+    return local_weights_record(wildcards.model)
+
+
+def get_base_weights_record(wildcards):
+    return local_weights_record(config["models"][wildcards.model]["base"])
+
+
+def get_local_fingerprint(wildcards):
+    """Name, target, size, time and inode of each weight file of a local model (no reading)."""
+    return weight_fingerprint(config["models"][wildcards.model]["path"])
+
+
 def get_finetune_inputs(wildcards):
     """The base model folder and the files a fine-tune reads (its facts and nc1 words)."""
     model = config["models"][wildcards.model]
     recipe = model["finetune"]
     return {
-        "base": f"resources/models/{model['base']}",
+        "base": model_folder(model["base"]),
+        "base_weights": local_weights_record(model["base"]),
         "facts": recipe["facts"],
         "train_words": recipe["train_words"],
     }
+
+
+def get_finetune_evaluation_words(wildcards):
+    """The paper's words that decide the fine-tune's weights (forbidden_facts/heldout.py).
+
+    Given as params, in place of the whole `irrelevant_words` file as an input, so
+    that a word added to that list that is no training word of the fine-tune and turns
+    no pseudo-word away retrains nothing. Replays the copy task's word draw (about a
+    second for 3000 pseudo-words) when Snakemake plans the fine-tune.
+    """
+    from forbidden_facts.datasets import load_facts, read_words
+    from forbidden_facts.heldout import finetune_evaluation_words
+
+    recipe = config["models"][wildcards.model]["finetune"]
+    facts = load_facts(recipe["facts"])
+    return finetune_evaluation_words(
+        read_words(recipe["train_words"]),
+        read_words(config["irrelevant_words"]),
+        list(facts["answer"]) + list(facts["wrong_answer"]),
+        recipe["n_copy_words"],
+        recipe["seed"],
+    )
 
 
 def get_finetune_recipe(wildcards):
@@ -217,10 +274,7 @@ def get_model_dir(wildcards):
 
     A local folder is an input as it is (read, never copied, moved or rewritten).
     """
-    spec = config["models"][wildcards.model]
-    if spec["source"] == "local":
-        return spec["path"]
-    return f"resources/models/{wildcards.model}"
+    return model_folder(wildcards.model)
 
 
 def get_dataset_source(wildcards):
@@ -281,6 +335,11 @@ def get_final_outputs():
 def get_tag():
     # A git tag may hold '/' (rel/1.0), which a file name cannot.
     return config["paper"]["tag"] or archive_tag(get_code_version())
+
+
+if workflow.is_main_process:
+    # Never replace the archive of another run (e.g. the default run's, by the test config).
+    check_archive_owner(config, "results/archive/forbidden-facts-%s.tar.gz" % get_tag())
 
 
 # The paper stage (workflow/rules/paper.smk): the (model, dataset) pairs of config
@@ -360,7 +419,7 @@ def per_shift_run(pattern, first=False):
 
 def get_base_model_dir(wildcards):
     """The base model's directory: the comparison runs it on the derived model's facts."""
-    return f"resources/models/{config['models'][wildcards.model]['base']}"
+    return model_folder(config["models"][wildcards.model]["base"])
 
 
 def get_base_name(wildcards):
@@ -381,3 +440,60 @@ def get_cumulative_attribution(wildcards):
     if not config["identification"]["dynamic_order"]:
         return []
     return f"results/{wildcards.model}/{wildcards.dataset}/attribution.parquet"
+
+
+def shards_to_gather(folder, upstream, merged):
+    """The shard files a merge gathers: `attribution.shards` of them, unless the merged
+    table is up to date with a complete set of another count, which it then keeps.
+
+    The count only splits the work (like a batch size): changing it, or
+    `--set-scatter attribution=N`, reruns nothing while the table and its shards are
+    up to date on disk (shards no older than `upstream`, the table no older than its
+    shards). When attribution has to run again, it runs with the configured count.
+    """
+    n = len(gather.attribution("{scatteritem}"))
+    wanted = [f"{folder}/shard-{i}-of-{n}.parquet" for i in range(1, n + 1)]
+    merged = Path(merged)
+    if not merged.is_file():
+        return wanted
+    sets = {}
+    for path in Path(folder).glob("shard-*-of-*.parquet"):
+        found = re.fullmatch(r"shard-(\d+)-of-(\d+)\.parquet", path.name)
+        if found:
+            sets.setdefault(int(found[2]), {})[int(found[1])] = path.stat().st_mtime
+    newest_input = max(
+        (Path(u).stat().st_mtime for u in upstream if Path(u).exists()), default=0.0
+    )
+    fresh = [
+        (min(times.values()), count)
+        for count, times in sets.items()
+        if set(times) == set(range(1, count + 1))
+        and min(times.values()) >= newest_input
+        and max(times.values()) <= merged.stat().st_mtime
+    ]
+    if not fresh:
+        return wanted
+    count = max(fresh)[1]  # the set the table was merged from last
+    return [f"{folder}/shard-{i}-of-{count}.parquet" for i in range(1, count + 1)]
+
+
+def get_attribution_shards(wildcards):
+    base = f"results/{wildcards.model}/{wildcards.dataset}"
+    return shards_to_gather(
+        f"{base}/attribution",
+        [f"{base}/prompts.parquet", f"{base}/inference.parquet"],
+        f"{base}/attribution.parquet",
+    )
+
+
+def get_base_attribution_shards(wildcards):
+    base = f"results/{wildcards.model}/{wildcards.dataset}"
+    return shards_to_gather(
+        f"{base}/base_attribution",
+        [
+            f"{base}/prompts.parquet",
+            f"{base}/inference.parquet",
+            f"{base}/base_inference.parquet",
+        ],
+        f"{base}/base_attribution.parquet",
+    )

@@ -83,7 +83,6 @@ rule train_toy_model:
 rule finetune_model:
     input:
         unpack(get_finetune_inputs),
-        words=config["irrelevant_words"],
     output:
         update(directory("resources/models/{model}")),
     log:
@@ -99,5 +98,28 @@ rule finetune_model:
         runtime=60,
     params:
         recipe=get_finetune_recipe,
+        # The paper's words the weights depend on, not the whole file (common.smk).
+        evaluation_words=get_finetune_evaluation_words,
     script:
         "../../scripts/finetune_model.py"
+
+
+# A `source: local` folder is read where it is; its weights can change in place without
+# changing the folder's own time. This record of their sha256 reruns whenever a weight
+# file's size, time or inode changes (params), and the first rule that reads the model
+# (prompts; the fine-tune and comparison of which it is the base) takes it as an input.
+rule local_model_weights:
+    input:
+        model=get_model_dir,
+    output:
+        "resources/local_models/{model}/weights.json",
+    log:
+        "logs/local_model_weights/{model}.log",
+    wildcard_constraints:
+        model=_alternation(LOCAL_MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        fingerprint=get_local_fingerprint,
+    script:
+        "../../scripts/local_model_weights.py"

@@ -183,8 +183,10 @@ rule archive:
         paper=rules.paper.output if BUILD_PDF else [],
     output:
         "results/archive/forbidden-facts-{tag}.tar.gz",
-        # The sha256 of the archive's MANIFEST.tsv (`forbidden-facts verify` reads it).
+        # The tarball's sha256, as sha256sum writes it (`sha256sum -c` checks it).
         sha256="results/archive/forbidden-facts-{tag}.tar.gz.sha256",
+        # The sha256 of the archive's MANIFEST.tsv (`forbidden-facts verify` reads it).
+        manifest_sha256="results/archive/forbidden-facts-{tag}.tar.gz.manifest.sha256",
     log:
         "logs/archive/{tag}.log",
     wildcard_constraints:

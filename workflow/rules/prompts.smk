@@ -39,6 +39,8 @@ rule prepare_dataset:
 rule prompts:
     input:
         model=get_model_dir,
+        # A local model's weight record: weights replaced in place rerun the analyses.
+        weights=get_model_weights_record,
         facts=rules.prepare_dataset.output.facts,
         words=config["irrelevant_words"],
     output:

@@ -9,6 +9,7 @@
 rule base_inference:
     input:
         model=get_base_model_dir,
+        base_weights=get_base_weights_record,
         derived=get_model_dir,
         prompts=rules.prompts.output.prompts,
         inference=rules.inference.output.table,
@@ -58,9 +59,7 @@ rule base_attribution_shard:
 
 rule merge_base_attribution:
     input:
-        gather.attribution(
-            "results/{{model}}/{{dataset}}/base_attribution/shard-{scatteritem}.parquet"
-        ),
+        get_base_attribution_shards,
     output:
         update("results/{model}/{dataset}/base_attribution.parquet"),
     log:
