@@ -262,7 +262,7 @@ def check_archive_owner(config: dict, archive: str | Path) -> None:
         return
     new = {k: list(config["run"][k]) for k in ("models", "datasets")}
     was = {k: list(old.get(k) or []) for k in ("models", "datasets")}
-    if was != new:
+    if {k: sorted(v) for k, v in was.items()} != {k: sorted(v) for k, v in new.items()}:
         raise ConfigError(
             f"{archive} is the archive of another run (models {was['models']}, datasets "
             f"{was['datasets']}); this run (models {new['models']}, datasets {new['datasets']}) "
