@@ -88,7 +88,10 @@ def load_model(
     check_tokenizer_file(path)  # before the (possibly long) load of the weights
     attn_implementation = attention_implementation(model_type, attn_implementation)
     kwargs = dict(
-        dtype=DTYPES[dtype], attn_implementation=attn_implementation, use_safetensors=True
+        dtype=DTYPES[dtype],
+        attn_implementation=attn_implementation,
+        use_safetensors=True,
+        trust_remote_code=False,
     )
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -104,11 +107,19 @@ def load_model(
                 "`allow_cpu_offload: true` for this model in config (expect it to be very slow)."
             )
     model.eval()
-    tokenizer = load_tokenizer(path)
+    return model, ready_for_batches(load_tokenizer(path))
+
+
+def ready_for_batches(tokenizer):
+    """`tokenizer`, padding on the left, with a pad token where it has none.
+
+    Llama-2's and Llama-3's tokenizers ship without one; padded positions are masked,
+    so which token pads does not change a result (unk, else eos).
+    """
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def check_tokenizer_file(path: str | Path) -> None:
@@ -132,7 +143,7 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     check_tokenizer_file(path)
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def input_device(model) -> torch.device:
