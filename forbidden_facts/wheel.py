@@ -532,13 +532,18 @@ def _convert(root: Path, gguf_file: str, member: str, out: Path, name: str) -> s
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
-    # save_pretrained refuses a GGUF-loaded model, so copy its weights into a fresh one.
-    # Its random init would be overwritten anyway (and a missing weight is refused below).
-    with _no_init_weights():
+    # save_pretrained refuses a GGUF-loaded model, so hand its weights to a fresh one,
+    # built without storage (meta device) and given the very tensors (assign): the model
+    # is in memory once, not twice (a 1.5B model is 6 GB in float32).
+    with _no_init_weights(), torch.device("meta"):
         model = type(gguf_model)(config)
-    # Skipping init also skips tying; tie again so tied files save the matrix once.
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False, assign=True)
+    # Tie again so that a tied unembedding is the embedding, saved once.
     model.tie_weights()
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if model.config.tie_word_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+    meta = [n for n, t in model.state_dict().items() if t.is_meta]
+    missing = sorted(set(missing) | set(meta))
     if missing or unexpected:
         raise WheelModelError(
             f"models.{name}: the weights of {member} do not fit a {type(model).__name__} of "
