@@ -532,18 +532,7 @@ def _convert(root: Path, gguf_file: str, member: str, out: Path, name: str) -> s
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
-    # save_pretrained refuses a GGUF-loaded model, so hand its weights to a fresh one,
-    # built without storage (meta device) and given the very tensors (assign): the model
-    # is in memory once, not twice (a 1.5B model is 6 GB in float32).
-    with _no_init_weights(), torch.device("meta"):
-        model = type(gguf_model)(config)
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False, assign=True)
-    # Tie again so that a tied unembedding is the embedding, saved once.
-    model.tie_weights()
-    if model.config.tie_word_embeddings:
-        missing = [k for k in missing if k != "lm_head.weight"]
-    meta = [n for n, t in model.state_dict().items() if t.is_meta]
-    missing = sorted(set(missing) | set(meta))
+    model, missing, unexpected = savable_copy(gguf_model)
     if missing or unexpected:
         raise WheelModelError(
             f"models.{name}: the weights of {member} do not fit a {type(model).__name__} of "
@@ -562,6 +551,30 @@ def _convert(root: Path, gguf_file: str, member: str, out: Path, name: str) -> s
         config.vocab_size,
     )
     return model_type
+
+
+def savable_copy(loaded):
+    """A model of `loaded`'s class and config holding `loaded`'s very tensors, and what failed.
+
+    save_pretrained refuses a GGUF-loaded model, so its weights go to a fresh one, built
+    without storage (meta device) and given the same tensors (assign): the model is in
+    memory once, not twice (a 1.5B model is 6 GB in float32).
+
+    Returns:
+        The copy, the state-dict keys it lacks (a weight left on the meta device
+        included; a tied unembedding is not missing) and the keys it did not expect.
+    """
+    import torch
+
+    with _no_init_weights(), torch.device("meta"):
+        model = type(loaded)(loaded.config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False, assign=True)
+    # Tie again so that a tied unembedding is the embedding, saved once.
+    model.tie_weights()
+    if model.config.tie_word_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+    meta = [n for n, t in model.state_dict().items() if t.is_meta]
+    return model.eval(), sorted(set(missing) | set(meta)), list(unexpected)
 
 
 def _no_init_weights():

