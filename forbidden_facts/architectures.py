@@ -20,6 +20,10 @@ What a component is, per family (docs/science.md § Architectures):
   unpatched prompt* (gain / rms of the whole attention output), so that the heads
   still sum to what the layer writes; the MLP's component is the post-feedforward
   norm's output. The final logits are soft-capped: cap * tanh(logits / cap).
+* Gemma-3 (text, ``model_type`` ``gemma3_text``): Gemma-2's sandwich norms and
+  embedding scale, plus RMSNorms on q and k (they only change attention patterns, not
+  components), local (sliding-window) and global layers (only the patterns differ), and
+  no soft-cap unless the config sets one.
 """
 
 from __future__ import annotations
@@ -334,6 +338,18 @@ class Gemma2Adapter(GemmaAdapter):
         return None if cap is None else float(cap)
 
 
+class Gemma3Adapter(Gemma2Adapter):
+    """Gemma-3 (text): Gemma-2's layout with q/k norms; local and global attention layers.
+
+    The q/k norms and the sliding window act inside attention, before the heads' outputs
+    that the components are made of, so the components are Gemma-2's. Gemma-3 has no
+    attention soft-cap, so transformers runs it with sdpa.
+    """
+
+    family = "gemma3"
+    sdpa = True
+
+
 ADAPTERS: dict[str, type[LlamaAdapter]] = {
     "llama": LlamaAdapter,
     "mistral": MistralAdapter,
@@ -342,6 +358,9 @@ ADAPTERS: dict[str, type[LlamaAdapter]] = {
     "phi3": Phi3Adapter,
     "gemma": GemmaAdapter,
     "gemma2": Gemma2Adapter,
+    # Gemma3ForCausalLM (text only, e.g. Gemma-3-270M and 1B); the multimodal model_type
+    # "gemma3" nests its language model elsewhere and has no adapter.
+    "gemma3_text": Gemma3Adapter,
 }
 
 

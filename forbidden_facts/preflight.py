@@ -63,6 +63,31 @@ def check_bases(config: dict) -> None:
             )
 
 
+def check_wheel_models(config: dict) -> None:
+    """A wheel model names either one wheel (package, version, file, sha256) or its `parts`.
+
+    Both at once would leave it unclear which files the model is made of.
+    """
+    single = ("package", "version", "file", "sha256")
+    for name, model in config["models"].items():
+        if model["source"] != "wheel" or "parts" not in model:
+            continue
+        both = [k for k in single if k in model]
+        if both:
+            raise ConfigError(
+                f"config models.{name} gives `parts` (a GGUF file split across wheels) and also "
+                f"{', '.join(both)} (a single wheel). Keep `parts` and `gguf_sha256` and move "
+                f"{', '.join(both)} into the list of parts, or drop `parts` for a single wheel."
+            )
+        packages = [p["package"] for p in model["parts"]]
+        twice = sorted({p for p in packages if packages.count(p) > 1})
+        if twice:
+            raise ConfigError(
+                f"config models.{name}.parts lists {', '.join(twice)} more than once; each "
+                "wheel holds one slice of the GGUF file, so list each part once, in order."
+            )
+
+
 def check_input_files(config: dict, root: str | Path = ".") -> None:
     """Local files named in config must exist before anything runs (names the key to fix)."""
     root = Path(root)

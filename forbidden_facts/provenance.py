@@ -65,6 +65,15 @@ def model_provenance(model_dir: str | Path) -> dict:
     prov = model_dir / "provenance.json"
     if prov.exists():
         data = json.loads(prov.read_text())
+        if data.get("source") == "wheel" and "parts" in data:
+            # A GGUF file joined from several wheels: named by its first and last part,
+            # pinned by the joined file's sha256 (which every part's bytes enter).
+            first, last = data["parts"][0], data["parts"][-1]
+            return {
+                "model_id": f"{first['package']}=={first['version']}..{last['package']}=="
+                f"{last['version']} ({len(data['parts'])} wheels joined)",
+                "model_revision": f"sha256:{data['gguf_sha256']}",
+            }
         if data.get("source") == "wheel":
             return {
                 "model_id": f"{data['package']}=={data['version']}:{data['file']}",

