@@ -16,12 +16,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .architectures import adapter_for
 from .artifacts import ATTACK_COLUMNS
 from .artifacts import Attack as S
 from .artifacts import AttackExample as E
 from .effects import attack_contrast, attack_verdict
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
-from .modeling import chunks, encode, final_logits, input_device, pad_left
+from .modeling import chunks, continue_prefix, encode, final_logits, pad_left, shared_prefix
 from .prompts import (
     PERSONA_ANCHOR,
     SYSTEM_TEMPLATE,
@@ -254,22 +255,101 @@ def neutral_reference(logodds: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def _slot_pass(model, ids, slot, cands, heads, mask1, batch_size, desc, progress):
-    """Answer log-odds and each head's last-position attention to the slot, per candidate."""
+    """Answer log-odds and each head's last-position attention to the slot, per candidate.
+
+    The prompt before the slot runs once and its key/value cache serves every batch,
+    which runs only the candidate and the rest of the prompt (in whatever attention
+    the model was loaded with). A chosen head's attention from the last position is
+    rebuilt from its own query (the adapter's `queries` of its attention module's
+    input) and the keys its layer attended with; no layer returns its weights.
+    """
+    adapter = adapter_for(model)
+    by_layer: dict[int, list[tuple[str, int]]] = {}
+    for label, layer, head in heads:
+        by_layer.setdefault(layer, []).append((label, head))
+    prefix = shared_prefix(model, ids[:slot], keep=sorted(by_layer))
+    rest = torch.as_tensor(ids[slot:], dtype=torch.long)
+    queries: dict[int, torch.Tensor] = {}
+
+    def keep_query(layer: int):
+        def hook(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            cos, sin = kwargs["position_embeddings"]
+            last = (cos[:, -1:], sin[:, -1:])
+            queries[layer] = adapter.queries(layer, hidden[:, -1:], last)[:, :, 0]
+
+        return hook
+
     attn_all = {label: [] for label, _, _ in heads}
     lo_all = []
-    for sl in tqdm(
-        list(chunks(len(cands), batch_size)), desc=desc, disable=not progress, leave=False
-    ):
-        batch_ids = [ids[:slot] + [c] + ids[slot:] for c in cands[sl]]
-        batch = pad_left(batch_ids, 0).to(input_device(model))
-        out = model(**batch.as_kwargs(), output_attentions=True, use_cache=False, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
-        lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
-        for label, layer, head in heads:
-            # left padding: equal lengths here, so the slot index is the same in every row
-            attn_all[label].append(out.attentions[layer][:, head, -1, slot].float().cpu())
+    handles = [
+        adapter.attention(layer).register_forward_pre_hook(keep_query(layer), with_kwargs=True)
+        for layer in by_layer
+    ]
+    try:
+        for sl in tqdm(
+            list(chunks(len(cands), batch_size)), desc=desc, disable=not progress, leave=False
+        ):
+            first = torch.as_tensor(cands[sl], dtype=torch.long).unsqueeze(1)
+            suffixes = torch.cat([first, rest.expand(len(first), -1)], dim=1)
+            logits = continue_prefix(model, prefix, suffixes).float()
+            lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
+            for layer, chosen in by_layer.items():
+                pattern = adapter.last_position_pattern(
+                    layer, queries[layer], prefix.last_keys(layer), [h for _, h in chosen]
+                )
+                for i, (label, _) in enumerate(chosen):
+                    attn_all[label].append(pattern[:, i, slot].cpu())
+    finally:
+        for handle in handles:
+            handle.remove()
     attn = {label: torch.cat(v).numpy() for label, v in attn_all.items()}
     return torch.cat(lo_all).numpy(), attn
+
+
+def fact_frames(
+    fact: pd.Series,
+    heads: list[tuple[str, int, int]],
+    cands: list[int],
+    pieces: list[str],
+    classes: np.ndarray,
+    lo_base: float,
+    passes: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]],
+) -> list[pd.DataFrame]:
+    """One fact's rows of the token search, one frame per head (see :func:`token_search`).
+
+    Args:
+        passes: ``attack`` and ``control``: each the candidates' answer log-odds and,
+            per head label, their last-position attention to the slot.
+    """
+    lo, attn = passes["attack"]
+    lo_ctl, attn_ctl = passes["control"]
+    ref, ref_ctl = neutral_reference(lo, classes), neutral_reference(lo_ctl, classes)
+    frames = []
+    for label, _, _ in heads:
+        order = np.argsort(-attn[label], kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "component": label,
+                    "fact_id": fact["fact_id"],
+                    "token": pieces,
+                    "token_id": cands,
+                    "attention": attn[label],
+                    "delta_logodds_log10": to_log10(lo - lo[ref]),
+                    "rank": rank,
+                    "length_class": classes,
+                    "neutral_token": [pieces[i] for i in ref],
+                    "delta_vs_no_insertion_log10": to_log10(lo - lo_base),
+                    "control_attention": attn_ctl[label],
+                    "control_delta_logodds_log10": to_log10(lo_ctl - lo_ctl[ref_ctl]),
+                    "control_neutral_token": [pieces[i] for i in ref_ctl],
+                }
+            )
+        )
+    return frames
 
 
 @torch.no_grad()
@@ -333,30 +413,5 @@ def token_search(
                 f"token search {fact['fact_id']} ({kind})",
                 progress,
             )
-        lo, attn = passes["attack"]
-        lo_ctl, attn_ctl = passes["control"]
-        ref, ref_ctl = neutral_reference(lo, classes), neutral_reference(lo_ctl, classes)
-        for label, _, _ in heads:
-            order = np.argsort(-attn[label], kind="stable")
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "component": label,
-                        "fact_id": fact["fact_id"],
-                        "token": pieces,
-                        "token_id": cands,
-                        "attention": attn[label],
-                        "delta_logodds_log10": to_log10(lo - lo[ref]),
-                        "rank": rank,
-                        "length_class": classes,
-                        "neutral_token": [pieces[i] for i in ref],
-                        "delta_vs_no_insertion_log10": to_log10(lo - lo_base),
-                        "control_attention": attn_ctl[label],
-                        "control_delta_logodds_log10": to_log10(lo_ctl - lo_ctl[ref_ctl]),
-                        "control_neutral_token": [pieces[i] for i in ref_ctl],
-                    }
-                )
-            )
+        frames += fact_frames(fact, heads, cands, pieces, classes, lo_base, passes)
     return pd.concat(frames, ignore_index=True)

@@ -210,3 +210,106 @@ def final_logits(model, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the final position, checked for NaN/inf by the caller."""
     out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
     return out.logits[:, -1, :]
+
+
+def cache_argument(model) -> str:
+    """The name of a model's key/value cache argument: ``cache`` (transformers 5) or
+    ``past_key_values`` (4.x, deprecated in 5)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prefix_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PrefixLayer(DynamicLayer):
+        """One layer's keys and values of a shared prefix: every batch reads them, none adds to them.
+
+        `update` hands the layer the prefix expanded over the batch and followed by the
+        batch's own keys and values; nothing is stored, except the last keys where `keep`
+        (the layers whose attention pattern is read afterwards).
+        """
+
+        def __init__(self, keys: Tensor, values: Tensor, keep: bool) -> None:
+            super().__init__()
+            self.keys, self.values, self.keep = keys, values, keep
+            self.device, self.is_initialized = keys.device, True
+            self.last_keys: Tensor | None = None
+
+        def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+            rows = key_states.shape[0]
+            keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
+            values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
+            if self.keep:
+                self.last_keys = keys
+            return keys, values
+
+    return PrefixLayer
+
+
+@dataclass
+class SharedPrefix:
+    """A prompt prefix run once; its key/value cache serves any batch of continuations.
+
+    Args:
+        cache: A transformers cache whose layers read the prefix's keys and values and
+            store nothing (pass it as the model's `cache_argument`), so one object serves
+            every batch.
+        length: The prefix's length in tokens (the continuations' first position).
+    """
+
+    cache: object
+    length: int
+
+    def last_keys(self, layer: int) -> Tensor:
+        """The keys (prefix and continuation) that `layer` attended with in the last forward."""
+        keys = self.cache.layers[layer].last_keys
+        if keys is None:
+            raise RuntimeError(f"layer {layer}'s keys were not kept: pass it in `keep`")
+        return keys
+
+
+@torch.no_grad()
+def shared_prefix(model, prefix: Sequence[int], keep: Sequence[int] = ()) -> SharedPrefix:
+    """Run `prefix` (one prompt's first tokens) once and wrap its key/value cache for reuse.
+
+    Args:
+        model: A causal LM.
+        prefix: Token ids of the prefix (at least one).
+        keep: Layers whose full keys each later forward keeps (`SharedPrefix.last_keys`).
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import Cache
+
+    if not len(prefix):
+        raise ValueError("a shared prefix needs at least one token")
+    # A cache without the model's config keeps every layer's keys whole (no sliding-window
+    # truncation): the continuations' masks then see the prefix at its real positions.
+    full = DynamicCache()
+    ids = torch.as_tensor([list(prefix)], device=input_device(model))
+    model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(model): full})
+    layer_class = _prefix_layer_class()
+    layers = [
+        layer_class(layer.keys, layer.values, i in set(keep)) for i, layer in enumerate(full.layers)
+    ]
+    return SharedPrefix(Cache(layers=layers), len(prefix))
+
+
+@torch.no_grad()
+def continue_prefix(
+    model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch d_vocab"]:
+    """Next-token logits at the last position of prefix + each row of `suffixes` (equal lengths)."""
+    rows, width = suffixes.shape
+    device = input_device(model)
+    positions = torch.arange(prefix.length, prefix.length + width, device=device)
+    out = model(
+        input_ids=suffixes.to(device),
+        attention_mask=torch.ones(rows, prefix.length + width, dtype=torch.long, device=device),
+        position_ids=positions.expand(rows, -1),
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): prefix.cache},
+    )
+    return out.logits[:, -1, :]
