@@ -22,7 +22,15 @@ from .artifacts import Attack as S
 from .artifacts import AttackExample as E
 from .effects import attack_contrast, attack_verdict
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
-from .modeling import chunks, continue_prefix, encode, final_logits, pad_left, shared_prefix
+from .modeling import (
+    chunks,
+    continue_prefix,
+    encode,
+    extend_prefix,
+    final_logits,
+    pad_left,
+    shared_prefix,
+)
 from .prompts import (
     PERSONA_ANCHOR,
     SYSTEM_TEMPLATE,
@@ -254,21 +262,37 @@ def neutral_reference(logodds: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return ref
 
 
-def _slot_pass(model, ids, slot, cands, heads, mask1, batch_size, desc, progress):
+def _common_start(rows: list[list[int]]) -> list[int]:
+    """The longest list every row starts with."""
+    out = []
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        out.append(column[0])
+    return out
+
+
+def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress):
     """Answer log-odds and each head's last-position attention to the slot, per candidate.
 
-    The prompt before the slot runs once and its key/value cache serves every batch,
-    which runs only the candidate and the rest of the prompt (in whatever attention
-    the model was loaded with). A chosen head's attention from the last position is
-    rebuilt from its own query (the adapter's `queries` of its attention module's
-    input) and the keys its layer attended with; no layer returns its weights.
+    For several prompts (token ids, slot), each with its answer mask. Prompts with the
+    same tokens before the slot (every fact's attack prompt: the system text up to the
+    persona) run those once, and their key/value cache serves every batch; the tokens
+    right after the slot that all of them share (the system text up to the forbidden
+    word) run once per batch of candidates for all of them, and each prompt then runs
+    only the rest (in whatever attention the model was loaded with). A chosen head's
+    attention from the last position is rebuilt from its own query (the adapter's
+    `queries` of its attention module's input) and the keys its layer attended with;
+    no layer returns its weights.
+
+    Returns:
+        Per prompt, (log-odds [candidate], {head label: attention [candidate]}).
     """
     adapter = adapter_for(model)
     by_layer: dict[int, list[tuple[str, int]]] = {}
     for label, layer, head in heads:
         by_layer.setdefault(layer, []).append((label, head))
-    prefix = shared_prefix(model, ids[:slot], keep=sorted(by_layer))
-    rest = torch.as_tensor(ids[slot:], dtype=torch.long)
+    keep = sorted(by_layer)
     queries: dict[int, torch.Tensor] = {}
 
     def keep_query(layer: int):
@@ -280,31 +304,55 @@ def _slot_pass(model, ids, slot, cands, heads, mask1, batch_size, desc, progress
 
         return hook
 
-    attn_all = {label: [] for label, _, _ in heads}
-    lo_all = []
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, slot) in enumerate(prompts):
+        groups.setdefault(tuple(ids[:slot]), []).append(i)
+    lo_all = [[] for _ in prompts]
+    attn_all = [{label: [] for label, _, _ in heads} for _ in prompts]
     handles = [
         adapter.attention(layer).register_forward_pre_hook(keep_query(layer), with_kwargs=True)
         for layer in by_layer
     ]
     try:
-        for sl in tqdm(
-            list(chunks(len(cands), batch_size)), desc=desc, disable=not progress, leave=False
-        ):
-            first = torch.as_tensor(cands[sl], dtype=torch.long).unsqueeze(1)
-            suffixes = torch.cat([first, rest.expand(len(first), -1)], dim=1)
-            logits = continue_prefix(model, prefix, suffixes).float()
-            lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
-            for layer, chosen in by_layer.items():
-                pattern = adapter.last_position_pattern(
-                    layer, queries[layer], prefix.last_keys(layer), [h for _, h in chosen]
+        for before, members in groups.items():
+            slot = len(before)
+            rests = [prompts[i][0][slot:] for i in members]
+            # Each prompt keeps at least its last token to itself (its logits are read there).
+            shared = (
+                _common_start(rests)[: min(len(r) for r in rests) - 1] if len(members) > 1 else []
+            )
+            head = shared_prefix(model, list(before), keep=keep)
+            for sl in tqdm(
+                list(chunks(len(cands), batch_size)),
+                desc=desc,
+                disable=not progress,
+                leave=False,
+            ):
+                first = torch.as_tensor(cands[sl], dtype=torch.long).unsqueeze(1)
+                rows = len(first)
+                start = torch.cat(
+                    [first, torch.as_tensor(shared, dtype=torch.long).expand(rows, -1)], 1
                 )
-                for i, (label, _) in enumerate(chosen):
-                    attn_all[label].append(pattern[:, i, slot].cpu())
+                prefix, own = head, start
+                if shared:
+                    prefix, own = extend_prefix(model, head, start), start[:, :0]
+                for i, rest in zip(members, rests, strict=True):
+                    tail = torch.as_tensor(rest[len(shared) :], dtype=torch.long).expand(rows, -1)
+                    logits = continue_prefix(model, prefix, torch.cat([own, tail], 1)).float()
+                    lo_all[i].append(answer_logodds(logits, masks[i].expand(rows, -1)).cpu())
+                    for layer, chosen in by_layer.items():
+                        pattern = adapter.last_position_pattern(
+                            layer, queries[layer], prefix.last_keys(layer), [h for _, h in chosen]
+                        )
+                        for j, (label, _) in enumerate(chosen):
+                            attn_all[i][label].append(pattern[:, j, slot].cpu())
     finally:
         for handle in handles:
             handle.remove()
-    attn = {label: torch.cat(v).numpy() for label, v in attn_all.items()}
-    return torch.cat(lo_all).numpy(), attn
+    return [
+        (torch.cat(lo).numpy(), {label: torch.cat(v).numpy() for label, v in attn.items()})
+        for lo, attn in zip(lo_all, attn_all, strict=True)
+    ]
 
 
 def fact_frames(
@@ -394,24 +442,24 @@ def token_search(
     specials = encoding_flag(facts)
     pieces = tokenizer.convert_ids_to_tokens(cands)
     classes = length_classes(pieces, [vocab.strings[c] for c in cands])
-    frames = []
-    for _, fact in facts.iterrows():
+    rows = [fact for _, fact in facts.iterrows()]
+    masks, lo_base = [], []
+    for fact in rows:
         base_ids = tokenizer(fact["prompt"], add_special_tokens=specials)["input_ids"]
-        mask1 = vocab.answer_mask([fact["answer"]], len(vocab.strings))
-        lo_base = answer_logodds(final_logits(model, pad_left([base_ids], 0)), mask1).item()
-        passes = {}
-        for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
-            ids, slot = finder(tokenizer, fact["prompt"], specials, fact["forbidden_word"])
-            passes[kind] = _slot_pass(
-                model,
-                ids,
-                slot,
-                cands,
-                heads,
-                mask1,
-                batch_size,
-                f"token search {fact['fact_id']} ({kind})",
-                progress,
-            )
-        frames += fact_frames(fact, heads, cands, pieces, classes, lo_base, passes)
+        masks.append(vocab.answer_mask([fact["answer"]], len(vocab.strings)))
+        lo_base.append(
+            answer_logodds(final_logits(model, pad_left([base_ids], 0)), masks[-1]).item()
+        )
+    passes = {}
+    for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
+        prompts = [
+            finder(tokenizer, fact["prompt"], specials, fact["forbidden_word"]) for fact in rows
+        ]
+        passes[kind] = _slot_passes(
+            model, prompts, cands, heads, masks, batch_size, f"token search ({kind})", progress
+        )
+    frames = []
+    for i, fact in enumerate(rows):
+        per_fact = {kind: passes[kind][i] for kind in passes}
+        frames += fact_frames(fact, heads, cands, pieces, classes, lo_base[i], per_fact)
     return pd.concat(frames, ignore_index=True)

@@ -227,22 +227,26 @@ def _prefix_layer_class():
         """One layer's keys and values of a shared prefix: every batch reads them, none adds to them.
 
         `update` hands the layer the prefix expanded over the batch and followed by the
-        batch's own keys and values; nothing is stored, except the last keys where `keep`
-        (the layers whose attention pattern is read afterwards).
+        batch's own keys and values. Nothing is stored, except the last keys where `keep`
+        (a layer whose attention pattern is read afterwards) and the last keys and values
+        where `record` (a batch that becomes a prefix itself, `extend_prefix`).
         """
 
-        def __init__(self, keys: Tensor, values: Tensor, keep: bool) -> None:
+        def __init__(self, keys: Tensor, values: Tensor, keep: bool, record: bool = False) -> None:
             super().__init__()
-            self.keys, self.values, self.keep = keys, values, keep
+            self.keys, self.values, self.keep, self.record = keys, values, keep, record
             self.device, self.is_initialized = keys.device, True
             self.last_keys: Tensor | None = None
+            self.last_values: Tensor | None = None
 
         def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
             rows = key_states.shape[0]
             keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
             values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
-            if self.keep:
+            if self.keep or self.record:
                 self.last_keys = keys
+            if self.record:
+                self.last_values = values
             return keys, values
 
     return PrefixLayer
@@ -257,10 +261,12 @@ class SharedPrefix:
             store nothing (pass it as the model's `cache_argument`), so one object serves
             every batch.
         length: The prefix's length in tokens (the continuations' first position).
+        keep: The layers whose full keys each forward keeps (`last_keys`).
     """
 
     cache: object
     length: int
+    keep: tuple[int, ...] = ()
 
     def last_keys(self, layer: int) -> Tensor:
         """The keys (prefix and continuation) that `layer` attended with in the last forward."""
@@ -268,6 +274,16 @@ class SharedPrefix:
         if keys is None:
             raise RuntimeError(f"layer {layer}'s keys were not kept: pass it in `keep`")
         return keys
+
+
+def _wrap(
+    keys_values: Sequence[tuple[Tensor, Tensor]], length: int, keep: Sequence[int], record=False
+) -> SharedPrefix:
+    from transformers.cache_utils import Cache
+
+    layer_class = _prefix_layer_class()
+    layers = [layer_class(k, v, i in set(keep), record) for i, (k, v) in enumerate(keys_values)]
+    return SharedPrefix(Cache(layers=layers), length, tuple(keep))
 
 
 @torch.no_grad()
@@ -280,7 +296,6 @@ def shared_prefix(model, prefix: Sequence[int], keep: Sequence[int] = ()) -> Sha
         keep: Layers whose full keys each later forward keeps (`SharedPrefix.last_keys`).
     """
     from transformers import DynamicCache
-    from transformers.cache_utils import Cache
 
     if not len(prefix):
         raise ValueError("a shared prefix needs at least one token")
@@ -289,11 +304,34 @@ def shared_prefix(model, prefix: Sequence[int], keep: Sequence[int] = ()) -> Sha
     full = DynamicCache()
     ids = torch.as_tensor([list(prefix)], device=input_device(model))
     model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(model): full})
-    layer_class = _prefix_layer_class()
-    layers = [
-        layer_class(layer.keys, layer.values, i in set(keep)) for i, layer in enumerate(full.layers)
-    ]
-    return SharedPrefix(Cache(layers=layers), len(prefix))
+    return _wrap([(layer.keys, layer.values) for layer in full.layers], len(prefix), keep)
+
+
+def _forward(model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"], cache):
+    rows, width = suffixes.shape
+    device = input_device(model)
+    positions = torch.arange(prefix.length, prefix.length + width, device=device)
+    return model(
+        input_ids=suffixes.to(device),
+        attention_mask=torch.ones(rows, prefix.length + width, dtype=torch.long, device=device),
+        position_ids=positions.expand(rows, -1),
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): cache},
+    )
+
+
+@torch.no_grad()
+def extend_prefix(model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"]) -> SharedPrefix:
+    """prefix + each row of `suffixes` (equal lengths), run once: a prefix of one row each.
+
+    Its continuations must have as many rows as `suffixes`; it keeps `prefix.keep`.
+    """
+    layers = prefix.cache.layers
+    recorder = _wrap([(la.keys, la.values) for la in layers], prefix.length, (), record=True)
+    _forward(model, prefix, suffixes, recorder.cache)
+    grown = [(la.last_keys, la.last_values) for la in recorder.cache.layers]
+    return _wrap(grown, prefix.length + suffixes.shape[1], prefix.keep)
 
 
 @torch.no_grad()
@@ -301,15 +339,4 @@ def continue_prefix(
     model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the last position of prefix + each row of `suffixes` (equal lengths)."""
-    rows, width = suffixes.shape
-    device = input_device(model)
-    positions = torch.arange(prefix.length, prefix.length + width, device=device)
-    out = model(
-        input_ids=suffixes.to(device),
-        attention_mask=torch.ones(rows, prefix.length + width, dtype=torch.long, device=device),
-        position_ids=positions.expand(rows, -1),
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_argument(model): prefix.cache},
-    )
-    return out.logits[:, -1, :]
+    return _forward(model, prefix, suffixes, prefix.cache).logits[:, -1, :]
