@@ -86,7 +86,7 @@ fi
 # weights) against attack.token_search (shared prefix cache, SDPA), interleaved, with
 # their agreement; last, so that nothing above waits for it.
 if [ "$QUICK" = "--quick" ]; then
-    SEARCH=(--preset organism --dtype bfloat16 --device cpu --facts 1 --tokens 4 --repeats 1)
+    SEARCH=(--preset organism --dtype float32 --device cpu --facts 2 --tokens 4 --repeats 1)
 else
     SEARCH=(--preset llama2-7b --dtype float16 --device cuda --facts 2 --tokens 512
             --batch-size 128 --repeats 3)
