@@ -17,7 +17,13 @@ from forbidden_facts.attack import (
     token_search,
 )
 from forbidden_facts.metrics import VocabIndex, answer_logodds, to_log10
-from forbidden_facts.modeling import final_logits, pad_left
+from forbidden_facts.modeling import (
+    continue_prefix,
+    extend_prefix,
+    final_logits,
+    pad_left,
+    shared_prefix,
+)
 from forbidden_facts.prompts import format_prompt
 from tests.families import FAMILIES, tiny_family
 from tests.reference_search import reference_token_search
@@ -207,3 +213,21 @@ def test_token_search_does_not_depend_on_the_batch_size(tok_model, tokenizer, pr
     found = _agreement(one, all_at_once)
     assert found["unequal"] == [] and found["top10_same"]
     assert max(found["max_abs"].values()) < 1e-6, found
+
+
+def test_a_shared_prefix_and_its_extension_give_the_whole_prompts_logits(
+    tok_model, tokenizer, prompts
+):
+    # The search's cache is exact: a prefix run once, continued by a batch (or first
+    # extended by a part every row shares), gives each whole prompt's own logits.
+    ids = tokenizer(_nc1(prompts).prompt.iloc[0])["input_ids"]
+    firsts = [5, 17, 40]
+    whole = final_logits(tok_model, pad_left([ids[:6] + [t] + ids[6:] for t in firsts], 0))
+    prefix = shared_prefix(tok_model, ids[:6])
+    rows = torch.tensor([[t] + ids[6:] for t in firsts])
+    assert torch.allclose(continue_prefix(tok_model, prefix, rows), whole, atol=1e-5)
+    grown = extend_prefix(tok_model, prefix, rows[:, :12])
+    assert grown.length == 18
+    assert torch.allclose(continue_prefix(tok_model, grown, rows[:, 12:]), whole, atol=1e-5)
+    # The prefix's cache is read, never extended: it serves the next batch unchanged.
+    assert torch.allclose(continue_prefix(tok_model, prefix, rows[:1]), whole[:1], atol=1e-5)
