@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU check: the CUDA-marked tests, then the scale benchmark for
 # Llama-2-7b's shape at full depth (32 layers, random weights) in float16 on 64 facts.
-# Writes into OUTDIR: env.json, tests.txt (+ tests.json summary), scale_7b.json
-# and its log. Needs only torch, transformers, pandas and pyarrow (pytest for the
-# tests, where present); no snakemake, no network.
+# Then the token search, old against new, on the same shape at full depth (2 facts x 512
+# tokens). Writes into OUTDIR: env.json, tests.txt (+ tests.json summary), scale_7b.json,
+# search_7b.json and their logs. Needs only torch, transformers, pandas and pyarrow
+# (pytest for the tests, where present); no snakemake, no network.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR [--quick]
 #
@@ -79,6 +80,19 @@ else
 fi
 "$PY" benchmarks/scale_benchmark.py "${ARGS[@]}" --json "$OUT/scale_7b.json" \
     2>&1 | tee "$OUT/scale_7b.log"
+[ "${PIPESTATUS[0]}" -ne 0 ] && status=1
+
+# The token search at full depth: the whole-prompt reference (eager, every layer's
+# weights) against attack.token_search (shared prefix cache, SDPA), interleaved, with
+# their agreement; last, so that nothing above waits for it.
+if [ "$QUICK" = "--quick" ]; then
+    SEARCH=(--preset organism --dtype float32 --device cpu --facts 2 --tokens 4 --repeats 1)
+else
+    SEARCH=(--preset llama2-7b --dtype float16 --device cuda --facts 2 --tokens 512
+            --batch-size 128 --repeats 3)
+fi
+"$PY" benchmarks/token_search_benchmark.py "${SEARCH[@]}" --json "$OUT/search_7b.json" \
+    2>&1 | tee "$OUT/search_7b.log"
 [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
 echo "gpu_check: exit $status; files in $OUT"
 exit $status

@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in STAGES:
         if name not in stages:
             continue
-        if name in ("attention", "token_search"):
+        if name == "attention":
             model.set_attn_implementation("eager")
         else:
             model.set_attn_implementation("sdpa")

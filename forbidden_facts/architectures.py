@@ -226,6 +226,92 @@ class LlamaAdapter:
         attn = self.attention(layer)
         return attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias
 
+    # -- attention pattern ----------------------------------------------------
+    def q_norm_module(self, layer: int) -> torch.nn.Module | None:
+        """A norm on each head's query before the rotary embedding (Qwen3), or None."""
+        return None
+
+    def attention_scale(self, layer: int) -> float:
+        """What the layer multiplies q . k by (1/sqrt(d_head); Gemma-2: its query_pre_attn_scalar)."""
+        return float(self.attention(layer).scaling)
+
+    def attention_window(self, layer: int) -> int | None:
+        """The layer's sliding window (a query sees the keys of its last `window` positions), or None.
+
+        Qwen2, Qwen3 and Gemma-2 put it on the attention module of each sliding layer
+        (None on the others); Mistral and Phi-3 take the config's in every layer.
+        """
+        attn = self.attention(layer)
+        if hasattr(attn, "sliding_window"):
+            return attn.sliding_window
+        return getattr(self.config, "sliding_window", None)
+
+    @property
+    def attn_logit_softcap(self) -> float | None:
+        """A soft-cap on the attention logits, cap * tanh(scores / cap) (Gemma-2), or None."""
+        return None
+
+    def queries(
+        self,
+        layer: int,
+        hidden: Float[Tensor, "batch pos d_model"],
+        position_embeddings: tuple[Tensor, Tensor],
+    ) -> Float[Tensor, "batch n_heads pos d_head"]:
+        """The layer's queries of `hidden` (the attention's input) as its attention makes them.
+
+        The projection with its bias, the family's per-head query norm and the rotary
+        embedding (the family's own ``apply_rotary_pos_emb``, partial rotary included) of
+        the positions whose ``(cos, sin)`` the decoder hands the attention module.
+        """
+        import sys
+
+        import torch.nn.functional as F
+
+        attn = self.attention(layer)
+        rotary = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
+        if rotary is None:
+            raise AdapterMismatch(
+                f"{type(attn).__module__} has no apply_rotary_pos_emb: the {self.family} adapter "
+                f"in {ADAPTER_FILE} cannot rebuild its queries"
+            )
+        q = F.linear(hidden, self.qkv(layer)[0], self.qkv_bias(layer)[0])
+        q = q.unflatten(-1, (self.n_heads, self.d_head))
+        norm = self.q_norm_module(layer)
+        if norm is not None:
+            q = norm(q)
+        q = q.transpose(1, 2)
+        cos, sin = position_embeddings
+        return rotary(q, q, cos, sin)[0]
+
+    def last_position_pattern(
+        self,
+        layer: int,
+        query: Float[Tensor, "batch n_heads d_head"],
+        keys: Float[Tensor, "batch n_kv_heads key_pos d_head"],
+        heads: list[int],
+    ) -> Float[Tensor, "batch head key_pos"]:
+        """Attention of `heads` from the last position onto every key, in float32.
+
+        `keys` are the layer's keys as its attention uses them (after norm and rotary),
+        the last one at the query's position; a head reads key head ``h // (n_heads /
+        n_kv_heads)`` (grouped-query attention). The scale, the soft-cap and the sliding
+        window are the layer's.
+        """
+        import torch
+
+        kv = torch.as_tensor(heads) // (self.n_heads // self.n_kv_heads)
+        q = query[:, heads].float()
+        k = keys[:, kv.to(keys.device)].float()
+        scores = torch.einsum("bhd,bhkd->bhk", q, k) * self.attention_scale(layer)
+        cap = self.attn_logit_softcap
+        if cap is not None:
+            scores = torch.tanh(scores / cap) * cap
+        window = self.attention_window(layer)
+        n_keys = scores.shape[-1]
+        if window is not None and n_keys > window:
+            scores[..., : n_keys - window] = float("-inf")
+        return torch.softmax(scores, dim=-1)
+
     def w_o(self, layer: int) -> Float[Tensor, "d_model n_heads_x_d_head"]:
         return self.o_proj(layer).weight
 
@@ -289,6 +375,9 @@ class Qwen3Adapter(LlamaAdapter):
 
     family = "qwen3"
 
+    def q_norm_module(self, layer: int) -> torch.nn.Module:
+        return self.attention(layer).q_norm
+
 
 class Phi3Adapter(LlamaAdapter):
     """Phi-3: q, k and v fused in ``qkv_proj`` (rows q, then k, then v); gate/up fused."""
@@ -335,6 +424,11 @@ class Gemma2Adapter(GemmaAdapter):
     @property
     def logit_softcap(self) -> float | None:
         cap = getattr(self.config, "final_logit_softcapping", None)
+        return None if cap is None else float(cap)
+
+    @property
+    def attn_logit_softcap(self) -> float | None:
+        cap = getattr(self.config, "attn_logit_softcapping", None)
         return None if cap is None else float(cap)
 
 

@@ -16,12 +16,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .architectures import adapter_for
 from .artifacts import ATTACK_COLUMNS
 from .artifacts import Attack as S
 from .artifacts import AttackExample as E
 from .effects import attack_contrast, attack_verdict
 from .metrics import VocabIndex, answer_logodds, answer_prob, to_log10
-from .modeling import chunks, encode, final_logits, input_device, pad_left
+from .modeling import (
+    chunks,
+    continue_prefix,
+    encode,
+    extend_prefix,
+    final_logits,
+    pad_left,
+    shared_prefix,
+)
 from .prompts import (
     PERSONA_ANCHOR,
     SYSTEM_TEMPLATE,
@@ -253,23 +262,142 @@ def neutral_reference(logodds: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return ref
 
 
-def _slot_pass(model, ids, slot, cands, heads, mask1, batch_size, desc, progress):
-    """Answer log-odds and each head's last-position attention to the slot, per candidate."""
-    attn_all = {label: [] for label, _, _ in heads}
-    lo_all = []
-    for sl in tqdm(
-        list(chunks(len(cands), batch_size)), desc=desc, disable=not progress, leave=False
-    ):
-        batch_ids = [ids[:slot] + [c] + ids[slot:] for c in cands[sl]]
-        batch = pad_left(batch_ids, 0).to(input_device(model))
-        out = model(**batch.as_kwargs(), output_attentions=True, use_cache=False, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
-        lo_all.append(answer_logodds(logits, mask1.expand(len(logits), -1)).cpu())
-        for label, layer, head in heads:
-            # left padding: equal lengths here, so the slot index is the same in every row
-            attn_all[label].append(out.attentions[layer][:, head, -1, slot].float().cpu())
-    attn = {label: torch.cat(v).numpy() for label, v in attn_all.items()}
-    return torch.cat(lo_all).numpy(), attn
+def _common_start(rows: list[list[int]]) -> list[int]:
+    """The longest list every row starts with."""
+    out = []
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        out.append(column[0])
+    return out
+
+
+def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress):
+    """Answer log-odds and each head's last-position attention to the slot, per candidate.
+
+    For several prompts (token ids, slot), each with its answer mask. Prompts with the
+    same tokens before the slot (every fact's attack prompt: the system text up to the
+    persona) run those once, and their key/value cache serves every batch; the tokens
+    right after the slot that all of them share (the system text up to the forbidden
+    word) run once per batch of candidates for all of them, and each prompt then runs
+    only the rest (in whatever attention the model was loaded with). A chosen head's
+    attention from the last position is rebuilt from its own query (the adapter's
+    `queries` of its attention module's input) and the keys its layer attended with;
+    no layer returns its weights.
+
+    Returns:
+        Per prompt, (log-odds [candidate], {head label: attention [candidate]}).
+    """
+    adapter = adapter_for(model)
+    by_layer: dict[int, list[tuple[str, int]]] = {}
+    for label, layer, head in heads:
+        by_layer.setdefault(layer, []).append((label, head))
+    keep = sorted(by_layer)
+    queries: dict[int, torch.Tensor] = {}
+
+    def keep_query(layer: int):
+        def hook(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            cos, sin = kwargs["position_embeddings"]
+            last = (cos[:, -1:], sin[:, -1:])
+            queries[layer] = adapter.queries(layer, hidden[:, -1:], last)[:, :, 0]
+
+        return hook
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, slot) in enumerate(prompts):
+        groups.setdefault(tuple(ids[:slot]), []).append(i)
+    lo_all = [[] for _ in prompts]
+    attn_all = [{label: [] for label, _, _ in heads} for _ in prompts]
+    handles = [
+        adapter.attention(layer).register_forward_pre_hook(keep_query(layer), with_kwargs=True)
+        for layer in by_layer
+    ]
+    try:
+        for before, members in groups.items():
+            slot = len(before)
+            rests = [prompts[i][0][slot:] for i in members]
+            # Each prompt keeps at least its last token to itself (its logits are read there).
+            shared = (
+                _common_start(rests)[: min(len(r) for r in rests) - 1] if len(members) > 1 else []
+            )
+            head = shared_prefix(model, list(before), keep=keep)
+            for sl in tqdm(
+                list(chunks(len(cands), batch_size)),
+                desc=desc,
+                disable=not progress,
+                leave=False,
+            ):
+                first = torch.as_tensor(cands[sl], dtype=torch.long).unsqueeze(1)
+                rows = len(first)
+                start = torch.cat(
+                    [first, torch.as_tensor(shared, dtype=torch.long).expand(rows, -1)], 1
+                )
+                prefix, own = head, start
+                if shared:
+                    prefix, own = extend_prefix(model, head, start), start[:, :0]
+                for i, rest in zip(members, rests, strict=True):
+                    tail = torch.as_tensor(rest[len(shared) :], dtype=torch.long).expand(rows, -1)
+                    logits = continue_prefix(model, prefix, torch.cat([own, tail], 1)).float()
+                    lo_all[i].append(answer_logodds(logits, masks[i].expand(rows, -1)).cpu())
+                    for layer, chosen in by_layer.items():
+                        pattern = adapter.last_position_pattern(
+                            layer, queries[layer], prefix.last_keys(layer), [h for _, h in chosen]
+                        )
+                        for j, (label, _) in enumerate(chosen):
+                            attn_all[i][label].append(pattern[:, j, slot].cpu())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        (torch.cat(lo).numpy(), {label: torch.cat(v).numpy() for label, v in attn.items()})
+        for lo, attn in zip(lo_all, attn_all, strict=True)
+    ]
+
+
+def fact_frames(
+    fact: pd.Series,
+    heads: list[tuple[str, int, int]],
+    cands: list[int],
+    pieces: list[str],
+    classes: np.ndarray,
+    lo_base: float,
+    passes: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]],
+) -> list[pd.DataFrame]:
+    """One fact's rows of the token search, one frame per head (see :func:`token_search`).
+
+    Args:
+        passes: ``attack`` and ``control``: each the candidates' answer log-odds and,
+            per head label, their last-position attention to the slot.
+    """
+    lo, attn = passes["attack"]
+    lo_ctl, attn_ctl = passes["control"]
+    ref, ref_ctl = neutral_reference(lo, classes), neutral_reference(lo_ctl, classes)
+    frames = []
+    for label, _, _ in heads:
+        order = np.argsort(-attn[label], kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "component": label,
+                    "fact_id": fact["fact_id"],
+                    "token": pieces,
+                    "token_id": cands,
+                    "attention": attn[label],
+                    "delta_logodds_log10": to_log10(lo - lo[ref]),
+                    "rank": rank,
+                    "length_class": classes,
+                    "neutral_token": [pieces[i] for i in ref],
+                    "delta_vs_no_insertion_log10": to_log10(lo - lo_base),
+                    "control_attention": attn_ctl[label],
+                    "control_delta_logodds_log10": to_log10(lo_ctl - lo_ctl[ref_ctl]),
+                    "control_neutral_token": [pieces[i] for i in ref_ctl],
+                }
+            )
+        )
+    return frames
 
 
 @torch.no_grad()
@@ -314,49 +442,24 @@ def token_search(
     specials = encoding_flag(facts)
     pieces = tokenizer.convert_ids_to_tokens(cands)
     classes = length_classes(pieces, [vocab.strings[c] for c in cands])
-    frames = []
-    for _, fact in facts.iterrows():
+    rows = [fact for _, fact in facts.iterrows()]
+    masks, lo_base = [], []
+    for fact in rows:
         base_ids = tokenizer(fact["prompt"], add_special_tokens=specials)["input_ids"]
-        mask1 = vocab.answer_mask([fact["answer"]], len(vocab.strings))
-        lo_base = answer_logodds(final_logits(model, pad_left([base_ids], 0)), mask1).item()
-        passes = {}
-        for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
-            ids, slot = finder(tokenizer, fact["prompt"], specials, fact["forbidden_word"])
-            passes[kind] = _slot_pass(
-                model,
-                ids,
-                slot,
-                cands,
-                heads,
-                mask1,
-                batch_size,
-                f"token search {fact['fact_id']} ({kind})",
-                progress,
-            )
-        lo, attn = passes["attack"]
-        lo_ctl, attn_ctl = passes["control"]
-        ref, ref_ctl = neutral_reference(lo, classes), neutral_reference(lo_ctl, classes)
-        for label, _, _ in heads:
-            order = np.argsort(-attn[label], kind="stable")
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "component": label,
-                        "fact_id": fact["fact_id"],
-                        "token": pieces,
-                        "token_id": cands,
-                        "attention": attn[label],
-                        "delta_logodds_log10": to_log10(lo - lo[ref]),
-                        "rank": rank,
-                        "length_class": classes,
-                        "neutral_token": [pieces[i] for i in ref],
-                        "delta_vs_no_insertion_log10": to_log10(lo - lo_base),
-                        "control_attention": attn_ctl[label],
-                        "control_delta_logodds_log10": to_log10(lo_ctl - lo_ctl[ref_ctl]),
-                        "control_neutral_token": [pieces[i] for i in ref_ctl],
-                    }
-                )
-            )
+        masks.append(vocab.answer_mask([fact["answer"]], len(vocab.strings)))
+        lo_base.append(
+            answer_logodds(final_logits(model, pad_left([base_ids], 0)), masks[-1]).item()
+        )
+    passes = {}
+    for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
+        prompts = [
+            finder(tokenizer, fact["prompt"], specials, fact["forbidden_word"]) for fact in rows
+        ]
+        passes[kind] = _slot_passes(
+            model, prompts, cands, heads, masks, batch_size, f"token search ({kind})", progress
+        )
+    frames = []
+    for i, fact in enumerate(rows):
+        per_fact = {kind: passes[kind][i] for kind in passes}
+        frames += fact_frames(fact, heads, cands, pieces, classes, lo_base[i], per_fact)
     return pd.concat(frames, ignore_index=True)

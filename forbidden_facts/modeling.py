@@ -228,3 +228,133 @@ def final_logits(model, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the final position, checked for NaN/inf by the caller."""
     out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
     return out.logits[:, -1, :]
+
+
+def cache_argument(model) -> str:
+    """The name of a model's key/value cache argument: ``cache`` (transformers 5) or
+    ``past_key_values`` (4.x, deprecated in 5)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prefix_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PrefixLayer(DynamicLayer):
+        """One layer's keys and values of a shared prefix: every batch reads them, none adds to them.
+
+        `update` hands the layer the prefix expanded over the batch and followed by the
+        batch's own keys and values. Nothing is stored, except the last keys where `keep`
+        (a layer whose attention pattern is read afterwards) and the last keys and values
+        where `record` (a batch that becomes a prefix itself, `extend_prefix`).
+        """
+
+        def __init__(self, keys: Tensor, values: Tensor, keep: bool, record: bool = False) -> None:
+            super().__init__()
+            self.keys, self.values, self.keep, self.record = keys, values, keep, record
+            self.device, self.is_initialized = keys.device, True
+            self.last_keys: Tensor | None = None
+            self.last_values: Tensor | None = None
+
+        def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+            rows = key_states.shape[0]
+            keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
+            values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
+            if self.keep or self.record:
+                self.last_keys = keys
+            if self.record:
+                self.last_values = values
+            return keys, values
+
+    return PrefixLayer
+
+
+@dataclass
+class SharedPrefix:
+    """A prompt prefix run once; its key/value cache serves any batch of continuations.
+
+    Args:
+        cache: A transformers cache whose layers read the prefix's keys and values and
+            store nothing (pass it as the model's `cache_argument`), so one object serves
+            every batch.
+        length: The prefix's length in tokens (the continuations' first position).
+        keep: The layers whose full keys each forward keeps (`last_keys`).
+    """
+
+    cache: object
+    length: int
+    keep: tuple[int, ...] = ()
+
+    def last_keys(self, layer: int) -> Tensor:
+        """The keys (prefix and continuation) that `layer` attended with in the last forward."""
+        keys = self.cache.layers[layer].last_keys
+        if keys is None:
+            raise RuntimeError(f"layer {layer}'s keys were not kept: pass it in `keep`")
+        return keys
+
+
+def _wrap(
+    keys_values: Sequence[tuple[Tensor, Tensor]], length: int, keep: Sequence[int], record=False
+) -> SharedPrefix:
+    from transformers.cache_utils import Cache
+
+    layer_class = _prefix_layer_class()
+    layers = [layer_class(k, v, i in set(keep), record) for i, (k, v) in enumerate(keys_values)]
+    return SharedPrefix(Cache(layers=layers), length, tuple(keep))
+
+
+@torch.no_grad()
+def shared_prefix(model, prefix: Sequence[int], keep: Sequence[int] = ()) -> SharedPrefix:
+    """Run `prefix` (one prompt's first tokens) once and wrap its key/value cache for reuse.
+
+    Args:
+        model: A causal LM.
+        prefix: Token ids of the prefix (at least one).
+        keep: Layers whose full keys each later forward keeps (`SharedPrefix.last_keys`).
+    """
+    from transformers import DynamicCache
+
+    if not len(prefix):
+        raise ValueError("a shared prefix needs at least one token")
+    # A cache without the model's config keeps every layer's keys whole (no sliding-window
+    # truncation): the continuations' masks then see the prefix at its real positions.
+    full = DynamicCache()
+    ids = torch.as_tensor([list(prefix)], device=input_device(model))
+    model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(model): full})
+    return _wrap([(layer.keys, layer.values) for layer in full.layers], len(prefix), keep)
+
+
+def _forward(model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"], cache):
+    rows, width = suffixes.shape
+    device = input_device(model)
+    positions = torch.arange(prefix.length, prefix.length + width, device=device)
+    return model(
+        input_ids=suffixes.to(device),
+        attention_mask=torch.ones(rows, prefix.length + width, dtype=torch.long, device=device),
+        position_ids=positions.expand(rows, -1),
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): cache},
+    )
+
+
+@torch.no_grad()
+def extend_prefix(model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"]) -> SharedPrefix:
+    """prefix + each row of `suffixes` (equal lengths), run once: a prefix of one row each.
+
+    Its continuations must have as many rows as `suffixes`; it keeps `prefix.keep`.
+    """
+    layers = prefix.cache.layers
+    recorder = _wrap([(la.keys, la.values) for la in layers], prefix.length, (), record=True)
+    _forward(model, prefix, suffixes, recorder.cache)
+    grown = [(la.last_keys, la.last_values) for la in recorder.cache.layers]
+    return _wrap(grown, prefix.length + suffixes.shape[1], prefix.keep)
+
+
+@torch.no_grad()
+def continue_prefix(
+    model, prefix: SharedPrefix, suffixes: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch d_vocab"]:
+    """Next-token logits at the last position of prefix + each row of `suffixes` (equal lengths)."""
+    return _forward(model, prefix, suffixes, prefix.cache).logits[:, -1, :]

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
+from forbidden_facts.architectures import adapter_for
 from forbidden_facts.artifacts import ATTACK_COLUMNS, TOKEN_SEARCH_COLUMNS, Attack, AttackExample
 from forbidden_facts.attack import (
     control_slot_ids,
@@ -15,8 +17,16 @@ from forbidden_facts.attack import (
     token_search,
 )
 from forbidden_facts.metrics import VocabIndex, answer_logodds, to_log10
-from forbidden_facts.modeling import final_logits, pad_left
+from forbidden_facts.modeling import (
+    continue_prefix,
+    extend_prefix,
+    final_logits,
+    pad_left,
+    shared_prefix,
+)
 from forbidden_facts.prompts import format_prompt
+from tests.families import FAMILIES, tiny_family
+from tests.reference_search import reference_token_search
 
 
 def _nc1(prompts):
@@ -137,3 +147,87 @@ def test_token_search_deltas_are_against_the_neutral_token_and_control(
     assert (shift.max() - shift.min()).max() < 1e-9
     assert not table.control_attention.equals(table.attention)
     assert isinstance(table, pd.DataFrame)
+
+
+AGREEMENT = 1e-5  # float32: the shared-prefix search against whole prompts, eager weights
+
+
+def _agreement(new: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """Largest differences of the float columns; whether every other column is equal."""
+    floats = [c for c in TOKEN_SEARCH_COLUMNS if new[c].dtype.kind == "f"]
+    exact = [c for c in TOKEN_SEARCH_COLUMNS if c not in floats and c != "rank"]
+    top = {
+        key: set(g.loc[g["rank"] < 10, "token_id"])
+        for key, g in new.groupby(["component", "fact_id"])
+    }
+    top_ref = {
+        key: set(g.loc[g["rank"] < 10, "token_id"])
+        for key, g in ref.groupby(["component", "fact_id"])
+    }
+    return {
+        "max_abs": {c: float((new[c] - ref[c]).abs().max()) for c in floats},
+        "unequal": [c for c in exact if not new[c].equals(ref[c])],
+        "top10_same": top == top_ref,
+    }
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_model(request, tokenizer):
+    return request.param, tiny_family(request.param, vocab_size=len(tokenizer), seed=3)
+
+
+def test_token_search_equals_the_whole_prompt_reference_on_every_family(
+    family_model, tokenizer, prompts
+):
+    # The reference runs every candidate's whole prompt in eager attention and reads the
+    # weights the model returns; the search shares the prefix's cache, runs SDPA where
+    # the family has it and rebuilds the heads' attention from their queries and keys.
+    family, model = family_model
+    facts = _nc1(prompts).iloc[:2]
+    heads = [(f"L{layer}H{h}ATN", layer, h) for layer in range(2) for h in range(4)]
+    model.set_attn_implementation("eager")
+    ref = reference_token_search(model, tokenizer, facts, heads, batch_size=32, n_tokens=48)
+    if adapter_for(model).sdpa:
+        model.set_attn_implementation("sdpa")
+    try:
+        new = token_search(
+            model, tokenizer, facts, heads, batch_size=32, progress=False, n_tokens=48
+        )
+    finally:
+        model.set_attn_implementation("eager")
+    assert list(new.columns) == list(TOKEN_SEARCH_COLUMNS) and len(new) == len(ref)
+    found = _agreement(new, ref)
+    assert found["unequal"] == [], (family, found)
+    assert max(found["max_abs"].values()) < AGREEMENT, (family, found)
+    assert found["top10_same"], family
+    # The heads do attend to the slot somewhere (the check is not one of zeros).
+    assert new.attention.max() > 1e-3 and new.control_attention.max() > 1e-3
+
+
+def test_token_search_does_not_depend_on_the_batch_size(tok_model, tokenizer, prompts):
+    facts = _nc1(prompts).iloc[:1]
+    heads = [("L1H0ATN", 1, 0), ("L0H3ATN", 0, 3)]
+    kwargs = dict(progress=False, n_tokens=96)
+    one = token_search(tok_model, tokenizer, facts, heads, batch_size=7, **kwargs)
+    all_at_once = token_search(tok_model, tokenizer, facts, heads, batch_size=96, **kwargs)
+    found = _agreement(one, all_at_once)
+    assert found["unequal"] == [] and found["top10_same"]
+    assert max(found["max_abs"].values()) < 1e-6, found
+
+
+def test_a_shared_prefix_and_its_extension_give_the_whole_prompts_logits(
+    tok_model, tokenizer, prompts
+):
+    # The search's cache is exact: a prefix run once, continued by a batch (or first
+    # extended by a part every row shares), gives each whole prompt's own logits.
+    ids = tokenizer(_nc1(prompts).prompt.iloc[0])["input_ids"]
+    firsts = [5, 17, 40]
+    whole = final_logits(tok_model, pad_left([ids[:6] + [t] + ids[6:] for t in firsts], 0))
+    prefix = shared_prefix(tok_model, ids[:6])
+    rows = torch.tensor([[t] + ids[6:] for t in firsts])
+    assert torch.allclose(continue_prefix(tok_model, prefix, rows), whole, atol=1e-5)
+    grown = extend_prefix(tok_model, prefix, rows[:, :12])
+    assert grown.length == 18
+    assert torch.allclose(continue_prefix(tok_model, grown, rows[:, 12:]), whole, atol=1e-5)
+    # The prefix's cache is read, never extended: it serves the next batch unchanged.
+    assert torch.allclose(continue_prefix(tok_model, prefix, rows[:1]), whole[:1], atol=1e-5)

@@ -92,3 +92,9 @@ def test_the_gpu_check_script_runs_end_to_end_in_its_cpu_mode(tmp_path):
     figures = json.loads((tmp_path / "scale_7b.json").read_text())
     assert figures["stages"]["attribution"]["seconds"] > 0
     assert figures["decomposition_error"] < figures["decomposition_tolerance"]
+    # The token search's old and new implementations ran and gave the same table.
+    search = json.loads((tmp_path / "search_7b.json").read_text())
+    assert (
+        min(search["seconds_per_fact_token"]["old"] + search["seconds_per_fact_token"]["new"]) > 0
+    )
+    assert search["agreement"]["top10_same"] and not search["agreement"]["other_columns_unequal"]
