@@ -173,3 +173,99 @@ def test_variants_and_masks_name_their_components():
     assert rows[var.part("rest_k").start] == [True, True, True, False]
     with pytest.raises(ValueError, match="not components of this model"):
         patch_mask(labels, [["L9MLP"]])
+
+
+# -- The summaries: pure functions of the recomputed log-odds ------------------------
+
+
+def _recomputed(n_facts=6, seed=0):
+    """A made-up Recomputed: 3 components, total effect -2 natural, top-2 reproduce ~all."""
+    from forbidden_facts.faithfulness import Recomputed
+
+    gen = np.random.default_rng(seed)
+    fact_ids = [f"f{i}" for i in range(n_facts) for _ in range(2)]
+    pairs = ["nc0", "nc1"] * n_facts
+    n = len(fact_ids)
+    nc = gen.normal(3.0, 0.1, n)
+    c = nc - 2.0 + gen.normal(0, 0.05, n)
+    single = np.stack([-1.5 + gen.normal(0, 0.05, n), -0.4 + 0 * nc, -0.01 + 0 * nc], 1)
+    top_k = np.stack([single[:, 0], single[:, 0] - 0.45, c - nc], 1)
+    rest_k = np.stack([(c - nc) - top_k[:, 0], (c - nc) - top_k[:, 1], 0 * nc], 1)
+    return Recomputed(
+        fact_ids, pairs, ["L1H0ATN", "L1MLP", "EMBED"], nc, c, c.copy(), single, top_k, rest_k
+    )
+
+
+def _attribution(rec, direct):
+    rows = []
+    for f, p, values in zip(rec.fact_ids, rec.pairs, direct, strict=True):
+        for comp, v in zip(rec.top, values, strict=True):
+            rows.append((f, p, "nc_to_c", comp, v))
+            rows.append((f, p, "c_to_nc", comp, 99.0))
+    import pandas as pd
+
+    return pd.DataFrame(
+        rows, columns=["fact_id", "pair", "direction", "component", "delta_logodds"]
+    )
+
+
+def test_total_effects_table_pairs_direct_and_total_effects():
+    from forbidden_facts.artifacts import TOTAL_EFFECT_COLUMNS
+    from forbidden_facts.faithfulness import total_effects_table
+
+    rec = _recomputed()
+    direct = rec.single * 0.6  # first order sees 60% of each effect
+    table = total_effects_table(rec, _attribution(rec, direct))
+    assert tuple(table.columns) == TOTAL_EFFECT_COLUMNS and len(table) == 3 * len(rec.pairs)
+    np.testing.assert_allclose(table["total_log10"], rec.single.reshape(-1) / np.log(10))
+    np.testing.assert_allclose(table["direct_log10"], direct.reshape(-1) / np.log(10))
+    with pytest.raises(ValueError, match="rerun merge_attribution"):
+        total_effects_table(rec, _attribution(rec, direct).query("component != 'L1MLP'"))
+
+
+def test_summary_shares_spearman_and_differing_components():
+    from forbidden_facts.artifacts import Faithfulness as F
+    from forbidden_facts.faithfulness import faithfulness_summary, total_effects_table
+
+    rec = _recomputed()
+    direct = rec.single.copy()
+    direct[:, 0] *= 0.6  # only the top component's total differs from its direct effect
+    table = total_effects_table(rec, _attribution(rec, direct))
+    out = faithfulness_summary(rec, table, n_star=2, n_boot=200, seed=1)
+    assert set(F.required()) - {"model", "dataset"} <= set(out)
+    share = rec.top_k[:, 1].mean() / rec.total.mean()
+    assert out[F.recomputed_share] == pytest.approx(share)
+    low, high = out[F.recomputed_share_ci]
+    assert low <= share <= high
+    assert out[F.complement_share] == pytest.approx(rec.rest_k[:, 1].mean() / rec.total.mean())
+    assert out[F.k90_recomputed] == 2  # the top 2 reproduce 97%, the top 1 75%
+    assert out[F.spearman_direct_total] == pytest.approx(1.0)
+    assert [d["component"] for d in out[F.differing]] == ["L1H0ATN"]
+    assert out[F.all_components_error] == pytest.approx(0.0)
+    # A model that does not suppress has nothing to explain: no shares, no k90.
+    flipped = _recomputed()
+    flipped.logodds_c = flipped.logodds_nc + 2.0
+    none = faithfulness_summary(flipped, table, n_star=2, n_boot=10)
+    assert none[F.recomputed_share] is None and none[F.k90_recomputed] is None
+
+
+def test_circuit_curve_and_its_figure(tmp_path):
+    from forbidden_facts import plots
+    from forbidden_facts.artifacts import FAITHFULNESS_CURVE_COLUMNS
+    from forbidden_facts.artifacts import Faithfulness as F
+    from forbidden_facts.faithfulness import circuit_curve
+
+    rec = _recomputed()
+    curve = circuit_curve(rec, np.array([-0.5, -0.8]))
+    assert tuple(curve.columns) == FAITHFULNESS_CURVE_COLUMNS and list(curve["k"]) == [1, 2, 3]
+    np.testing.assert_allclose(curve["sufficiency_log10"], rec.top_k.mean(0) / np.log(10))
+    assert (curve["sufficiency_low"] < curve["sufficiency_log10"]).all()
+    assert np.isnan(curve["first_order_log10"].iloc[2])  # past the first-order curve's end
+    drawn = plots.circuit_curves(
+        curve, {F.n_star: 2, F.recomputed_share: 0.97}, tmp_path / "c.png", tmp_path / "c.pdf"
+    )
+    lines = drawn.panel().lines
+    suff = next(v for k, v in lines.items() if k.startswith("top-k patched"))
+    np.testing.assert_allclose(suff[:, 1], -curve["sufficiency_log10"])
+    assert any(k.startswith("N* = 2, 97%") for k in lines)
+    assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"

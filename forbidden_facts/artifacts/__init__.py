@@ -36,10 +36,12 @@ from .columns import (
     COMPONENT_COLUMNS,
     CURVE_COLUMNS,
     FACT_COLUMNS,
+    FAITHFULNESS_CURVE_COLUMNS,
     HEAD_COLUMNS,
     INFERENCE_COLUMNS,
     PROMPT_COLUMNS,
     TOKEN_SEARCH_COLUMNS,
+    TOTAL_EFFECT_COLUMNS,
 )
 from .keys import Artifact, Key
 from .summaries import (
@@ -52,6 +54,7 @@ from .summaries import (
     ComponentShift,
     Download,
     FactsReport,
+    Faithfulness,
     HeadGroups,
     Inference,
     Mechanism,
@@ -72,6 +75,8 @@ __all__ = [
     "HEAD_COLUMNS",
     "ATTACK_COLUMNS",
     "TOKEN_SEARCH_COLUMNS",
+    "TOTAL_EFFECT_COLUMNS",
+    "FAITHFULNESS_CURVE_COLUMNS",
     "Artifact",
     "Key",
     "Download",
@@ -86,6 +91,7 @@ __all__ = [
     "Mechanism",
     "Card",
     "ComponentShift",
+    "Faithfulness",
     "Reference",
     "RUN_NUMBERS",
     "number_names",

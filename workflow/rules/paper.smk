@@ -41,6 +41,8 @@ RUN_ARTIFACTS = [
     *rules.figures_attribution.output,
     *rules.figures_heads.output,
     *rules.figures_attack.output,
+    *rules.faithfulness.output,
+    *rules.figure_faithfulness.output,
 ]
 
 

@@ -1,0 +1,52 @@
+# Faithfulness (beyond the paper): the top components' c values patched into the nc
+# prompts with every later layer recomputed (one token per variant on the nc prompt's
+# key/value cache), singly, the top-k together and all but the top-k
+# (docs/science.md § Faithfulness).
+
+
+rule faithfulness:
+    input:
+        model=get_model_dir,
+        prompts=rules.prompts.output.prompts,
+        inference=rules.inference.output.table,
+        attribution=rules.merge_attribution.output[0],
+        components=rules.rank_components.output[0],
+        curve=rules.cumulative_patching.output.curve,
+        summary=rules.cumulative_patching.output.summary,
+    output:
+        effects="results/{model}/{dataset}/total_effects.parquet",
+        curve="results/{model}/{dataset}/faithfulness_curve.parquet",
+        summary="results/{model}/{dataset}/faithfulness.json",
+    log:
+        "logs/faithfulness/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/faithfulness/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        runtime=120,
+    params:
+        model=get_model_params,
+        faithfulness=get_faithfulness_params(),
+    script:
+        "../../scripts/faithfulness.py"
+
+
+rule figure_faithfulness:
+    input:
+        curve=rules.faithfulness.output.curve,
+        summary=rules.faithfulness.output.summary,
+    output:
+        png=report(
+            "results/{model}/{dataset}/figures/circuit_curves.png",
+            caption="../report/circuit_curves.rst",
+            category="6. Faithfulness",
+            subcategory="{model} / {dataset}",
+        ),
+        pdf="results/{model}/{dataset}/figures/circuit_curves.pdf",
+    log:
+        "logs/figure_faithfulness/{model}/{dataset}.log",
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/figure_faithfulness.py"
