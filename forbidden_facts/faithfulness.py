@@ -616,3 +616,105 @@ def faithfulness_summary(
         F.top_total: float(means["total_log10"].iloc[0]) if len(means) else None,
         F.faith_top_component: str(means.index[0]) if len(means) else None,
     }
+
+
+# -- When does the attack work? ------------------------------------------------------
+
+
+def attack_prediction(
+    attack: pd.DataFrame,
+    attention: pd.DataFrame,
+    attribution: pd.DataFrame,
+    heads: Sequence[str],
+) -> pd.DataFrame:
+    """Per fact: the self-insertion attack's outcome beside what the description predicts.
+
+    The predictor (docs/science.md § Faithfulness) is ``A_f * D_f``: A_f is the attention
+    the top suppressor heads put on the inserted answer in the attacked prompt (summed
+    over the heads), D_f their summed first-order nc -> c effect on fact f (mean over its
+    pairs, log10; negative = suppressive). The more the heads attend to the inserted
+    answer and the more they suppress that fact's answer when it is forbidden, the more
+    negative the predicted change of the answer's log-odds.
+
+    Args:
+        attack: attack_self_insertion.parquet.
+        attention: attack_attention.parquet.
+        attribution: attribution.parquet.
+        heads: The top suppressor heads.
+
+    Returns:
+        Columns `ATTACK_PREDICTION_COLUMNS`, one row per attacked fact.
+    """
+    from .artifacts import ATTACK_PREDICTION_COLUMNS
+    from .units import to_log10
+
+    heads = list(heads)
+    rows = attack[attack["variant"] == "attack"].copy()
+    rows["fact_id"] = rows["fact_id"].astype(str)
+    att = attention[(attention["variant"] == "attack") & attention["component"].isin(heads)]
+    a = att.assign(fact_id=att["fact_id"].astype(str)).groupby("fact_id")["attention"].sum()
+    direct = attribution[
+        (attribution["direction"] == "nc_to_c") & attribution["component"].isin(heads)
+    ]
+    direct = direct.assign(fact_id=direct["fact_id"].astype(str))
+    # Per fact: each head's mean over the pairs, summed over the heads.
+    d = direct.groupby(["fact_id", "component"])["delta_logodds"].mean().groupby("fact_id").sum()
+    rows = rows[rows["fact_id"].isin(a.index) & rows["fact_id"].isin(d.index)]
+    out = pd.DataFrame(
+        {
+            "fact_id": rows["fact_id"].to_numpy(),
+            "attention_inserted": a.loc[rows["fact_id"]].to_numpy(),
+            "heads_direct_log10": to_log10(d.loc[rows["fact_id"]].to_numpy()),
+            "delta_logodds_log10": rows["delta_logodds_log10"].to_numpy(),
+            "flipped": (
+                rows["top1_correct_before"].astype(bool) & ~rows["top1_correct_after"].astype(bool)
+            ).to_numpy(),
+        }
+    )
+    out["predictor_log10"] = out["attention_inserted"] * out["heads_direct_log10"]
+    return out[list(ATTACK_PREDICTION_COLUMNS)]
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of `score` for `positive` (ties count half); None without both."""
+    score, positive = np.asarray(score, float), np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def attack_summary(prediction: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``attack_spearman`` (with a bootstrap interval over facts) and ``attack_auc``.
+
+    Spearman of the predictor against the attack's change in log-odds (positive: the
+    predictor orders the facts as the attack does), and the AUC of minus the predictor
+    for "the attack flips the top-1 answer" (None where no fact, or every fact, flips).
+    """
+    from scipy import stats
+
+    from .artifacts import Faithfulness as F
+
+    x = prediction["predictor_log10"].to_numpy(float)
+    y = prediction["delta_logodds_log10"].to_numpy(float)
+    rho, low, high = None, None, None
+    if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        rho = float(stats.spearmanr(x, y).statistic)
+        rng = np.random.default_rng(seed)
+        boots = []
+        for _ in range(n_boot):
+            i = rng.integers(len(x), size=len(x))
+            if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+                boots.append(stats.spearmanr(x[i], y[i]).statistic)
+        if boots:
+            low, high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    return {
+        F.prediction_n_facts: len(prediction),
+        F.attack_spearman: rho,
+        F.attack_spearman_ci: [low, high],
+        F.attack_auc: auc(-x, prediction["flipped"].to_numpy(bool)),
+        F.attack_n_flipped: int(prediction["flipped"].sum()),
+    }

@@ -232,7 +232,9 @@ def test_summary_shares_spearman_and_differing_components():
     direct[:, 0] *= 0.6  # only the top component's total differs from its direct effect
     table = total_effects_table(rec, _attribution(rec, direct))
     out = faithfulness_summary(rec, table, n_star=2, n_boot=200, seed=1)
-    assert set(F.required()) - {"model", "dataset"} <= set(out)
+    # Every key of the contract but the run's names and the attack's (the step adds those).
+    own = {k for k in F.required() if k not in ("model", "dataset") and not k.startswith("attack")}
+    assert own == set(out)
     share = rec.top_k[:, 1].mean() / rec.total.mean()
     assert out[F.recomputed_share] == pytest.approx(share)
     low, high = out[F.recomputed_share_ci]
@@ -269,3 +271,53 @@ def test_circuit_curve_and_its_figure(tmp_path):
     np.testing.assert_allclose(suff[:, 1], -curve["sufficiency_log10"])
     assert any(k.startswith("N* = 2, 97%") for k in lines)
     assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_attack_prediction_auc_and_spearman():
+    import pandas as pd
+
+    from forbidden_facts.artifacts import ATTACK_PREDICTION_COLUMNS
+    from forbidden_facts.artifacts import Faithfulness as F
+    from forbidden_facts.faithfulness import attack_prediction, attack_summary, auc
+
+    facts = [f"f{i}" for i in range(6)]
+    heads = ["L1H0ATN", "L1H2ATN"]
+    attn = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    attack = pd.DataFrame(
+        {
+            "fact_id": facts * 2,
+            "variant": ["attack"] * 6 + ["control"] * 6,
+            "delta_logodds_log10": list(-attn * 3) + [0.0] * 6,
+            "top1_correct_before": [True] * 12,
+            "top1_correct_after": [True, True, True, False, False, False] + [True] * 6,
+        }
+    )
+    attention = pd.DataFrame(
+        [
+            (f, v, h, a / 2 if v == "attack" else 0.9)
+            for v in ("attack", "control")
+            for f, a in zip(facts, attn, strict=True)
+            for h in [*heads, "L0H0ATN"]
+        ],
+        columns=["fact_id", "variant", "component", "attention"],
+    )
+    attribution = pd.DataFrame(
+        [
+            (f, p, "nc_to_c", h, -np.log(10))  # -1 log10 per head and pair
+            for f in facts
+            for p in ("nc0", "nc1")
+            for h in [*heads, "L0H0ATN"]
+        ],
+        columns=["fact_id", "pair", "direction", "component", "delta_logodds"],
+    )
+    pred = attack_prediction(attack, attention, attribution, heads)
+    assert list(pred.columns) == list(ATTACK_PREDICTION_COLUMNS) and len(pred) == 6
+    np.testing.assert_allclose(pred["attention_inserted"], attn)  # the two heads, attack rows
+    np.testing.assert_allclose(pred["heads_direct_log10"], -2.0)  # two heads, -1 each
+    np.testing.assert_allclose(pred["predictor_log10"], -2.0 * attn)
+    assert list(pred["flipped"]) == [False, False, False, True, True, True]
+    out = attack_summary(pred, n_boot=50, seed=0)
+    assert out[F.attack_spearman] == pytest.approx(1.0)
+    assert out[F.attack_auc] == pytest.approx(1.0) and out[F.attack_n_flipped] == 3
+    assert auc(np.array([1.0, 2.0, 3.0]), np.array([True, False, True])) == pytest.approx(0.5)
+    assert auc(np.array([1.0, 2.0]), np.array([True, True])) is None

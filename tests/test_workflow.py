@@ -206,6 +206,7 @@ def test_heads_attacks_figures_and_card(finished, workdir):
         "head_statistics",
         "attack_vs_control",
         "circuit_curves",
+        "attack_prediction",
     ):
         assert (finished / f"figures/{fig}.png").stat().st_size > 0
         assert (finished / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
@@ -222,6 +223,8 @@ def test_heads_attacks_figures_and_card(finished, workdir):
         "k90_recomputed",
         "spearman_direct_total",
         "differing_components",
+        "attack_spearman",
+        "attack_auc",
     ):
         assert key in faith
     # Every component patched with recomputation reproduces the c prompt.
@@ -247,7 +250,7 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
     n_tables = len(
         [t for t in (workdir / "paper/templates").glob("*.tex.j2") if t.stem != "findings.tex"]
     )
-    assert len(figures) == 11 and len(tables) == n_tables + 1
+    assert len(figures) == 12 and len(tables) == n_tables + 1
     for path in figures + tables + pdf:
         # The file itself, as the run wrote it ...
         assert raw[path.name] == path.read_bytes(), path.name

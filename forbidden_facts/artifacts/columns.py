@@ -63,6 +63,10 @@ ATTACK_COLUMNS = (
     "top1_correct_before",
     "top1_correct_after",
 )
+#: results/{model}/{dataset}/attack_attention.parquet (rule attack_self_insertion): every
+#: head's attention from the last position onto the inserted word, one row per (fact,
+#: variant, head) of attack_self_insertion.parquet.
+ATTACK_ATTENTION_COLUMNS = ("fact_id", "variant", "component", "attention")
 #: results/{model}/{dataset}/attack_tokens.parquet (rule attack_tokens).
 TOKEN_SEARCH_COLUMNS = (
     "component",
@@ -100,4 +104,15 @@ FAITHFULNESS_CURVE_COLUMNS = (
     "single_total_log10",
     "first_order_log10",
     "all_patched_log10",
+)
+#: results/{model}/{dataset}/attack_prediction.parquet (rule faithfulness): per attacked
+#: fact, the top suppressor heads' attention on the inserted answer, their first-order
+#: effect on the fact, the predictor (their product) and the attack's outcome.
+ATTACK_PREDICTION_COLUMNS = (
+    "fact_id",
+    "attention_inserted",
+    "heads_direct_log10",
+    "predictor_log10",
+    "delta_logodds_log10",
+    "flipped",
 )

@@ -351,6 +351,15 @@ class Faithfulness(Artifact):
     faith_top_component = Key("top_component", number=False)
     top_direct = Key("top_component_direct_log10")
     top_total = Key("top_component_total_log10")
+    # When does the self-insertion attack work (docs/science.md § Faithfulness)?
+    attack_heads = Key("attack_heads", number=False)
+    prediction_n_facts = Key("attack_n_facts", number=False)
+    attack_n_flipped = Key("attack_n_flipped")
+    attack_spearman = Key("attack_spearman")
+    attack_spearman_ci = Key("attack_spearman_ci", number=False)
+    attack_spearman_low = Key("attack_spearman_ci", 0)
+    attack_spearman_high = Key("attack_spearman_ci", 1)
+    attack_auc = Key("attack_auc")
 
 
 class Reference(Artifact):

@@ -29,7 +29,7 @@ from .attribution import (  # noqa: E402
     top_components,
 )
 from .common import DPI, KIND_COLORS, KIND_LABELS, TYPE_COLORS, Drawn, Panel, drawn  # noqa: E402
-from .faithfulness import circuit_curves  # noqa: E402
+from .faithfulness import attack_prediction, circuit_curves  # noqa: E402
 from .heads import attention_pattern, head_statistics  # noqa: E402
 from .inference import overview  # noqa: E402
 from .shift import component_shift  # noqa: E402
@@ -42,6 +42,7 @@ __all__ = [
     "Drawn",
     "Panel",
     "drawn",
+    "attack_prediction",
     "attack_tokens",
     "attack_vs_control",
     "attention_pattern",

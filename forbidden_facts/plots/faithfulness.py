@@ -79,3 +79,54 @@ def circuit_curves(
     _title(fig, "Circuit curves with recomputation", title)
     fig.tight_layout()
     return _save(fig, png, pdf)
+
+
+def attack_prediction(
+    prediction: pd.DataFrame,
+    summary: Mapping[str, Any],
+    png: PathLike,
+    pdf: PathLike,
+    title: str = "",
+) -> Drawn:
+    """When the self-insertion attack works: its effect per fact against the predictor.
+
+    x: the predictor (attention of the top suppressor heads on the inserted answer times
+    their first-order effect on the fact, log10); y: the attack's change of the answer's
+    log-odds (log10). Facts whose top-1 answer the attack flips are marked apart.
+
+    Args:
+        prediction: attack_prediction.parquet (`artifacts.ATTACK_PREDICTION_COLUMNS`).
+        summary: faithfulness.json (``attack_spearman``, its interval, ``attack_auc``).
+        png: Output PNG path.
+        pdf: Output PDF path.
+        title: Model / dataset name for the figure title.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if len(prediction) == 0:
+        _note(ax, "no attacked facts")
+    else:
+        flipped = prediction["flipped"].to_numpy(bool)
+        x = prediction["predictor_log10"].to_numpy(float)
+        y = prediction["delta_logodds_log10"].to_numpy(float)
+        ax.scatter(
+            x[~flipped], y[~flipped], color=SUPPRESSIVE_COLOR, s=18, label="top-1 answer kept"
+        )
+        ax.scatter(
+            x[flipped], y[flipped], color=PROMOTIVE_COLOR, marker="x", s=28, label="top-1 flipped"
+        )
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.legend(loc="best", fontsize="small")
+        rho, auc = summary.get(F.attack_spearman), summary.get(F.attack_auc)
+        low, high = (summary.get(F.attack_spearman_ci) or [None, None])[:2]
+        text = "Spearman " + (f"{rho:.2f}" if rho is not None else "n/a")
+        if low is not None and high is not None:
+            text += f" [{low:.2f}, {high:.2f}]"
+        text += ", AUC (flip) " + (f"{auc:.2f}" if auc is not None else "n/a")
+        ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize="small", color="0.3")
+    ax.set_xlabel(
+        "predictor: top heads' attention on the inserted answer \u00d7 their effect (log10)"
+    )
+    ax.set_ylabel("attack's change of the answer's log-odds (log10)")
+    _title(fig, "When does the self-insertion attack work?", title)
+    fig.tight_layout()
+    return _save(fig, png, pdf)

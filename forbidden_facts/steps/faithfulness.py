@@ -18,10 +18,18 @@ def top_components(components, top_k: int, n_star: int | None) -> list[str]:
     return order[: max(top_k, n_star or 0)]
 
 
+def top_heads(components, k: int) -> list[str]:
+    """The first `k` heads by first-order rank: the attack's top suppressor heads."""
+    heads = components[components["type"] == "head"].sort_values("rank")
+    return list(heads["component"][:k])
+
+
 def faithfulness(job) -> None:
     from ..artifacts import Attribution as S
     from ..artifacts import Faithfulness as F
     from ..faithfulness import (
+        attack_prediction,
+        attack_summary,
         circuit_curve,
         faithfulness_summary,
         recompute,
@@ -44,7 +52,8 @@ def faithfulness(job) -> None:
         batch_size=m.attribution_batch_size,
         row_batch=params["row_batch"],
     )
-    table = total_effects_table(rec, io.read_parquet(job.input.attribution))
+    attribution = io.read_parquet(job.input.attribution)
+    table = total_effects_table(rec, attribution)
     first_order = io.read_parquet(job.input.curve)["mean_log10"].to_numpy()
     curve = circuit_curve(rec, first_order)
     summary = {
@@ -52,13 +61,24 @@ def faithfulness(job) -> None:
         F.faith_dataset: job.wildcards.dataset,
         **faithfulness_summary(rec, table, n_star, params["n_bootstrap"], params["seed"]),
     }
+    heads = top_heads(comps, job.params.attack_heads)
+    prediction = attack_prediction(
+        io.read_parquet(job.input.attack),
+        io.read_parquet(job.input.attack_attention),
+        attribution,
+        heads,
+    )
+    summary[F.attack_heads] = heads
+    summary.update(attack_summary(prediction, params["n_bootstrap"], params["seed"]))
     prov = inherit(job.input.components, top_k=len(top))
     io.write_parquet(job.output.effects, table, provenance=prov)
     io.write_parquet(job.output.curve, curve, provenance=prov)
+    io.write_parquet(job.output.prediction, prediction, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
         "%d components on %d pairs: share of the total effect at N* = %s recomputed, %s "
-        "for the rest; k90 recomputed %s; Spearman(direct, total) %s; %d components differ",
+        "for the rest; k90 recomputed %s; Spearman(direct, total) %s; %d components differ; "
+        "attack: Spearman %s, AUC %s",
         len(top),
         len(rec.fact_ids),
         summary[F.recomputed_share],
@@ -66,6 +86,8 @@ def faithfulness(job) -> None:
         summary[F.k90_recomputed],
         summary[F.spearman_direct_total],
         summary[F.n_differing],
+        summary[F.attack_spearman],
+        summary[F.attack_auc],
     )
 
 
@@ -79,5 +101,12 @@ def figure_faithfulness(job) -> None:
         io.read_json(job.input.summary),
         out.png,
         out.pdf,
+        title=run_title(job),
+    )
+    plots.attack_prediction(
+        io.read_parquet(job.input.prediction),
+        io.read_json(job.input.summary),
+        out.attack,
+        out.attack_pdf,
         title=run_title(job),
     )

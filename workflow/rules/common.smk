@@ -254,6 +254,7 @@ def get_final_outputs():
                 f"{base}/total_effects.parquet",
                 f"{base}/faithfulness.json",
                 f"{base}/figures/circuit_curves.png",
+                f"{base}/figures/attack_prediction.png",
             ]
             if config["models"][model]["base"] is not None:
                 targets += [

@@ -13,9 +13,12 @@ rule faithfulness:
         components=rules.rank_components.output[0],
         curve=rules.cumulative_patching.output.curve,
         summary=rules.cumulative_patching.output.summary,
+        attack=rules.attack_self_insertion.output.table,
+        attack_attention=rules.attack_self_insertion.output.attention,
     output:
         effects="results/{model}/{dataset}/total_effects.parquet",
         curve="results/{model}/{dataset}/faithfulness_curve.parquet",
+        prediction="results/{model}/{dataset}/attack_prediction.parquet",
         summary="results/{model}/{dataset}/faithfulness.json",
     log:
         "logs/faithfulness/{model}/{dataset}.log",
@@ -28,6 +31,8 @@ rule faithfulness:
     params:
         model=get_model_params,
         faithfulness=get_faithfulness_params(),
+        # The attack's top suppressor heads: the predictor of when the attack works.
+        attack_heads=config["attack"]["top_k_heads"],
     script:
         "../../scripts/faithfulness.py"
 
@@ -36,6 +41,7 @@ rule figure_faithfulness:
     input:
         curve=rules.faithfulness.output.curve,
         summary=rules.faithfulness.output.summary,
+        prediction=rules.faithfulness.output.prediction,
     output:
         png=report(
             "results/{model}/{dataset}/figures/circuit_curves.png",
@@ -43,7 +49,14 @@ rule figure_faithfulness:
             category="6. Faithfulness",
             subcategory="{model} / {dataset}",
         ),
+        attack=report(
+            "results/{model}/{dataset}/figures/attack_prediction.png",
+            caption="../report/attack_prediction.rst",
+            category="6. Faithfulness",
+            subcategory="{model} / {dataset}",
+        ),
         pdf="results/{model}/{dataset}/figures/circuit_curves.pdf",
+        attack_pdf="results/{model}/{dataset}/figures/attack_prediction.pdf",
     log:
         "logs/figure_faithfulness/{model}/{dataset}.log",
     conda:
