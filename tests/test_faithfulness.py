@@ -321,3 +321,42 @@ def test_attack_prediction_auc_and_spearman():
     assert out[F.attack_auc] == pytest.approx(1.0) and out[F.attack_n_flipped] == 3
     assert auc(np.array([1.0, 2.0, 3.0]), np.array([True, False, True])) == pytest.approx(0.5)
     assert auc(np.array([1.0, 2.0]), np.array([True, True])) is None
+
+
+def test_paper_section_states_the_numbers_as_found(tmp_path):
+    from types import SimpleNamespace
+
+    from forbidden_facts import io
+    from forbidden_facts.faithfulness import faithfulness_summary, total_effects_table
+    from forbidden_facts.steps.faithfulness import table_faithfulness
+    from tests.conftest import ROOT
+
+    rec = _recomputed()
+    table = total_effects_table(rec, _attribution(rec, rec.single * 0.6))
+    found = faithfulness_summary(rec, table, n_star=1, n_boot=100, seed=0)
+    found |= {"model": "m", "dataset": "d", "attack_heads": ["L1H0ATN"], "attack_n_facts": 6}
+    found |= {"attack_spearman": 0.5, "attack_spearman_ci": [0.1, 0.8], "attack_auc": 0.7}
+    found |= {"attack_n_flipped": 2}
+    none = {**found, "recomputed_share_at_n_star": None, "total_effect_log10": -0.2}
+    paths = []
+    for i, summary in enumerate((found, none)):
+        paths.append(tmp_path / f"f{i}.json")
+        io.write_json(paths[-1], summary, provenance={})
+    out = tmp_path / "faithfulness.tex"
+    job = SimpleNamespace(
+        input=SimpleNamespace(
+            summaries=[str(p) for p in paths],
+            template=str(ROOT / "paper/templates/faithfulness.tex.j2"),
+        ),
+        params=SimpleNamespace(models=["m", "m2"], datasets=["d", "d"]),
+        output=[str(out)],
+    )
+    table_faithfulness(job)
+    text = out.read_text()
+    assert "How faithful is the description?" in text and "((" not in text
+    share = f"{100 * found['recomputed_share_at_n_star']:.1f}"
+    assert f"reproduce\n{share}\\%" in text
+    # Share 0.75 with an interval below 1: the text says the circuit falls short.
+    assert "reproduces only part of the effect" in text
+    assert "the model does not suppress the answer" in text  # the second run
+    assert "Spearman 0.50 over 6 facts" in text and "AUC 0.70" in text

@@ -9,7 +9,7 @@ from .common import inherit, kept_prompts, load, section_settings, settings
 
 log = logging.getLogger("forbidden_facts")
 
-__all__ = ["faithfulness", "figure_faithfulness"]
+__all__ = ["faithfulness", "figure_faithfulness", "table_faithfulness"]
 
 
 def top_components(components, top_k: int, n_star: int | None) -> list[str]:
@@ -110,3 +110,34 @@ def figure_faithfulness(job) -> None:
         out.attack_pdf,
         title=run_title(job),
     )
+
+
+def table_faithfulness(job) -> None:
+    """Render paper/templates/faithfulness.tex.j2 for every (model, dataset) of config `run`.
+
+    Inputs: ``summaries`` (faithfulness.json, one per pair of ``params.models`` /
+    ``params.datasets``) and ``template``; the first pair's figures are shown.
+    """
+    from ..tables_latex import render
+
+    summaries = list(job.input.summaries)
+    pairs = list(zip(job.params.models, job.params.datasets, strict=True))
+    if len(summaries) != len(pairs):
+        raise ValueError(
+            f"rule table_faithfulness: {len(summaries)} summaries for {len(pairs)} (model, "
+            "dataset) pairs; check workflow/rules/faithfulness.smk"
+        )
+    runs = [
+        {
+            "model": model,
+            "dataset": dataset,
+            "summary": io.read_json(path),
+            "figure": "figures/circuit_curves.pdf" if i == 0 else None,
+            "attack_figure": "figures/attack_prediction.pdf" if i == 0 else None,
+        }
+        for i, ((model, dataset), path) in enumerate(zip(pairs, summaries, strict=True))
+    ]
+    text = render(job.input.template, {"runs": runs})
+    with io.atomic_path(job.output[0]) as tmp:
+        tmp.write_text(text)
+    log.info("faithfulness section for %d run(s)", len(runs))

@@ -46,13 +46,13 @@ rule figure_faithfulness:
         png=report(
             "results/{model}/{dataset}/figures/circuit_curves.png",
             caption="../report/circuit_curves.rst",
-            category="6. Faithfulness",
+            category="7. Faithfulness",
             subcategory="{model} / {dataset}",
         ),
         attack=report(
             "results/{model}/{dataset}/figures/attack_prediction.png",
             caption="../report/attack_prediction.rst",
-            category="6. Faithfulness",
+            category="7. Faithfulness",
             subcategory="{model} / {dataset}",
         ),
         pdf="results/{model}/{dataset}/figures/circuit_curves.pdf",
@@ -63,3 +63,26 @@ rule figure_faithfulness:
         "../../envs/plot.yaml"
     script:
         "../../scripts/figure_faithfulness.py"
+
+
+# The paper's section "How faithful is the description?": every (model, dataset) of
+# config `run`, the first pair's figures.
+rule table_faithfulness:
+    input:
+        summaries=per_run(rules.faithfulness.output.summary),
+        template="paper/templates/faithfulness.tex.j2",
+    output:
+        report(
+            "results/paper/tables/faithfulness.tex",
+            caption="../report/tables.rst",
+            category="5. Tables",
+        ),
+    log:
+        "logs/table_faithfulness/table_faithfulness.log",
+    conda:
+        "../../envs/latex.yaml"
+    params:
+        models=RUN_MODELS,
+        datasets=RUN_DATASETS,
+    script:
+        "../../scripts/table_faithfulness.py"
