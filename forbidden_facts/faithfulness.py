@@ -189,6 +189,16 @@ def _select(cache, rows: Int[Tensor, " row"]):
     """
     out = copy.copy(cache)
     out.layers = [copy.copy(layer) for layer in cache.layers]
+    first = int(rows[0])
+    if bool((rows == first).all()):
+        # Every row of one prompt (how `recompute` orders its rows): a broadcast view,
+        # no copy of the cache; the forward pass's concatenation makes the only one.
+        for layer in out.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                shape = (len(rows), *layer.keys.shape[1:])
+                layer.keys = layer.keys[first : first + 1].expand(shape)
+                layer.values = layer.values[first : first + 1].expand(shape)
+        return out
     out.batch_select_indices(rows)
     return out
 
