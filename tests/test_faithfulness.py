@@ -360,3 +360,22 @@ def test_paper_section_states_the_numbers_as_found(tmp_path):
     assert "reproduces only part of the effect" in text
     assert "the model does not suppress the answer" in text  # the second run
     assert "Spearman 0.50 over 6 facts" in text and "AUC 0.70" in text
+
+
+def test_cached_path_under_sdpa_attention(tokenizer, prompts):
+    # The workflow loads models with sdpa attention (a left-padded batch, a mask over the
+    # cache): the cached path must still equal full forward passes there.
+    model = tiny_family("qwen2", vocab_size=len(tokenizer), seed=3)
+    model.set_attn_implementation("sdpa")
+    assert model.config._attn_implementation == "sdpa"
+    facts = wide_prompts(prompts)
+    c = encode(tokenizer, list(facts["prompt_c"]))
+    nc = encode(tokenizer, list(facts["prompt_nc1"]))
+    with torch.no_grad():
+        source = writes(model, c)
+    mask = VocabIndex(tokenizer).answer_mask(list(facts["answer"]), source.logits.shape[-1])
+    pair = (c, nc, source, mask)
+    sets = [[], ["L1H0ATN", "L0MLP"], model_labels(model)]
+    cached = _run(model, pair, sets, cached=True, row_batch=3)
+    torch.testing.assert_close(cached, _run(model, pair, sets, cached=False), rtol=0, atol=TOL)
+    torch.testing.assert_close(cached[:, 2], _lo(model, c, mask), rtol=0, atol=TOL)
