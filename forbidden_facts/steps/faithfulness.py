@@ -27,6 +27,7 @@ def top_heads(components, k: int) -> list[str]:
 def faithfulness(job) -> None:
     from ..artifacts import Attribution as S
     from ..artifacts import Faithfulness as F
+    from ..config import schema_defaults
     from ..faithfulness import (
         attack_prediction,
         attack_summary,
@@ -36,7 +37,11 @@ def faithfulness(job) -> None:
         total_effects_table,
     )
 
-    params = section_settings(job, "faithfulness")
+    # By hand (run-step --params) the keys left out take the schema's defaults.
+    params = {
+        **schema_defaults("properties", "faithfulness"),
+        **section_settings(job, "faithfulness"),
+    }
     comps = io.read_parquet(job.input.components)
     inference = io.read_parquet(job.input.inference)
     prompts = kept_prompts(io.read_parquet(job.input.prompts), inference)
