@@ -142,7 +142,7 @@ def table_faithfulness(job) -> None:
         }
         for i, ((model, dataset), path) in enumerate(zip(pairs, summaries, strict=True))
     ]
-    text = render(job.input.template, {"runs": runs})
+    text = render(job.input.template, {"faith_runs": runs})
     with io.atomic_path(job.output[0]) as tmp:
         tmp.write_text(text)
     log.info("faithfulness section for %d run(s)", len(runs))
