@@ -180,27 +180,35 @@ def _cache_name(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _select(cache, rows: Int[Tensor, " row"]):
-    """A new cache holding `rows` of `cache`, which stays as it was.
+def _repeat(cache, prompt: int, n: int):
+    """A new cache holding prompt `prompt`'s rows of `cache` `n` times; `cache` stays as it was.
 
-    Each layer is copied shallowly and then indexed (a new tensor), and the forward
-    pass appends to the copy by concatenation, so the prompts' cache is read, never
-    written, and serves every chunk of rows.
+    Each layer is copied shallowly and its keys and values replaced by a broadcast view
+    (no copy); the forward pass appends to the copy by concatenation, so the prompts'
+    cache is read, never written, and serves every chunk of rows.
     """
     out = copy.copy(cache)
     out.layers = [copy.copy(layer) for layer in cache.layers]
-    first = int(rows[0])
-    if bool((rows == first).all()):
-        # Every row of one prompt (how `recompute` orders its rows): a broadcast view,
-        # no copy of the cache; the forward pass's concatenation makes the only one.
-        for layer in out.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                shape = (len(rows), *layer.keys.shape[1:])
-                layer.keys = layer.keys[first : first + 1].expand(shape)
-                layer.values = layer.values[first : first + 1].expand(shape)
-        return out
-    out.batch_select_indices(rows)
+    for layer in out.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            shape = (n, *layer.keys.shape[1:])
+            layer.keys = layer.keys[prompt : prompt + 1].expand(shape)
+            layer.values = layer.values[prompt : prompt + 1].expand(shape)
     return out
+
+
+def _prompt_chunks(fact: Int[Tensor, " row"], size: int) -> Iterator[slice]:
+    """Slices of at most `size` rows, each within one run of equal `fact` (one prompt)."""
+    if size < 1:
+        raise ValueError(f"row_batch must be >= 1, got {size}")
+    values = fact.tolist()
+    start = 0
+    while start < len(values):
+        stop = start + 1
+        while stop < len(values) and stop - start < size and values[stop] == values[start]:
+            stop += 1
+        yield slice(start, stop)
+        start = stop
 
 
 def _rows(batch: Batch, fact: Int[Tensor, " row"]) -> Batch:
@@ -229,7 +237,7 @@ def recomputed_logits(
         source: `writes` of the source prompts (the c prompts), one per target prompt.
         fact: The target (and source) prompt of each row.
         patch: The components patched in each row.
-        row_batch: Rows per forward pass.
+        row_batch: Most rows per forward pass (a pass holds the rows of one prompt).
         cached: One-token forward passes on the targets' key/value cache (the fast
             path); False runs every row's whole prompt (the reference it is tested
             against, and the benchmark's baseline).
@@ -261,7 +269,8 @@ def recomputed_logits(
             target.input_ids[:, :-1], target.attention_mask[:, :-1], target.position_ids[:, :-1]
         )
         cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[_cache_name(model)]
-    for sl in chunks(len(fact), row_batch):
+    # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
+    for sl in _prompt_chunks(fact, row_batch):
         rows = _rows(target, fact[sl])
         with _patch_hooks(model, source, fact[sl].cpu(), patch[sl]):
             if cached:
@@ -271,7 +280,9 @@ def recomputed_logits(
                     position_ids=rows.position_ids[:, -1:],
                     use_cache=True,
                     logits_to_keep=1,
-                    **{_cache_name(model): _select(cache, fact[sl])},
+                    **{
+                        _cache_name(model): _repeat(cache, int(fact[sl.start]), len(rows.input_ids))
+                    },
                 )
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)
