@@ -156,6 +156,64 @@ def self_insertion(
     return table, summary
 
 
+def inserted_word_attention(
+    model,
+    tokenizer,
+    nc1: pd.DataFrame,
+    table: pd.DataFrame,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Every head's attention from the last position onto the inserted word, per fact.
+
+    The prompts are rebuilt exactly as `self_insertion` made them (the nc1 prompt with
+    " from {inserted}" after the persona); the inserted word's tokens are found by
+    character offsets, so it does not matter how the tokenizer splits it.
+
+    Args:
+        model: The causal LM, loaded with attn_implementation="eager".
+        nc1: The nc1 prompts passed to `self_insertion` (``fact_id``, ``prompt``).
+        table: `self_insertion`'s per-fact table (``fact_id``, ``variant``, ``inserted``).
+        batch_size: Prompts per forward pass.
+
+    Returns:
+        Columns `ATTACK_ATTENTION_COLUMNS`: one row per (fact, variant, head), the
+        attention summed over the inserted word's tokens.
+    """
+    from .artifacts import ATTACK_ATTENTION_COLUMNS
+    from .decompose import model_shape
+    from .heads import last_position_attention
+
+    n_layers, n_heads, _ = model_shape(model)
+    prompt_of = dict(zip(nc1["fact_id"], nc1["prompt"], strict=True))
+    specials = encoding_flag(nc1)
+    texts, spans = [], []
+    for fact, ins in zip(table["fact_id"], table["inserted"], strict=True):
+        base = prompt_of[fact]
+        start = persona_end(base) + len(" from ")
+        texts.append(insert_at_persona(base, f" from {ins}"))
+        spans.append((start, start + len(ins)))
+    values = np.zeros((len(texts), n_layers * n_heads))
+    for sl in chunks(len(texts), batch_size):
+        attn, pad = last_position_attention(model, tokenizer, texts[sl], specials)
+        for row, (text, (start, end)) in enumerate(zip(texts[sl], spans[sl], strict=True)):
+            enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=specials)
+            span = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end]
+            if not span:
+                raise ValueError(f"no token covers the inserted word in {text[:80]!r}...")
+            idx = torch.tensor(span) + int(pad[row])
+            values[sl.start + row] = attn[row][:, :, idx].sum(-1).reshape(-1).numpy()
+    labels = [f"L{i}H{h}ATN" for i in range(n_layers) for h in range(n_heads)]
+    out = pd.DataFrame(
+        {
+            "fact_id": np.repeat(table["fact_id"].to_numpy(), len(labels)),
+            "variant": np.repeat(table["variant"].to_numpy(), len(labels)),
+            "component": np.tile(np.asarray(labels, dtype=object), len(texts)),
+            "attention": values.reshape(-1),
+        }
+    )
+    return out[list(ATTACK_ATTENTION_COLUMNS)]
+
+
 def _ids_and_slot(tokenizer, text: str, end: int, add_special_tokens: bool):
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
     # Every token that ends by character `end` (special tokens have empty (0, 0) spans).

@@ -103,6 +103,20 @@ def _capture(model) -> Iterator[dict]:
             h.remove()
 
 
+@torch.no_grad()
+def last_position_writes(model, batch: Batch) -> tuple[dict, Float[Tensor, "batch d_vocab"]]:
+    """What each part writes at the final position, as the hooks of `decompose` see it.
+
+    Returns:
+        (store, logits): ``store["embed"]`` [batch d_model] (after any embedding scale),
+        ``store["z"][l]`` [batch n_heads_x_d_head] (o_proj's input), ``store["mlp"][l]``
+        [batch d_model] (the MLP's write), in the model's dtype; the final logits.
+    """
+    with _capture(model) as store:
+        out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+    return store, out.logits[:, -1]
+
+
 def head_outputs(
     z: Float[Tensor, "batch n_heads_x_d_head"],
     w_o: Float[Tensor, "d_model n_heads_x_d_head"],

@@ -231,3 +231,32 @@ def test_a_shared_prefix_and_its_extension_give_the_whole_prompts_logits(
     assert torch.allclose(continue_prefix(tok_model, grown, rows[:, 12:]), whole, atol=1e-5)
     # The prefix's cache is read, never extended: it serves the next batch unchanged.
     assert torch.allclose(continue_prefix(tok_model, prefix, rows[:1]), whole[:1], atol=1e-5)
+
+
+def test_inserted_word_attention_finds_the_inserted_tokens(tok_model, tokenizer, prompts):
+    from forbidden_facts.artifacts import ATTACK_ATTENTION_COLUMNS
+    from forbidden_facts.attack import inserted_word_attention
+    from forbidden_facts.prompts import insert_at_persona, persona_end
+
+    nc1 = _nc1(prompts)
+    table, _ = self_insertion(tok_model, tokenizer, nc1, ["kettle", "ladder"], seed=0)
+    out = inserted_word_attention(tok_model, tokenizer, nc1, table, batch_size=3)
+    assert list(out.columns) == list(ATTACK_ATTENTION_COLUMNS)
+    assert len(out) == len(table) * 2 * 4  # every head of every row
+    assert out["attention"].between(0, 1).all() and out["attention"].gt(0).all()
+    # One row by hand, unpadded: the tokens of the inserted answer, found on their own.
+    row = table[table.variant == "attack"].iloc[1]
+    base = nc1.set_index("fact_id").loc[row.fact_id, "prompt"]
+    text = insert_at_persona(base, f" from {row.inserted}")
+    start = persona_end(base) + len(" from ")
+    enc = tokenizer(text, return_offsets_mapping=True)
+    span = [
+        i
+        for i, (a, b) in enumerate(enc["offset_mapping"])
+        if a < start + len(row.inserted) and b > start
+    ]
+    with torch.no_grad():
+        att = tok_model(torch.tensor([enc["input_ids"]]), output_attentions=True).attentions
+    want = att[1][0, 2, -1, span].sum().item()
+    got = out.query("fact_id == @row.fact_id and variant == 'attack' and component == 'L1H2ATN'")
+    assert got["attention"].item() == pytest.approx(want, abs=1e-5)

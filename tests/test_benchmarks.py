@@ -75,6 +75,18 @@ def test_attribution_benchmark_prints_the_throughput_ratio():
     assert 0 < ratio < 1  # attribution does more work than the bare forward pass
 
 
+def test_faithfulness_benchmark_prints_both_paths_and_their_agreement():
+    text = _bench(
+        "faithfulness_benchmark.py", "--preset", "organism", "--layers", "1", "--facts", "2",
+        "--full-facts", "1", "--top-k", "3", "--repeats", "1",
+    )  # fmt: skip
+    assert text.startswith("model organism (1 layers, random weights)")
+    assert "(11 variants per fact and pair)" in text
+    line = next(s for s in text.splitlines() if s.startswith("largest difference"))
+    assert float(line.split(": ")[1].split()[0]) < 1e-5  # the two paths agree
+    assert "stage recomputation, cached:" in text
+
+
 def test_the_gpu_check_script_runs_end_to_end_in_its_cpu_mode(tmp_path):
     # The one-shot GPU run (15 minutes, when a GPU is lent) must not fail on a broken
     # argument: --quick runs the same script on the CPU, the CUDA tests skipped.

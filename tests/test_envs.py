@@ -103,8 +103,23 @@ def test_every_install_command_uses_the_lock():
 @pytest.mark.parametrize(
     "env, modules",
     [
-        ("plot", ["forbidden_facts.steps.figures", "forbidden_facts.plots"]),
-        ("latex", ["forbidden_facts.steps.paper", "forbidden_facts.tables"]),
+        (
+            "plot",
+            [
+                "forbidden_facts.steps.figures",
+                "forbidden_facts.plots",
+                # figure_faithfulness and table_faithfulness run in envs/plot, envs/latex.
+                "forbidden_facts.steps.faithfulness",
+            ],
+        ),
+        (
+            "latex",
+            [
+                "forbidden_facts.steps.paper",
+                "forbidden_facts.tables",
+                "forbidden_facts.steps.faithfulness",
+            ],
+        ),
     ],
 )
 def test_envs_without_torch_run_steps_that_never_import_it(env, modules):

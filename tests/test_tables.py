@@ -449,9 +449,9 @@ def test_every_template_renders_for_several_runs(tmp_path, reference):
         assert "(((" not in text and "((*" not in text, name
         bare = text.replace(r"\{", "").replace(r"\}", "")
         assert bare.count("{") == bare.count("}"), name
-        # component_shift is rendered by its own rule, with the comparison (tests/test_shift.py);
-        # rendered with the tables' context it says that it has no comparison.
-        if name not in ("findings", "component_shift"):
+        # component_shift and faithfulness are rendered by their own rules (tests/test_shift.py,
+        # tests/test_faithfulness.py); with the tables' context they say they have no section.
+        if name not in ("findings", "component_shift", "faithfulness"):
             assert text.count(r"\begin{table}") == text.count(r"\end{table}") > 0, name
     kept = rendered["kept_facts"]
     assert "14002" in kept and "4251" in kept and "3.05" in kept and "1.32" in kept
@@ -829,7 +829,8 @@ def test_paper_sources_and_tables_of_the_tiny_run_need_no_tex(tiny_run):
     proc = snakemake(workdir, "results/paper/source")
     source = workdir / "results/paper/source"
     assert {"main.tex", "values.tex", "findings.tex"} <= {p.name for p in source.iterdir()}
-    assert len(list((source / "figures").glob("*.pdf"))) == 10
+    # The paper's 10 figures and the faithfulness section's 2.
+    assert len(list((source / "figures").glob("*.pdf"))) == 12
     macros = dict(
         re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}$", (source / "values.tex").read_text(), re.M)
     )

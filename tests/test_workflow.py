@@ -199,9 +199,36 @@ def test_heads_attacks_figures_and_card(finished, workdir):
         "attention",
         "delta_logodds_log10",
     ]
-    for fig in ("overview", "cumulative", "top_components", "head_statistics", "attack_vs_control"):
+    for fig in (
+        "overview",
+        "cumulative",
+        "top_components",
+        "head_statistics",
+        "attack_vs_control",
+        "circuit_curves",
+        "attack_prediction",
+    ):
         assert (finished / f"figures/{fig}.png").stat().st_size > 0
         assert (finished / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    effects = pd.read_parquet(finished / "total_effects.parquet")
+    assert list(effects.columns) == ["fact_id", "pair", "component", "direct_log10", "total_log10"]
+    comps = pd.read_parquet(finished / "components.parquet")
+    top = list(comps.sort_values("rank")["component"][: effects["component"].nunique()])
+    assert list(dict.fromkeys(effects["component"])) == top
+    assert set(effects["pair"]) == {"nc0", "nc1"} and effects.notna().all().all()
+    faith = json.loads((finished / "faithfulness.json").read_text())
+    for key in (
+        "recomputed_share_at_n_star",
+        "complement_share_at_n_star",
+        "k90_recomputed",
+        "spearman_direct_total",
+        "differing_components",
+        "attack_spearman",
+        "attack_auc",
+    ):
+        assert key in faith
+    # Every component patched with recomputation reproduces the c prompt.
+    assert faith["all_components_error_log10"] < 1e-5
     card = json.loads((workdir / "results/tiny/model_card.json").read_text())
     assert card["n_kv_heads"] < card["n_heads"] and card["train_seconds"] > 0
     assert 0 < card["frac_known"] <= 1
@@ -223,7 +250,7 @@ def test_report_has_every_figure_and_table_with_its_caption(finished, workdir):
     n_tables = len(
         [t for t in (workdir / "paper/templates").glob("*.tex.j2") if t.stem != "findings.tex"]
     )
-    assert len(figures) == 10 and len(tables) == n_tables + 1
+    assert len(figures) == 12 and len(tables) == n_tables + 1
     for path in figures + tables + pdf:
         # The file itself, as the run wrote it ...
         assert raw[path.name] == path.read_bytes(), path.name

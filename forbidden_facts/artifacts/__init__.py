@@ -31,15 +31,19 @@ Example:
 from __future__ import annotations
 
 from .columns import (
+    ATTACK_ATTENTION_COLUMNS,
     ATTACK_COLUMNS,
+    ATTACK_PREDICTION_COLUMNS,
     ATTRIBUTION_COLUMNS,
     COMPONENT_COLUMNS,
     CURVE_COLUMNS,
     FACT_COLUMNS,
+    FAITHFULNESS_CURVE_COLUMNS,
     HEAD_COLUMNS,
     INFERENCE_COLUMNS,
     PROMPT_COLUMNS,
     TOKEN_SEARCH_COLUMNS,
+    TOTAL_EFFECT_COLUMNS,
 )
 from .keys import Artifact, Key
 from .summaries import (
@@ -52,6 +56,7 @@ from .summaries import (
     ComponentShift,
     Download,
     FactsReport,
+    Faithfulness,
     HeadGroups,
     Inference,
     Mechanism,
@@ -71,7 +76,11 @@ __all__ = [
     "CURVE_COLUMNS",
     "HEAD_COLUMNS",
     "ATTACK_COLUMNS",
+    "ATTACK_ATTENTION_COLUMNS",
+    "ATTACK_PREDICTION_COLUMNS",
     "TOKEN_SEARCH_COLUMNS",
+    "TOTAL_EFFECT_COLUMNS",
+    "FAITHFULNESS_CURVE_COLUMNS",
     "Artifact",
     "Key",
     "Download",
@@ -86,6 +95,7 @@ __all__ = [
     "Mechanism",
     "Card",
     "ComponentShift",
+    "Faithfulness",
     "Reference",
     "RUN_NUMBERS",
     "number_names",

@@ -63,6 +63,10 @@ ATTACK_COLUMNS = (
     "top1_correct_before",
     "top1_correct_after",
 )
+#: results/{model}/{dataset}/attack_attention.parquet (rule attack_self_insertion): every
+#: head's attention from the last position onto the inserted word, one row per (fact,
+#: variant, head) of attack_self_insertion.parquet.
+ATTACK_ATTENTION_COLUMNS = ("fact_id", "variant", "component", "attention")
 #: results/{model}/{dataset}/attack_tokens.parquet (rule attack_tokens).
 TOKEN_SEARCH_COLUMNS = (
     "component",
@@ -78,4 +82,37 @@ TOKEN_SEARCH_COLUMNS = (
     "control_attention",
     "control_delta_logodds_log10",
     "control_neutral_token",
+)
+#: results/{model}/{dataset}/total_effects.parquet (rule faithfulness): one row per (fact,
+#: pair, top component), nc -> c; direct = first-order (attribution), total = with every
+#: later layer recomputed (forbidden_facts.faithfulness).
+TOTAL_EFFECT_COLUMNS = ("fact_id", "pair", "component", "direct_log10", "total_log10")
+#: results/{model}/{dataset}/faithfulness_curve.parquet (rule faithfulness): per k, the
+#: top-k patched together (sufficiency) and all but the top-k (necessity) with
+#: recomputation, mean over pairs and 95% t-interval over facts; the top-k component's
+#: own total effect, the first-order cumulative curve and every component patched (log10,
+#: nc -> c: negative = suppressive).
+FAITHFULNESS_CURVE_COLUMNS = (
+    "k",
+    "component",
+    "sufficiency_log10",
+    "sufficiency_low",
+    "sufficiency_high",
+    "necessity_log10",
+    "necessity_low",
+    "necessity_high",
+    "single_total_log10",
+    "first_order_log10",
+    "all_patched_log10",
+)
+#: results/{model}/{dataset}/attack_prediction.parquet (rule faithfulness): per attacked
+#: fact, the top suppressor heads' attention on the inserted answer, their first-order
+#: effect on the fact, the predictor (their product) and the attack's outcome.
+ATTACK_PREDICTION_COLUMNS = (
+    "fact_id",
+    "attention_inserted",
+    "heads_direct_log10",
+    "predictor_log10",
+    "delta_logodds_log10",
+    "flipped",
 )

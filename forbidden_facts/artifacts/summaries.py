@@ -321,6 +321,54 @@ class ComponentShift(Artifact):
     ci_unit = Key("ci_unit", number=False)
 
 
+class Faithfulness(Artifact):
+    """results/{model}/{dataset}/faithfulness.json (rule faithfulness): patching with
+    recomputation of the top components (docs/science.md § Faithfulness).
+
+    Written by `forbidden_facts.steps.faithfulness.faithfulness` (the numbers by
+    `forbidden_facts.faithfulness.faithfulness_summary`). Shares are of the total effect
+    (every component patched, nc -> c), with 95% bootstrap intervals over facts.
+    """
+
+    PATH = "results/{model}/{dataset}/faithfulness.json"
+    faith_model = Key("model", number=False)
+    faith_dataset = Key("dataset", number=False)
+    n_facts = Key("n_facts", number=False)
+    n_pairs = Key("n_pairs", number=False)
+    top_k = Key("top_k", number=False)
+    n_star = Key("n_star", number=False)
+    total_effect = Key("total_effect_log10", number=False)
+    all_components_error = Key("all_components_error_log10", number=False)
+    recomputed_share = Key("recomputed_share_at_n_star")
+    recomputed_share_ci = Key("recomputed_share_ci", number=False)
+    recomputed_share_low = Key("recomputed_share_ci", 0)
+    recomputed_share_high = Key("recomputed_share_ci", 1)
+    complement_share = Key("complement_share_at_n_star")
+    complement_share_ci = Key("complement_share_ci", number=False)
+    complement_share_low = Key("complement_share_ci", 0)
+    complement_share_high = Key("complement_share_ci", 1)
+    k90_recomputed = Key("k90_recomputed")
+    spearman_direct_total = Key("spearman_direct_total")
+    # Components whose total effect differs from their direct one beyond its interval
+    # over facts, largest difference first: component, direct_log10, total_log10,
+    # difference_log10, ci.
+    differing = Key("differing_components", number=False)
+    n_differing = Key("n_differing_components")
+    first_differing = Key("differing_components", 0, "component")
+    faith_top_component = Key("top_component", number=False)
+    top_direct = Key("top_component_direct_log10")
+    top_total = Key("top_component_total_log10")
+    # When does the self-insertion attack work (docs/science.md § Faithfulness)?
+    attack_heads = Key("attack_heads", number=False)
+    prediction_n_facts = Key("attack_n_facts", number=False)
+    attack_n_flipped = Key("attack_n_flipped")
+    attack_spearman = Key("attack_spearman")
+    attack_spearman_ci = Key("attack_spearman_ci", number=False)
+    attack_spearman_low = Key("attack_spearman_ci", 0)
+    attack_spearman_high = Key("attack_spearman_ci", 1)
+    attack_auc = Key("attack_auc")
+
+
 class Reference(Artifact):
     """One model of config/paper_reference.yaml: the paper's published numbers.
 

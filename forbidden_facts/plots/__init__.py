@@ -11,7 +11,7 @@ first-order patching direction that ranks the components (negative = suppressive
 docs/science.md § Patching), and suppression curves flip that sign so that up means more suppression.
 
 The package has one module per stage (:mod:`.inference`, :mod:`.attribution`,
-:mod:`.heads`, :mod:`.attack`) and :mod:`.common` for what they share.
+:mod:`.heads`, :mod:`.attack`, :mod:`.faithfulness`) and :mod:`.common` for what they share.
 """
 
 import matplotlib
@@ -29,6 +29,7 @@ from .attribution import (  # noqa: E402
     top_components,
 )
 from .common import DPI, KIND_COLORS, KIND_LABELS, TYPE_COLORS, Drawn, Panel, drawn  # noqa: E402
+from .faithfulness import attack_prediction, circuit_curves  # noqa: E402
 from .heads import attention_pattern, head_statistics  # noqa: E402
 from .inference import overview  # noqa: E402
 from .shift import component_shift  # noqa: E402
@@ -41,9 +42,11 @@ __all__ = [
     "Drawn",
     "Panel",
     "drawn",
+    "attack_prediction",
     "attack_tokens",
     "attack_vs_control",
     "attention_pattern",
+    "circuit_curves",
     "component_shift",
     "cumulative",
     "cumulative_note",

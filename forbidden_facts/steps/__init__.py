@@ -35,6 +35,7 @@ STAGES = (
     "shift",
     "heads",
     "attack",
+    "faithfulness",
     "card",
     "figures",
     "paper",

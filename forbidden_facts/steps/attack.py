@@ -26,7 +26,7 @@ __all__ = ["attack_self_insertion", "attack_tokens"]
 
 
 def attack_self_insertion(job) -> None:
-    from ..attack import self_insertion
+    from ..attack import inserted_word_attention, self_insertion
     from ..prompts import irrelevant_word_candidates
 
     every_prompt = io.read_parquet(job.input.prompts)
@@ -36,18 +36,24 @@ def attack_self_insertion(job) -> None:
     pool = irrelevant_word_candidates(
         evaluation_words(job.input.words, job.input.model), all_answers
     )
-    model, tokenizer = load(job, attn_implementation="sdpa")
+    # Eager attention: the attention onto the inserted word needs the weights.
+    model, tokenizer = load(job, attn_implementation="eager")
+    nc1 = nc1_prompts(prompts)
     table, summary = self_insertion(
         model,
         tokenizer,
-        nc1_prompts(prompts),
+        nc1,
         pool,
         seed=job.params.attack["seed"],
         batch_size=settings(job).batch_size,
     )
+    attention = inserted_word_attention(
+        model, tokenizer, nc1, table, batch_size=settings(job).attribution_batch_size * 2
+    )
     summary = {S.model: job.wildcards.model, S.dataset: job.wildcards.dataset, **summary}
     prov = inherit(job.input.inference)
     io.write_parquet(job.output.table, table, provenance=prov)
+    io.write_parquet(job.output.attention, attention, provenance=prov)
     io.write_json(job.output.summary, summary, provenance=prov)
     log.info(
         "self-insertion: mean Δ log10 odds %.3f (control %.3f), top-1 flipped %.1f%% "

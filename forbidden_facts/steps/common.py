@@ -49,7 +49,11 @@ def settings(job, model: str | None = None) -> ModelSettings:
 
 
 # The same for the config sections a rule takes whole: per-pass sizes only.
-SECTION_RUNTIME_KEYS = {"heads": ("vocab_chunk",), "attack": ("batch_size",)}
+SECTION_RUNTIME_KEYS = {
+    "heads": ("vocab_chunk",),
+    "attack": ("batch_size",),
+    "faithfulness": ("row_batch",),
+}
 
 
 def section_settings(job, section: str) -> dict:

@@ -11,6 +11,8 @@ rule attack_self_insertion:
     output:
         table="results/{model}/{dataset}/attack_self_insertion.parquet",
         summary="results/{model}/{dataset}/attack_summary.json",
+        # Every head's attention onto the inserted word (the faithfulness stage's predictor).
+        attention="results/{model}/{dataset}/attack_attention.parquet",
     log:
         "logs/attack_self_insertion/{model}/{dataset}.log",
     conda:

@@ -97,6 +97,11 @@ def get_attack_params():
     return {k: v for k, v in config["attack"].items() if k != "batch_size"}
 
 
+def get_faithfulness_params():
+    """Config `faithfulness` less its per-pass size (`row_batch`)."""
+    return {k: v for k, v in config["faithfulness"].items() if k != "row_batch"}
+
+
 def get_heads_model_params(wildcards):
     """The dtype and the model's OV sample size (`models.<name>.ov_rows`)."""
     model = config["models"][wildcards.model]
@@ -330,6 +335,10 @@ def get_final_outputs():
                 f"{base}/attack_tokens.parquet",
                 f"{base}/figures/attack_vs_control.png",
                 f"{base}/figures/attack_tokens.png",
+                f"{base}/total_effects.parquet",
+                f"{base}/faithfulness.json",
+                f"{base}/figures/circuit_curves.png",
+                f"{base}/figures/attack_prediction.png",
             ]
             if config["models"][model]["base"] is not None:
                 targets += [

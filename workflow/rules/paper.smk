@@ -41,6 +41,8 @@ RUN_ARTIFACTS = [
     *rules.figures_attribution.output,
     *rules.figures_heads.output,
     *rules.figures_attack.output,
+    *rules.faithfulness.output,
+    *rules.figure_faithfulness.output,
 ]
 
 
@@ -129,11 +131,18 @@ rule paper_sources:
         tables=[
             *[rules.tables.output[name] for name in PAPER_TABLES],
             rules.table_component_shift.output[0],
+            rules.table_faithfulness.output[0],
         ],
         # The comparison's figure: that of the first derived model of config `run`.
         figures=[
             *first_run(PAPER_FIGURES),
             *per_shift_run(rules.figure_component_shift.output.pdf, first=True),
+            *first_run(
+                [
+                    rules.figure_faithfulness.output.pdf,
+                    rules.figure_faithfulness.output.attack_pdf,
+                ]
+            ),
         ],
     output:
         directory("results/paper/source"),
@@ -178,6 +187,7 @@ rule archive:
             *per_shift_run(rules.component_shift.output),
             *per_shift_run(rules.figure_component_shift.output),
             rules.table_component_shift.output[0],
+            rules.table_faithfulness.output[0],
         ],
         sources=rules.paper_sources.output[0],
         paper=rules.paper.output if BUILD_PDF else [],
