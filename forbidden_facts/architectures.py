@@ -443,6 +443,9 @@ class Gemma3Adapter(Gemma2Adapter):
     family = "gemma3"
     sdpa = True
 
+    def q_norm_module(self, layer: int) -> torch.nn.Module:
+        return self.attention(layer).q_norm
+
 
 ADAPTERS: dict[str, type[LlamaAdapter]] = {
     "llama": LlamaAdapter,

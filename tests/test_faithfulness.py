@@ -143,8 +143,14 @@ def test_first_layer_patched_equals_its_residual_patched(family_model, pair):
     finally:
         handle.remove()
     torch.testing.assert_close(lo, ref, rtol=0, atol=TOL)
-    # And that differs from the first-order effect of the same writes.
-    assert (lo - _lo(family_model, nc, mask) - _direct(family_model, pair, first)).abs().max() > TOL
+    # And that differs from the first-order effect of the same writes, wherever those
+    # writes differ between the prompts at all: tiny Gemma-3's layer 0 is a local layer
+    # whose 4-token window at the last position sees the same tokens in c and nc.
+    direct = _direct(family_model, pair, first)
+    if direct.abs().max() > TOL:
+        assert (lo - _lo(family_model, nc, mask) - direct).abs().max() > TOL
+    else:
+        assert family_model.config.model_type == "gemma3_text", "no layer-0 effect to recompute"
 
 
 def test_recompute_tables_the_variants(tokenizer, prompts):

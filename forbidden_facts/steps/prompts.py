@@ -71,10 +71,10 @@ def prompts(job) -> None:
         special_tokens,
     )
 
-    # First, before anything reads the model folder's records unchecked.
+    facts = io.read_parquet(job.input.facts)
+    # Before anything reads the model folder's records unchecked.
     chain = _finetune_chain(job)
     records = trained_records(chain)
-    facts = io.read_parquet(job.input.facts)
     tokenizer = load_tokenizer(job.input.model)
     style = job.params.prompt_style  # config models.<name>.prompt_style
     # Fails here, before any output, when a chat style meets a tokenizer without a template.
