@@ -23,22 +23,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from forbidden_facts.datasets import load_facts
 from forbidden_facts.metrics import VocabIndex
-from forbidden_facts.modeling import DTYPES, chunks, encode, final_logits, load_model
+from forbidden_facts.modeling import chunks, encode, final_logits
 from forbidden_facts.patching import attribute
 from forbidden_facts.prompts import (
     adds_special_tokens,
-    assign_irrelevant_words,
-    build_prompts,
-    prompt_formatter,
-    single_token_answers,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_benchmark import llama_config, padded_tokenizer, random_model, trim_heap  # noqa: E402
+from scale_benchmark import benchmark_case, trim_heap  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -92,27 +87,8 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    facts = load_facts(ROOT / "data/facts/curated.csv")
-    words = (ROOT / "data/irrelevant_words.txt").read_text().split()
-    if args.preset:
-        cfg = llama_config(args.preset, args.layers)
-        tok = padded_tokenizer(facts, words, cfg.vocab_size)
-        model = random_model(cfg, DTYPES[args.dtype], args.device, seed=0)
-        model_name = f"{args.preset} ({cfg.num_hidden_layers} layers, random weights)"
-    else:
-        model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa"
-        )
-        model_name = args.model
+    model, tok, model_name, prompts = benchmark_case(args, ROOT)
     style = args.prompt_style
-    facts, _ = single_token_answers(facts, tok, style)
-    facts = facts.iloc[: args.facts]
-    prompts = build_prompts(
-        facts,
-        assign_irrelevant_words(facts, words),
-        prompt_formatter(style, tok),
-        adds_special_tokens(style),
-    )
     vocab = VocabIndex(tok)
     texts = list(prompts["prompt"])
     specials = adds_special_tokens(style)
@@ -163,7 +139,7 @@ def main() -> None:
     n_comp = 1 + n_layers * (model.config.num_attention_heads + 1)
     print(
         f"model {model_name} ({n_comp} components), device {args.device}, dtype {args.dtype}, "
-        f"{len(facts)} facts = {n_prompts} prompts, threads {args.threads}"
+        f"{prompts['fact_id'].nunique()} facts = {n_prompts} prompts, threads {args.threads}"
     )
     print(pd.DataFrame(results).T.round(2).to_string())
     print(

@@ -28,23 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forbidden_facts.datasets import load_facts
 from forbidden_facts.decompose import model_labels
 from forbidden_facts.faithfulness import recompute
 from forbidden_facts.metrics import VocabIndex
-from forbidden_facts.modeling import DTYPES, load_model
-from forbidden_facts.prompts import (
-    adds_special_tokens,
-    assign_irrelevant_words,
-    build_prompts,
-    prompt_formatter,
-    single_token_answers,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_benchmark import llama_config, padded_tokenizer, random_model  # noqa: E402
+from scale_benchmark import benchmark_case  # noqa: E402
 
 
 def main() -> None:
@@ -72,33 +63,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)
-    facts = load_facts(ROOT / "data/facts/curated.csv")
-    words = (ROOT / "data/irrelevant_words.txt").read_text().split()
-    if args.preset:
-        cfg = llama_config(args.preset, args.layers)
-        tok = padded_tokenizer(facts, words, cfg.vocab_size)
-        model = random_model(cfg, DTYPES[args.dtype], args.device, seed=0)
-        name = f"{args.preset} ({cfg.num_hidden_layers} layers, random weights)"
-    else:
-        model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa"
-        )
-        name = args.model
-    style = args.prompt_style
-    facts, _ = single_token_answers(facts, tok, style)
-    facts = facts.iloc[: args.facts]
-    prompts = build_prompts(
-        facts,
-        assign_irrelevant_words(facts, words),
-        prompt_formatter(style, tok),
-        adds_special_tokens(style),
-    )
+    model, tok, name, prompts = benchmark_case(args, ROOT)
     vocab = VocabIndex(tok)
     # The top components of a real run come from its ranking; here the first top_k
     # labels after EMBED (any set costs the same).
     top = model_labels(model)[1 : args.top_k + 1]
     n_var = 2 + 3 * len(top)
-    few = prompts[prompts["fact_id"].isin(list(facts["fact_id"][: args.full_facts]))]
+    few = prompts[prompts["fact_id"].isin(list(prompts["fact_id"].unique()[: args.full_facts]))]
 
     def run(table, cached):
         start = time.perf_counter()

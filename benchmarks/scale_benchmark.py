@@ -64,8 +64,10 @@ from forbidden_facts.patching import (  # noqa: E402
     wide_prompts,
 )
 from forbidden_facts.prompts import (  # noqa: E402
+    adds_special_tokens,
     assign_irrelevant_words,
     build_prompts,
+    prompt_formatter,
     single_token_answers,
 )
 from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer  # noqa: E402
@@ -194,6 +196,39 @@ def random_model(config, dtype: torch.dtype, device: str, seed: int):
     with torch.device(device):
         model = LlamaForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.eval()
+
+
+def benchmark_case(args, root: Path):
+    """The model, tokenizer, name and prompts a hand-run benchmark measures.
+
+    A real model folder (``args.model``) or a random-weight shape (``args.preset``, with
+    ``args.layers``), the curated facts whose answers are one token, the first
+    ``args.facts`` of them, prompted in ``args.prompt_style``.
+    """
+    facts = load_facts(root / "data/facts/curated.csv")
+    words = (root / "data/irrelevant_words.txt").read_text().split()
+    if args.preset:
+        cfg = llama_config(args.preset, args.layers)
+        tok = padded_tokenizer(facts, words, cfg.vocab_size)
+        model = random_model(cfg, DTYPES[args.dtype], args.device, seed=0)
+        name = f"{args.preset} ({cfg.num_hidden_layers} layers, random weights)"
+    else:
+        from forbidden_facts.modeling import load_model
+
+        model, tok = load_model(
+            args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa"
+        )
+        name = args.model
+    style = args.prompt_style
+    facts, _ = single_token_answers(facts, tok, style)
+    facts = facts.iloc[: args.facts]
+    prompts = build_prompts(
+        facts,
+        assign_irrelevant_words(facts, words),
+        prompt_formatter(style, tok),
+        adds_special_tokens(style),
+    )
+    return model, tok, name, prompts
 
 
 def _sync(device: str) -> None:
