@@ -4,7 +4,7 @@ The rule `faithfulness` patches, per (fact, pair), 2 + 3 top_k variants (nothing
 everything, each top component alone, the top-k, all but the top-k) with every later
 layer recomputed. The fast path runs each nc prompt once without its last token and
 each variant as one token on that cache; the reference runs every variant's whole
-prompt. Both are `forbidden_facts.faithfulness.recompute` (``cached=True/False``) on
+prompt. Both are `forbidden_facts.recomputation.recompute` (``cached=True/False``) on
 the same prompts. Prints the seconds per variant of each path, their ratio (goal: the
 cached path at least 5x faster), the largest difference between the two paths' effects
 (they must agree to float noise), and the cached path's seconds for all the facts (the
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from forbidden_facts.decompose import model_labels
-from forbidden_facts.faithfulness import recompute
 from forbidden_facts.metrics import VocabIndex
+from forbidden_facts.recomputation import recompute
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

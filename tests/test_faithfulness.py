@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from forbidden_facts.decompose import decompose, model_labels, norm_unembed
-from forbidden_facts.faithfulness import (
+from forbidden_facts.metrics import VocabIndex, answer_logodds
+from forbidden_facts.modeling import encode
+from forbidden_facts.patching import wide_prompts
+from forbidden_facts.recomputation import (
     patch_mask,
     recompute,
     recomputed_logodds,
     variants,
     writes,
 )
-from forbidden_facts.metrics import VocabIndex, answer_logodds
-from forbidden_facts.modeling import encode
-from forbidden_facts.patching import wide_prompts
 from tests.families import FAMILIES, tiny_family
 
 TOL = 1e-5
@@ -186,7 +186,7 @@ def test_variants_and_masks_name_their_components():
 
 def _recomputed(n_facts=6, seed=0):
     """A made-up Recomputed: 3 components, total effect -2 natural, top-2 reproduce ~all."""
-    from forbidden_facts.faithfulness import Recomputed
+    from forbidden_facts.recomputation import Recomputed
 
     gen = np.random.default_rng(seed)
     fact_ids = [f"f{i}" for i in range(n_facts) for _ in range(2)]

@@ -33,9 +33,9 @@ def faithfulness(job) -> None:
         attack_summary,
         circuit_curve,
         faithfulness_summary,
-        recompute,
         total_effects_table,
     )
+    from ..recomputation import recompute
 
     # By hand (run-step --params) the keys left out take the schema's defaults.
     params = {
