@@ -162,6 +162,63 @@ def paper_numbers(spec: dict) -> dict[str, Any]:
     return numbers
 
 
+# The paper's shape of the mechanism, as tests on one run's numbers, in the order the
+# text gives them (docs/science.md § Across families). The thresholds are stated, not fitted:
+# N* within a tenth of the components (the paper's 7b: 35 of 1057, 3.3%), heads carrying at
+# least half of the suppression (the paper: 28 of its 35 N* components are heads).
+SHAPE_MAX_N_STAR_FRAC = 0.10
+SHAPE_MIN_HEAD_SHARE = 0.5
+
+
+def mechanism_shape(numbers: dict[str, Any]) -> dict[str, Any]:
+    """Whether one run shows the paper's shape: suppression carried by a few components,
+    mostly attention heads, with significantly promotive ("Waluigi") components pushing back.
+
+    Returns:
+        ``{"same": bool, "missing": str | None}``: ``missing`` names the first test the run
+        fails, as a phrase for the text (None when it passes them all).
+    """
+    n_star, frac = numbers.get("n_star"), numbers.get("n_star_frac")
+    head_share, n_promotive = numbers.get("head_share"), numbers.get("n_promotive")
+    tests = (
+        (bool(numbers.get("suppresses")), "no clear suppression"),
+        (
+            bool(n_star)
+            and not numbers.get("n_star_degenerate")
+            and frac is not None
+            and frac <= SHAPE_MAX_N_STAR_FRAC,
+            "no small circuit",
+        ),
+        (
+            head_share is not None and head_share >= SHAPE_MIN_HEAD_SHARE,
+            "suppression not mostly heads",
+        ),
+        (bool(n_promotive), "no significantly promotive component"),
+    )
+    missing = next((why for ok, why in tests if not ok), None)
+    return {"same": missing is None, "missing": missing}
+
+
+def family_shapes(entries: list[dict]) -> list[dict]:
+    """Per architecture (the model card's ``model_type``), its runs and their shape.
+
+    Args:
+        entries: `paper_context`'s ``runs`` (each with ``numbers`` and ``shape``).
+
+    Returns:
+        One dict per family in order of first appearance: ``family``, ``runs`` (the entries)
+        and ``same`` (whether any of its runs shows the paper's shape).
+    """
+    families: dict[str, list[dict]] = {}
+    for entry in entries:
+        family = entry["numbers"].get("model_type") or "unknown"
+        families.setdefault(family, []).append(entry)
+    return [
+        {"family": f, "runs": runs, "same": any(e["shape"]["same"] for e in runs)}
+        for f, runs in families.items()
+    ]
+
+
 # ---------------------------------------------------------------------------
 # rows of the per-run tables
 
@@ -219,7 +276,8 @@ def paper_context(runs: list[Run], reference: dict, *, top_k: int, top_n: int) -
     Returns:
         ``runs``: per run, ``numbers`` (`run_numbers`), ``paper`` (the matched paper
         model's `paper_numbers`), ``paper_label``, ``proxy``, ``suppressive`` and
-        ``promotive`` component rows and the attack example's ``top5``;
+        ``promotive`` component rows, the attack example's ``top5`` and the ``shape``
+        (`mechanism_shape`); ``families`` (`family_shapes`);
         ``paper_models``: every paper model's numbers by config name; and the
         reference's ``source``, ``paper_dataset``, ``default_label`` and
         ``default_model``.
@@ -244,6 +302,7 @@ def paper_context(runs: list[Run], reference: dict, *, top_k: int, top_n: int) -
                 "proxy": match["proxy"],
                 "suppressive": supp,
                 "promotive": records(top_promotive(run.components, top_n)),
+                "shape": mechanism_shape(numbers),
                 "example": Lenient(run.attack.get("example") or {}),
                 "top5": top5(run.attack.get("example") or {}),
             }
@@ -252,6 +311,9 @@ def paper_context(runs: list[Run], reference: dict, *, top_k: int, top_n: int) -
     default = reference.get("default_model")
     return {
         "runs": entries,
+        "families": family_shapes(entries),
+        "shape_max_n_star_frac": SHAPE_MAX_N_STAR_FRAC,
+        "shape_min_head_share": SHAPE_MIN_HEAD_SHARE,
         "paper_models": {name: paper_numbers(spec) for name, spec in models.items()},
         "default_model": default,
         "default_label": (models.get(default) or {}).get("label", default),

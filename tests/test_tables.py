@@ -100,6 +100,7 @@ def write_synthetic_run(
     figures: bool = False,
     total: float | None = None,
     degenerate: bool = False,
+    model_type: str = "llama",
 ) -> dict[str, Path]:
     """Write one (model, dataset)'s artifacts under `root/results/`; return their paths by role."""
     rng = np.random.default_rng(seed)
@@ -256,6 +257,7 @@ def write_synthetic_run(
     io.write_json(base / "attack_summary.json", attack, provenance=prov)
     card = {
         "model": model,
+        "model_type": model_type,
         "d_model": 8,
         "dataset": dataset,
         "n_facts": 40,
@@ -466,29 +468,99 @@ def test_every_template_renders_for_several_runs(tmp_path, reference):
     assert r"95\%" in attack and r"15\%" in attack  # the paper's California example
 
 
-def test_comparison_table_puts_every_run_beside_the_paper(tmp_path, reference):
+def test_comparison_table_has_one_row_per_run_above_the_paper(tmp_path, reference):
     pairs = (("toy", "curated"), ("smollm2-135m-instruct", "curated"), ("toy", "other"))
     runs = _runs(tmp_path, pairs=pairs)
     _, rendered, _ = _render(runs, reference)
     table = rendered["comparison"]
     spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", table).group(1)
-    assert spec == "l" + "r" * (len(pairs) + 1)  # one column per run, and the paper's
-    assert "Llama-2-7b-chat" in table and "smollm2-135m-instruct" in table
-    rows = {line.split("&")[0].strip(): line for line in table.splitlines() if "&" in line}
-    for row in (
-        "Kept facts",
-        "Total effect ($\\log_{10}$)",
+    rows = [line for line in table.splitlines() if line.rstrip().endswith("\\\\")]
+    header, body = rows[0], rows[1:]
+    assert len(body) == len(pairs) + 1  # one row per run, and the paper's
+    for row in rows:
+        assert row.count("&") == len(spec) - 1, row
+    columns = [c.strip() for c in header.rstrip(" \\").split("&")]
+    for name in (
+        "Model",
+        "Type",
+        "Kept",
+        "Total effect",
         "$N^*$ (share)",
         "$k_{90}$ (share)",
-        "Top component",
-        "Head share of suppression",
-        "OV contrast",
-        "Attack $-$ control ($\\log_{10}$)",
+        "Heads",
+        "Promotive",
+        "Top suppressor",
+        "Top promotive",
+        "Attack $-$ control",
     ):
-        assert row in rows, row
-        assert rows[row].count("&") == len(pairs) + 1, row
-    assert "4251 / 14002" in rows["Kept facts"]
-    assert r"35 (3.3\%)" in rows["$N^*$ (share)"]  # 35 of 1057
+        assert name in columns, name
+    cells = {c: [r.split("&")[columns.index(c)].strip() for r in body] for c in columns}
+    assert cells["Model"][1] == "smollm2-135m-instruct (curated)"
+    assert cells["Model"][2] == "toy (other)" and "Llama-2-7b-chat" in cells["Model"][3]
+    assert cells["Type"] == ["llama"] * 4
+    assert cells["Kept"][3] == "4251 / 14002"
+    assert cells["$N^*$ (share)"][3] == r"35 (3.3\%)"  # 35 of 1057
+    promotive = runs[0].summary["n_promotive_significant"]
+    assert cells["Promotive"][0] == str(promotive) and promotive > 0
+    assert cells["Top promotive"][0] == rf"\texttt{{{runs[0].summary['top_promotive'][0]}}}"
+    assert cells["Top promotive"][3] == "--"  # the paper names none
+
+
+def _families(findings_tex: str) -> str:
+    """The body of findings.tex's \\FindingFamilies (its last command), whitespace collapsed."""
+    return " ".join(findings_tex.split(r"\newcommand{\FindingFamilies}")[1].split())
+
+
+def test_the_paper_shape_needs_suppression_a_small_circuit_heads_and_waluigi():
+    paper_like = {
+        "suppresses": True,
+        "n_star": 35,
+        "n_star_frac": 35 / 1057,
+        "n_star_degenerate": False,
+        "head_share": 0.8,
+        "n_promotive": 33,
+    }
+    assert T.mechanism_shape(paper_like) == {"same": True, "missing": None}
+    for change, missing in (
+        ({"suppresses": False}, "no clear suppression"),
+        ({"n_star_degenerate": True}, "no small circuit"),
+        ({"n_star": None, "n_star_frac": None}, "no small circuit"),
+        ({"n_star_frac": 0.2}, "no small circuit"),
+        ({"head_share": 0.3}, "suppression not mostly heads"),
+        ({"n_promotive": 0}, "no significantly promotive component"),
+    ):
+        assert T.mechanism_shape(paper_like | change) == {"same": False, "missing": missing}
+
+
+def test_the_paper_shape_is_tested_family_by_family(tmp_path, reference):
+    pairs = (("smollm2-135m-instruct", "curated"), ("qwen2.5-coder-0.5b-instruct", "curated"))
+    runs = [
+        T.load_run(model, "curated", card=paths.pop("card"), **paths)
+        for i, (model, _) in enumerate(pairs)
+        for paths in [
+            write_synthetic_run(
+                tmp_path / f"run{i}",
+                model,
+                "curated",
+                seed=i,
+                n_star=5 if i == 0 else None,
+                total=None if i == 0 else -0.3,
+                model_type=("llama", "qwen2")[i],
+            )
+        ]
+    ]
+    context, rendered, _ = _render(runs, reference)
+    first = context["runs"][0]["shape"]
+    assert context["runs"][1]["shape"] == {"same": False, "missing": "no clear suppression"}
+    families = context["families"]
+    assert [f["family"] for f in families] == ["llama", "qwen2"]
+    text = _families(rendered["findings"])
+    assert "qwen2: qwen2.5-coder-0.5b-instruct does not (no clear suppression)" in text
+    assert ("appears in llama only" in text) is first["same"]
+    assert ("No model of this run shows" in text) is not first["same"]
+    # One family: no comparison is claimed.
+    _, rendered, _ = _render(runs[:1], reference)
+    assert "compares no families" in _families(rendered["findings"])
 
 
 def test_degenerate_n_star_leads_with_k90(tmp_path, reference):
@@ -526,8 +598,10 @@ def test_negative_total_effect_is_reported_as_no_suppression(tmp_path, reference
     assert "undefined" in _finding(findings, prefix + "FindingNStar")
     abstract = _finding(findings, prefix + "FindingAbstract")
     assert "does not suppress" in abstract and "drop by" not in abstract
-    row = next(line for line in rendered["comparison"].splitlines() if "$N^*$ (share)" in line)
-    assert "undef." in row
+    row = next(
+        line for line in rendered["comparison"].splitlines() if line.strip().startswith("smollm2")
+    )
+    assert row.count("undef.") == 2  # N* and k90
     assert "undef." in rendered["n_star"]
 
 

@@ -259,6 +259,8 @@ class Card(Artifact):
 
     PATH = "results/{model}/model_card.json"
     model = Key("model", number=False)
+    # The architecture (Hugging Face ``model_type``); absent from cards made before it.
+    model_type = Key("model_type", optional=True)
     n_params = Key("n_params")
     n_layers = Key("n_layers")
     n_heads = Key("n_heads")
@@ -378,6 +380,7 @@ class Reference(Artifact):
     PATH = "config/paper_reference.yaml"
     model_name = Key("label", optional=True)
     repo_id = Key("repo_id", number=False, optional=True)
+    model_type = Key("model_type", optional=True)
     n_facts = Key("n_facts", optional=True)
     n_kept = Key("n_kept", optional=True)
     total_effect = Key("total_effect_log10", optional=True)

@@ -67,6 +67,7 @@ def model_card(job) -> None:
     n_facts, n_kept = inference[Inference.n_facts], inference[Inference.n_kept]
     card = {
         C.model: job.wildcards.model,
+        C.model_type: cfg.model_type,
         C.n_params: n_params,
         C.n_layers: cfg.num_hidden_layers,
         C.n_heads: cfg.num_attention_heads,
