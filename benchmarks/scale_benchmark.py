@@ -10,7 +10,9 @@ on the curated facts, padded with unreachable tokens up to the vocabulary size.
 It then runs, on `--facts` curated facts (3 prompts each), the library functions
 the workflow's rules call: inference (`inference.run_inference`), attribution
 (`patching.attribute`: every component, both pairs, both directions, with the
-decomposition check), the cumulative pass (`patching.cumulative`), OV scores on
+decomposition check), the cumulative pass (`patching.cumulative`), patching with
+recomputation of the top `--top-k` components (`recomputation.recompute`, the rule
+`faithfulness`: 2 + 3 top_k one-token variants per fact and pair), OV scores on
 `--ov-rows` source tokens (`heads.ov_scores`), forbidden-word attention
 (`heads.forbidden_attention`) and one head's slice of the token search
 (`attack.token_search`). Per stage it prints seconds, prompts/s, the peak memory
@@ -70,6 +72,7 @@ from forbidden_facts.prompts import (  # noqa: E402
     prompt_formatter,
     single_token_answers,
 )
+from forbidden_facts.recomputation import recompute  # noqa: E402
 from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer  # noqa: E402
 from forbidden_facts.toy import corpus_for_tokenizer  # noqa: E402
 from forbidden_facts.unembedding import (  # noqa: E402
@@ -139,7 +142,15 @@ PAPER_FACTS = 14002
 PAPER_KEPT = 4251
 SEARCH_FACTS = 8
 
-STAGES = ("inference", "attribution", "cumulative", "ov", "attention", "token_search")
+STAGES = (
+    "inference",
+    "attribution",
+    "cumulative",
+    "faithfulness",
+    "ov",
+    "attention",
+    "token_search",
+)
 
 
 def llama_config(preset: str, layers: int | None):
@@ -348,6 +359,23 @@ def extrapolate(stage: str, seconds: float, cfg, full_cfg, n_facts: int, args, t
             f"t x {PAPER_KEPT}/{n_facts} kept facts x [F_fwd + 2 C d V]({n_full} layers, "
             f"C={n_components(full_cfg)}) / same({cfg.num_hidden_layers} layers, C={n_components(cfg)})"
         )
+    elif stage == "faithfulness":
+        # Per fact and pair: the nc prompt once, then every variant one token deep.
+        n_var = 2 + 3 * min(args.top_k, n_components(cfg) - 1)
+        n_var_full = 2 + 3 * args.top_k
+        flops = 2 * (
+            forward_flops(cfg, tokens) + n_var * (forward_flops(cfg, 1) + unembed_flops(cfg, 1))
+        )
+        flops_full = 2 * (
+            forward_flops(full_cfg, tokens)
+            + n_var_full * (forward_flops(full_cfg, 1) + unembed_flops(full_cfg, 1))
+        )
+        factor = (PAPER_KEPT / n_facts) * flops_full / flops
+        text = (
+            f"t x {PAPER_KEPT}/{n_facts} kept facts x 2 pairs x [F_fwd(prompt) + "
+            f"{n_var_full} variants x (F_fwd(1 token) + 2 d V)]({n_full} layers) / "
+            f"same({cfg.num_hidden_layers} layers, {n_var} variants)"
+        )
     elif stage == "ov":
         factor = heads_full / heads
         text = f"t x {heads_full}/{heads} heads (same {args.ov_rows} rows per head)"
@@ -395,6 +423,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--row-batch", type=int, default=4096, help="patched rows per unembedding")
     ap.add_argument("--ov-rows", type=int, default=256, help="sampled source tokens per head")
     ap.add_argument("--vocab-chunk", type=int, default=2048, help="OV rows per chunk")
+    ap.add_argument(
+        "--top-k", type=int, default=40, help="faithfulness: components patched with recomputation"
+    )
+    ap.add_argument(
+        "--faithfulness-row-batch", type=int, default=64, help="faithfulness: variants per pass"
+    )
     ap.add_argument("--search-tokens", type=int, default=16, help="tokens in the search slice")
     ap.add_argument("--search-batch-size", type=int, default=16)
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
@@ -538,6 +572,19 @@ def main(argv: list[str] | None = None) -> dict:
             progress=False,
         )
 
+    def do_faithfulness() -> None:
+        top = [lb for lb in order_labels() if lb != "EMBED"][: args.top_k]
+        recompute(
+            model,
+            tokenizer,
+            prompts,
+            top,
+            batch_size=args.batch_size,
+            row_batch=args.faithfulness_row_batch,
+            vocab=vocab,
+            progress=False,
+        )
+
     def do_ov() -> None:
         rows = ov_sample_rows(cfg.vocab_size, args.ov_rows)
         ov_scores(model, vocab_chunk=args.vocab_chunk, rows=rows, progress=False)
@@ -587,6 +634,7 @@ def main(argv: list[str] | None = None) -> dict:
         "inference": (do_inference, n_prompts),
         "attribution": (do_attribution, n_prompts),
         "cumulative": (do_cumulative, n_prompts),
+        "faithfulness": (do_faithfulness, n_prompts),
         "ov": (do_ov, cfg.num_hidden_layers * cfg.num_attention_heads),
         "attention": (do_attention, n_prompts),
         "token_search": (do_token_search, 2 * args.search_tokens),
