@@ -15,7 +15,7 @@ recomputation of the top `--top-k` components (`recomputation.recompute`, the ru
 `faithfulness`: 2 + 3 top_k one-token variants per fact and pair), OV scores on
 `--ov-rows` source tokens (`heads.ov_scores`), forbidden-word attention
 (`heads.forbidden_attention`) and one head's slice of the token search
-(`attack.token_search`). Per stage it prints seconds, prompts/s, the peak memory
+(`token_search.token_search`). Per stage it prints seconds, prompts/s, the peak memory
 and the extrapolation to the paper's run, with the formula used. Peak memory: on
 CPU the resident-set high-water mark (VmHWM, reset at the start of each stage
 through /proc/self/clear_refs), on CUDA torch.cuda.max_memory_allocated (reset at
@@ -50,7 +50,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forbidden_facts.attack import token_search  # noqa: E402
 from forbidden_facts.components import component_labels  # noqa: E402
 from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.decompose import RESID_RTOL, decompose  # noqa: E402
@@ -73,6 +72,7 @@ from forbidden_facts.prompts import (  # noqa: E402
     single_token_answers,
 )
 from forbidden_facts.recomputation import recompute  # noqa: E402
+from forbidden_facts.token_search import token_search  # noqa: E402
 from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer  # noqa: E402
 from forbidden_facts.toy import corpus_for_tokenizer  # noqa: E402
 from forbidden_facts.unembedding import (  # noqa: E402
