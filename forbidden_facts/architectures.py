@@ -28,9 +28,9 @@ What a component is, per family (docs/science.md § Architectures):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .norms import Norm
 
 if TYPE_CHECKING:  # torch is imported where used: config checks read this file without it
     import torch
@@ -44,51 +44,8 @@ class UnsupportedArchitecture(ValueError):
     """A model whose ``model_type`` has no adapter in `ADAPTERS`."""
 
 
-class RemoteCodeRefused(UnsupportedArchitecture):
-    """A model folder that asks transformers to import Python code shipped with it."""
-
-
 class AdapterMismatch(RuntimeError):
     """A model whose modules do not have the layout its adapter expects."""
-
-
-def rms_scale(x: Float[Tensor, "*rows d_model"], eps: float) -> Float[Tensor, "*rows"]:
-    """1 / rms of each row, as an RMSNorm computes it: ``rsqrt(mean(x^2) + eps)``.
-
-    The one RMSNorm formula of the package: `Norm` (every family's norms), the final
-    norm's `forbidden_facts.decompose.inv_rms` and the OV circuit use it.
-    """
-    import torch
-
-    return torch.rsqrt(x.pow(2).mean(-1) + eps)
-
-
-@dataclass(frozen=True)
-class Norm:
-    """A normalisation layer as data: ``rms`` (x * gain / rms(x)) or ``layer`` (LayerNorm).
-
-    ``gain`` is the effective multiplier (Gemma's RMSNorm stores w and multiplies by
-    1 + w; here gain = 1 + w), float32.
-    """
-
-    kind: str
-    gain: Float[Tensor, " d_model"]
-    bias: Float[Tensor, " d_model"] | None
-    eps: float
-
-    def scale(self, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows 1"]:
-        """1 / rms (or 1 / std for LayerNorm) of each row, float32."""
-        x = x.float()
-        if self.kind == "layer":
-            x = x - x.mean(-1, keepdim=True)
-        return rms_scale(x, self.eps).unsqueeze(-1)
-
-    def __call__(self, x: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
-        """The norm applied to rows, in float32 (a pure function of x and the weights)."""
-        x = x.float()
-        centred = x - x.mean(-1, keepdim=True) if self.kind == "layer" else x
-        out = centred * self.scale(x) * self.gain.to(x.device)
-        return out if self.bias is None else out + self.bias.to(x.device)
 
 
 def _norm_eps(module) -> float:
@@ -108,15 +65,6 @@ def layer_norm_of(module: torch.nn.LayerNorm) -> Norm:
     """A Norm from a torch LayerNorm (with or without bias)."""
     bias = None if module.bias is None else module.bias.detach().float()
     return Norm("layer", module.weight.detach().float(), bias, float(module.eps))
-
-
-def softcap(logits: Tensor, cap: float | None) -> Tensor:
-    """Gemma-2's final-logit soft-cap, cap * tanh(logits / cap), in the order the model uses."""
-    if cap is None:
-        return logits
-    import torch
-
-    return torch.tanh(logits / cap) * cap
 
 
 class LlamaAdapter:
@@ -475,55 +423,6 @@ def check_model_type(model_type: str | None, where: str = "the model") -> None:
     """Raise UnsupportedArchitecture unless `model_type` has an adapter."""
     if model_type not in ADAPTERS:
         raise UnsupportedArchitecture(unsupported_message(model_type, where))
-
-
-# Keys of a model folder's JSON files through which transformers imports code that came
-# with the model (`trust_remote_code`): `auto_map` in config.json, tokenizer_config.json
-# or a processor's config, and `custom_pipelines` in config.json.
-REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
-
-
-def check_no_remote_code(path: str | Path, where: str = "the model folder") -> None:
-    """Refuse a model folder that asks for custom code, before anything in it is loaded.
-
-    A model folder is data: every load passes ``trust_remote_code=False``, so transformers
-    would refuse such a folder anyway, or ask ``[y/N]`` inside a job. This names the file
-    and key instead, before any weights are read.
-
-    Raises:
-        RemoteCodeRefused: naming the first JSON file and key that points at code.
-    """
-    import json
-
-    path = Path(path)
-    for file in sorted(path.glob("*.json")):
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            continue  # not a config transformers reads as one; the loaders name bad ones
-        if not isinstance(data, dict):
-            continue
-        for key in REMOTE_CODE_KEYS:
-            if data.get(key):
-                code = sorted(p.name for p in path.glob("*.py"))
-                shipped = f" (the folder ships {', '.join(code)})" if code else ""
-                raise RemoteCodeRefused(
-                    f"{where}: {file} has the key `{key}` ({json.dumps(data[key])[:160]}), "
-                    f"which asks transformers to import Python code that came with the "
-                    f"model{shipped}. forbidden-facts never runs code from a model folder "
-                    "(trust_remote_code=False on every load). Use a model whose family "
-                    "transformers implements itself (config.json's `model_type`, one of "
-                    f"{', '.join(sorted(ADAPTERS))}); if it is one of those, delete `{key}` "
-                    f"from {file.name} and the .py files beside it."
-                )
-
-
-def model_type_of_dir(path: str | Path) -> str | None:
-    """The ``model_type`` in a model folder's config.json (None when absent)."""
-    import json
-
-    cfg = Path(path) / "config.json"
-    return json.loads(cfg.read_text()).get("model_type")
 
 
 def attention_implementation(model_type: str | None, wanted: str) -> str:

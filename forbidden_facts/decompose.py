@@ -21,9 +21,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .architectures import AdapterMismatch, adapter_for, rms_scale, softcap
+from .architectures import AdapterMismatch, adapter_for
 from .components import component_labels, parse_label  # noqa: F401 (re-exported)
 from .modeling import Batch, input_device
+from .norms import rms_scale, softcap
 
 
 class DecompositionError(RuntimeError):

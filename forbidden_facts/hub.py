@@ -27,8 +27,8 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
-from .architectures import RemoteCodeRefused, check_no_remote_code
 from .io import replacing_dir, write_json
+from .model_folder import RemoteCodeRefused, check_no_remote_code
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)

@@ -71,13 +71,8 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
-    from .architectures import (
-        UnsupportedArchitecture,
-        attention_implementation,
-        check_model_type,
-        check_no_remote_code,
-        model_type_of_dir,
-    )
+    from .architectures import UnsupportedArchitecture, attention_implementation, check_model_type
+    from .model_folder import check_no_remote_code, model_type_of_dir
 
     try:
         # Before the weights load: a folder that asks for its own code, or a hub model of
@@ -143,7 +138,7 @@ def load_tokenizer(path: str | Path):
     """The fast tokenizer of a model folder, or an error naming a missing tokenizer.json."""
     from transformers import AutoTokenizer
 
-    from .architectures import RemoteCodeRefused, check_no_remote_code
+    from .model_folder import RemoteCodeRefused, check_no_remote_code
 
     try:
         check_no_remote_code(path, f"the model folder {path}")

@@ -173,12 +173,8 @@ def check_local_models(config: dict, root: str | Path = ".") -> None:
     Read before any job runs: the folder must hold a config.json whose ``model_type`` has
     an adapter (forbidden_facts/architectures.py) and at least one safetensors file.
     """
-    from .architectures import (
-        UnsupportedArchitecture,
-        check_model_type,
-        check_no_remote_code,
-        model_type_of_dir,
-    )
+    from .architectures import UnsupportedArchitecture, check_model_type
+    from .model_folder import check_no_remote_code, model_type_of_dir
 
     root = Path(root)
     # The models of `run` and, along their `base` chains, those they are derived from.

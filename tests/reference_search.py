@@ -3,7 +3,7 @@
 Every candidate runs the whole prompt, with ``output_attentions=True`` (eager attention:
 every layer's and head's weights) and no cache. Kept out of the package: the agreement
 test (tests/test_attack.py) and the benchmark (benchmarks/token_search_benchmark.py)
-compare `forbidden_facts.attack.token_search` with it.
+compare `forbidden_facts.token_search.token_search` with it.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from forbidden_facts.attack import (
+from forbidden_facts.metrics import VocabIndex, answer_logodds
+from forbidden_facts.modeling import chunks, final_logits, input_device, pad_left
+from forbidden_facts.prompts import encoding_flag
+from forbidden_facts.token_search import (
     candidate_tokens,
     control_slot_ids,
     fact_frames,
     length_classes,
     slot_ids,
 )
-from forbidden_facts.metrics import VocabIndex, answer_logodds
-from forbidden_facts.modeling import chunks, final_logits, input_device, pad_left
-from forbidden_facts.prompts import encoding_flag
 
 
 def reference_slot_pass(

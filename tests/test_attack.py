@@ -7,15 +7,7 @@ import torch
 
 from forbidden_facts.architectures import adapter_for
 from forbidden_facts.artifacts import ATTACK_COLUMNS, TOKEN_SEARCH_COLUMNS, Attack, AttackExample
-from forbidden_facts.attack import (
-    control_slot_ids,
-    control_words,
-    length_classes,
-    neutral_reference,
-    self_insertion,
-    slot_ids,
-    token_search,
-)
+from forbidden_facts.attack import control_words, self_insertion
 from forbidden_facts.metrics import VocabIndex, answer_logodds, to_log10
 from forbidden_facts.modeling import (
     continue_prefix,
@@ -25,6 +17,13 @@ from forbidden_facts.modeling import (
     shared_prefix,
 )
 from forbidden_facts.prompts import format_prompt
+from forbidden_facts.token_search import (
+    control_slot_ids,
+    length_classes,
+    neutral_reference,
+    slot_ids,
+    token_search,
+)
 from tests.families import FAMILIES, tiny_family
 from tests.reference_search import reference_token_search
 

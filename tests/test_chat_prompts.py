@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from forbidden_facts.attack import self_insertion, slot_ids, token_search
+from forbidden_facts.attack import self_insertion
 from forbidden_facts.decompose import decompose
 from forbidden_facts.heads import forbidden_spans, ov_scores
 from forbidden_facts.inference import pair_bayes_factors, run_inference
@@ -33,6 +33,7 @@ from forbidden_facts.prompts import (
     single_token_answers,
     system_text,
 )
+from forbidden_facts.token_search import slot_ids, token_search
 from tests.conftest import tiny_llama
 
 CHATML = (

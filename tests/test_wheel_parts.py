@@ -236,7 +236,7 @@ def test_savable_copy_saves_every_family_as_the_model_computes(family, tmp_path)
     """The conversion's hand-over (meta device, shared tensors) on every adapter family."""
     from transformers import AutoModelForCausalLM
 
-    from forbidden_facts.wheel import savable_copy
+    from forbidden_facts.gguf import savable_copy
 
     model = tiny_family(family, vocab_size=64, seed=1)
     copy, missing, unexpected = savable_copy(model)

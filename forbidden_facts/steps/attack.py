@@ -67,7 +67,7 @@ def attack_self_insertion(job) -> None:
 
 
 def attack_tokens(job) -> None:
-    from ..attack import token_search
+    from ..token_search import token_search
 
     params = section_settings(job, "attack")
     heads_table = io.read_parquet(job.input.heads).sort_values("rank")

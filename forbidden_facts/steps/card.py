@@ -50,10 +50,10 @@ def model_card(job) -> None:
     from safetensors import safe_open
     from transformers import AutoConfig
 
-    from ..architectures import check_no_remote_code
     from ..artifacts import Card as C
     from ..artifacts import Inference
     from ..inference import never_forbidden_effect
+    from ..model_folder import check_no_remote_code
     from ..toy import read_training_record
 
     check_no_remote_code(job.input.model)
