@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument(
         "--prompt-style",
         default="auto",
-        choices=["auto", "llama2", "chat_prefill", "chat"],
+        choices=["auto", "llama2", "chat_prefill", "chat", "llama2_prefill"],
         help="auto: chat_prefill when the tokenizer has a chat template, else llama2",
     )
     check.add_argument("--facts", help="facts file (default data/facts/tiny.csv)")

@@ -20,6 +20,11 @@ Prompt styles (docs/science.md § Template; config key ``prompt_style`` of a mod
   " Paris" as one token ("ĠParis"). A small chat model asked in the user turn
   answers with a sentence, whose first token is not the answer; prefill avoids it.
 * ``chat``: the same template without the prefill (the fact only in the user turn).
+* ``llama2_prefill``: the paper's template followed by the fact prefix again, as the
+  start of the assistant's answer (``... [/INST] {fact_prefix}``), for a model without a
+  chat template that does not answer after ``[/INST]``: a base model (Gemma-3-270M knows
+  none of the curated facts in the paper's template, docs/science.md § Template). The
+  tokenizer adds BOS, as for ``llama2``; the answer comes with its leading space.
 
 A chat-template string already holds its special tokens (BOS included where the
 template has one) as text, so chat-style prompts are encoded with
@@ -59,7 +64,7 @@ PROMPT_TEMPLATE = "[INST] <<SYS>>\n{system}\n<</SYS>>\n{fact_prefix} [/INST] "
 # The system text up to and including the persona: the attack slot follows it.
 PERSONA_PHRASE = SYSTEM_TEMPLATE.split("{persona}")[0] + PERSONA_ANCHOR
 
-PROMPT_STYLES: tuple[str, ...] = ("llama2", "chat_prefill", "chat")
+PROMPT_STYLES: tuple[str, ...] = ("llama2", "chat_prefill", "chat", "llama2_prefill")
 
 # (fact_prefix, forbidden_word) -> the full prompt string.
 Formatter = Callable[[str, str], str]
@@ -84,6 +89,17 @@ def format_prompt(fact_prefix: str, forbidden_word: str, insertion: str = "") ->
     return PROMPT_TEMPLATE.format(
         system=system_text(forbidden_word, insertion), fact_prefix=fact_prefix
     )
+
+
+def prefilled_prompt(fact_prefix: str, forbidden_word: str) -> str:
+    """The paper's template followed by the fact prefix, so the next token completes it.
+
+    Example:
+        >>> prompt = prefilled_prompt("The Eiffel Tower is in the city of", "floor")
+        >>> prompt.endswith("[/INST] The Eiffel Tower is in the city of")
+        True
+    """
+    return format_prompt(fact_prefix, forbidden_word) + fact_prefix
 
 
 def system_text(forbidden_word: str, insertion: str = "") -> str:
@@ -152,6 +168,8 @@ def prompt_formatter(style: str, tokenizer=None) -> Formatter:
     check_style(style)
     if style == "llama2":
         return format_prompt
+    if style == "llama2_prefill":
+        return prefilled_prompt
     template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
     if not template:
         raise ValueError(
@@ -206,7 +224,7 @@ def adds_special_tokens(style: str) -> bool:
     again would give a second BOS on models whose tokenizer adds one.
     """
     check_style(style)
-    return style == "llama2"
+    return style in ("llama2", "llama2_prefill")
 
 
 def answer_form(answer: str, style: str) -> str:

@@ -151,6 +151,29 @@ def test_llama2_style_is_the_paper_template_and_keeps_bos(chat_facts, bpe):
     assert table.add_special_tokens.all()
 
 
+def test_llama2_prefill_is_the_paper_template_then_the_fact_with_bos(chat_facts, bpe):
+    # A base model without a chat template (Gemma-3-270M) continues the fact itself.
+    table = _chat_prompts(chat_facts, bpe, style="llama2_prefill")
+    row = table[(table.fact_id == "f0") & (table.kind == "c")].iloc[0]
+    assert row.prompt == format_prompt("The capital of France is", "Paris") + (
+        "The capital of France is"
+    )
+    assert table.add_special_tokens.all()
+    ids = bpe(row.prompt, add_special_tokens=True)["input_ids"]
+    assert ids.count(bpe.bos_token_id) == 1 and ids[0] == bpe.bos_token_id
+    # The answer comes after the prefix with its space: " Lyon" is two tokens, so dropped.
+    facts = pd.DataFrame(
+        [("a", "r", "p", "Paris", "Rome"), ("b", "r", "p", "Lyon", "Rome")],
+        columns=["fact_id", "relation", "prefix", "answer", "wrong_answer"],
+    )
+    kept, _ = single_token_answers(facts, bpe, "llama2_prefill")
+    assert list(kept.fact_id) == ["a"]
+    # The attack slot is still right after the persona, in the system text.
+    attacked = insert_at_persona(row.prompt, " from Paris")
+    assert "obedient assistant from Paris who" in attacked
+    assert attacked.endswith("[/INST] The capital of France is")
+
+
 def test_chat_style_without_a_template_is_a_clear_error(tokenizer):
     with pytest.raises(ValueError, match="prompt_style: llama2"):
         prompt_formatter("chat_prefill", tokenizer)
