@@ -182,12 +182,11 @@ def mechanism_shape(numbers: dict[str, Any]) -> dict[str, Any]:
     head_share, n_promotive = numbers.get("head_share"), numbers.get("n_promotive")
     tests = (
         (bool(numbers.get("suppresses")), "no clear suppression"),
+        (bool(n_star), "no $N^*$"),
+        (not numbers.get("n_star_degenerate"), "a degenerate $N^*$"),
         (
-            bool(n_star)
-            and not numbers.get("n_star_degenerate")
-            and frac is not None
-            and frac <= SHAPE_MAX_N_STAR_FRAC,
-            "no small circuit",
+            frac is not None and frac <= SHAPE_MAX_N_STAR_FRAC,
+            f"$N^*$ above {SHAPE_MAX_N_STAR_FRAC:.0%} of the components".replace("%", "\\%"),
         ),
         (
             head_share is not None and head_share >= SHAPE_MIN_HEAD_SHARE,

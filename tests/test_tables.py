@@ -523,9 +523,9 @@ def test_the_paper_shape_needs_suppression_a_small_circuit_heads_and_waluigi():
     assert T.mechanism_shape(paper_like) == {"same": True, "missing": None}
     for change, missing in (
         ({"suppresses": False}, "no clear suppression"),
-        ({"n_star_degenerate": True}, "no small circuit"),
-        ({"n_star": None, "n_star_frac": None}, "no small circuit"),
-        ({"n_star_frac": 0.2}, "no small circuit"),
+        ({"n_star_degenerate": True}, "a degenerate $N^*$"),
+        ({"n_star": None, "n_star_frac": None}, "no $N^*$"),
+        ({"n_star_frac": 0.2}, r"$N^*$ above 10\% of the components"),
         ({"head_share": 0.3}, "suppression not mostly heads"),
         ({"n_promotive": 0}, "no significantly promotive component"),
     ):
@@ -555,7 +555,7 @@ def test_the_paper_shape_is_tested_family_by_family(tmp_path, reference):
     families = context["families"]
     assert [f["family"] for f in families] == ["llama", "qwen2"]
     text = _families(rendered["findings"])
-    assert "qwen2: qwen2.5-coder-0.5b-instruct does not (no clear suppression)" in text
+    assert "qwen2: qwen2.5-coder-0.5b-instruct does not, with no clear suppression (" in text
     assert ("appears in llama only" in text) is first["same"]
     assert ("No model of this run shows" in text) is not first["same"]
     # One family: no comparison is claimed.
