@@ -176,23 +176,19 @@ def mechanism_shape(numbers: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{"same": bool, "missing": str | None}``: ``missing`` names the first test the run
-        fails, as a phrase for the text (None when it passes them all).
+        fails (None when it passes them all): ``no_suppression``, ``no_n_star``,
+        ``degenerate_n_star``, ``large_n_star``, ``not_heads`` or ``no_promotive``; the
+        paper's text words each (paper/templates/findings.tex.j2).
     """
     n_star, frac = numbers.get("n_star"), numbers.get("n_star_frac")
     head_share, n_promotive = numbers.get("head_share"), numbers.get("n_promotive")
     tests = (
-        (bool(numbers.get("suppresses")), "no clear suppression"),
-        (bool(n_star), "no $N^*$"),
-        (not numbers.get("n_star_degenerate"), "a degenerate $N^*$"),
-        (
-            frac is not None and frac <= SHAPE_MAX_N_STAR_FRAC,
-            f"$N^*$ above {SHAPE_MAX_N_STAR_FRAC:.0%} of the components".replace("%", "\\%"),
-        ),
-        (
-            head_share is not None and head_share >= SHAPE_MIN_HEAD_SHARE,
-            "suppression not mostly heads",
-        ),
-        (bool(n_promotive), "no significantly promotive component"),
+        (bool(numbers.get("suppresses")), "no_suppression"),
+        (bool(n_star), "no_n_star"),
+        (not numbers.get("n_star_degenerate"), "degenerate_n_star"),
+        (frac is not None and frac <= SHAPE_MAX_N_STAR_FRAC, "large_n_star"),
+        (head_share is not None and head_share >= SHAPE_MIN_HEAD_SHARE, "not_heads"),
+        (bool(n_promotive), "no_promotive"),
     )
     missing = next((why for ok, why in tests if not ok), None)
     return {"same": missing is None, "missing": missing}

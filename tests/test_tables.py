@@ -522,14 +522,40 @@ def test_the_paper_shape_needs_suppression_a_small_circuit_heads_and_waluigi():
     }
     assert T.mechanism_shape(paper_like) == {"same": True, "missing": None}
     for change, missing in (
-        ({"suppresses": False}, "no clear suppression"),
-        ({"n_star_degenerate": True}, "a degenerate $N^*$"),
-        ({"n_star": None, "n_star_frac": None}, "no $N^*$"),
-        ({"n_star_frac": 0.2}, r"$N^*$ above 10\% of the components"),
-        ({"head_share": 0.3}, "suppression not mostly heads"),
-        ({"n_promotive": 0}, "no significantly promotive component"),
+        ({"suppresses": False}, "no_suppression"),
+        ({"n_star_degenerate": True}, "degenerate_n_star"),
+        ({"n_star": None, "n_star_frac": None}, "no_n_star"),
+        ({"n_star_frac": 0.2}, "large_n_star"),
+        ({"head_share": 0.3}, "not_heads"),
+        ({"n_promotive": 0}, "no_promotive"),
     ):
         assert T.mechanism_shape(paper_like | change) == {"same": False, "missing": missing}
+
+
+def test_every_way_to_miss_the_shape_is_worded_in_the_paper():
+    template = (TEMPLATES / "findings.tex.j2").read_text()
+    base = {
+        "suppresses": True,
+        "n_star": 35,
+        "n_star_frac": 0.03,
+        "n_star_degenerate": False,
+        "head_share": 0.8,
+        "n_promotive": 3,
+    }
+    misses = {
+        T.mechanism_shape(base | change)["missing"]
+        for change in (
+            {"suppresses": False},
+            {"n_star": None},
+            {"n_star_degenerate": True},
+            {"n_star_frac": 0.5},
+            {"head_share": 0.1},
+            {"n_promotive": 0},
+        )
+    }
+    assert len(misses) == 6
+    for key in misses:
+        assert f"'{key}': '" in template, key
 
 
 def test_the_paper_shape_is_tested_family_by_family(tmp_path, reference):
@@ -551,7 +577,7 @@ def test_the_paper_shape_is_tested_family_by_family(tmp_path, reference):
     ]
     context, rendered, _ = _render(runs, reference)
     first = context["runs"][0]["shape"]
-    assert context["runs"][1]["shape"] == {"same": False, "missing": "no clear suppression"}
+    assert context["runs"][1]["shape"] == {"same": False, "missing": "no_suppression"}
     families = context["families"]
     assert [f["family"] for f in families] == ["llama", "qwen2"]
     text = _families(rendered["findings"])
