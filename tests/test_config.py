@@ -340,3 +340,11 @@ def test_config_gaps_of_issue_30_are_closed(config, tmp_path):
     with pytest.raises(ConfigError, match=r"no scatter named 'atribution' \(it has attribution\)"):
         check_scatter({"atribution": 3})
     check_scatter({"attribution": 3})
+
+
+def test_the_schema_offers_every_prompt_style_the_code_builds():
+    from forbidden_facts.prompts import PROMPT_STYLES
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    model = schema["$defs"]["model"]["properties"]
+    assert model["prompt_style"]["enum"] == list(PROMPT_STYLES)
