@@ -32,7 +32,15 @@ def test_scale_benchmark_writes_every_stage_and_the_memory_prediction(tmp_path):
     small = ["--preset", "organism", "--layers", "1", "--facts", "2", "--ov-rows", "8"]
     _bench("scale_benchmark.py", *small, "--search-tokens", "4", "--json", str(out))
     figures = json.loads(out.read_text())
-    stages = ["inference", "attribution", "cumulative", "ov", "attention", "token_search"]
+    stages = [
+        "inference",
+        "attribution",
+        "cumulative",
+        "faithfulness",
+        "ov",
+        "attention",
+        "token_search",
+    ]
     assert sorted(figures["stages"]) == sorted(stages)
     for stage in stages:
         assert figures["stages"][stage]["seconds"] > 0
