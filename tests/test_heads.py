@@ -91,3 +91,20 @@ def test_ov_sums_in_float32_agree_with_the_float64_log_odds():
     total, diag = row_logodds_sums(logits, src)
     assert abs(total - lo.sum().item()) <= 1e-6 * lo.abs().sum().item()
     assert abs(diag - lo.gather(-1, src[:, None]).sum().item()) < 1e-4
+
+
+def test_ov_sums_agree_with_the_log_odds_where_several_entries_are_likely():
+    # No entry above 1/2, but a few between 1e-3 and 1/2 (their -log(1 - p) is taken
+    # exactly) and the long tail below (taken as p + p^2/2), on a 49152-token vocabulary.
+    gen = torch.Generator().manual_seed(1)
+    logits = 2 * torch.randn(5, 49152, generator=gen)
+    logits[0, :3] = torch.tensor([13.0, 12.5, 12.0])  # p 0.36, 0.22, 0.13
+    logits[1, 100:140] = 10.0  # forty entries of about 2% each
+    logits[2, 5] = 12.5  # p 0.42
+    src = torch.tensor([0, 120, 5, 9, 4])
+    lo = row_logodds(logits)
+    p = logits.double().softmax(-1)
+    assert 0.4 < p.max() < 0.5 and ((p > 1e-3).sum(-1) > 10).all()
+    total, diag = row_logodds_sums(logits, src)
+    assert abs(total - lo.sum().item()) <= 1e-7 * lo.abs().sum().item()
+    assert abs(diag - lo.gather(-1, src[:, None]).sum().item()) < 1e-5
