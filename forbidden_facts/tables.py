@@ -272,7 +272,7 @@ def paper_context(runs: list[Run], reference: dict, *, top_k: int, top_n: int) -
         ``runs``: per run, ``numbers`` (`run_numbers`), ``paper`` (the matched paper
         model's `paper_numbers`), ``paper_label``, ``proxy``, ``suppressive`` and
         ``promotive`` component rows, the attack example's ``top5`` and the ``shape``
-        (`mechanism_shape`); ``families`` (`family_shapes`);
+        (`mechanism_shape`); ``families`` (`family_shapes`); ``several_datasets``;
         ``paper_models``: every paper model's numbers by config name; and the
         reference's ``source``, ``paper_dataset``, ``default_label`` and
         ``default_model``.
@@ -307,6 +307,7 @@ def paper_context(runs: list[Run], reference: dict, *, top_k: int, top_n: int) -
     return {
         "runs": entries,
         "families": family_shapes(entries),
+        "several_datasets": len({e["dataset"] for e in entries}) > 1,
         "shape_max_n_star_frac": SHAPE_MAX_N_STAR_FRAC,
         "shape_min_head_share": SHAPE_MIN_HEAD_SHARE,
         "paper_models": {name: paper_numbers(spec) for name, spec in models.items()},
