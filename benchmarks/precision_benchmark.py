@@ -33,7 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_benchmark import llama_config, padded_tokenizer, random_model  # noqa: E402
+from scale_benchmark import (  # noqa: E402
+    llama_config,
+    padded_tokenizer,
+    random_model,
+    write_figures,
+)
 
 from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.inference import run_inference  # noqa: E402
@@ -157,9 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["seconds"] = result[2]
         out["dtypes"][dt] = row
         print(f"{dt}: " + json.dumps(row), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+    write_figures(args.json, out)
     return out
 
 

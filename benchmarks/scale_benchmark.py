@@ -424,6 +424,15 @@ def decomposition_error(model, tokenizer, prompts) -> float:
     return float(err.max())
 
 
+def write_figures(path: Path | None, figures: dict) -> None:
+    """Write a benchmark's figures as JSON to `path` (`--json`; None: nowhere)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2))
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -759,10 +768,7 @@ def main(argv: list[str] | None = None) -> dict:
         "stages": results,
         "attribution": attribution,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_figures(args.json, out)
     return out
 
 

@@ -23,7 +23,6 @@ whether every other column is equal.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -43,6 +42,7 @@ from scale_benchmark import (  # noqa: E402
     llama_config,
     padded_tokenizer,
     random_model,
+    write_figures,
 )
 
 from forbidden_facts.architectures import adapter_for  # noqa: E402
@@ -255,10 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": peaks,
         "agreement": agree,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_figures(args.json, out)
     return out
 
 
