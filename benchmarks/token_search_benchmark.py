@@ -49,7 +49,7 @@ from forbidden_facts.architectures import adapter_for  # noqa: E402
 from forbidden_facts.artifacts import TOKEN_SEARCH_COLUMNS  # noqa: E402
 from forbidden_facts.datasets import load_facts  # noqa: E402
 from forbidden_facts.metrics import VocabIndex  # noqa: E402
-from forbidden_facts.modeling import DTYPES, load_model  # noqa: E402
+from forbidden_facts.modeling import DTYPES, common_start, load_model  # noqa: E402
 from forbidden_facts.prompts import (  # noqa: E402
     adds_special_tokens,
     assign_irrelevant_words,
@@ -58,7 +58,6 @@ from forbidden_facts.prompts import (  # noqa: E402
     single_token_answers,
 )
 from forbidden_facts.token_search import (  # noqa: E402
-    _common_start,
     control_slot_ids,
     slot_ids,
     token_search,
@@ -89,7 +88,7 @@ def positions_run(prompts: list[tuple[list[int], int]]) -> int:
         groups.setdefault(tuple(ids[:slot]), []).append(ids[slot:])
     total = 0
     for rests in groups.values():
-        shared = _common_start(rests)[: min(map(len, rests)) - 1] if len(rests) > 1 else []
+        shared = common_start(rests)[: min(map(len, rests)) - 1] if len(rests) > 1 else []
         total += 1 + len(shared) + sum(len(r) - len(shared) for r in rests)
     return total
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .architectures import AdapterMismatch, adapter_for
 from .components import component_labels, parse_label  # noqa: F401 (re-exported)
-from .modeling import Batch, input_device
+from .modeling import Batch, last_position_forward
 from .norms import rms_scale, softcap
 
 
@@ -114,7 +114,7 @@ def last_position_writes(model, batch: Batch) -> tuple[dict, Float[Tensor, "batc
         [batch d_model] (the MLP's write), in the model's dtype; the final logits.
     """
     with _capture(model) as store:
-        out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+        out, _ = last_position_forward(model, batch)
     return store, out.logits[:, -1]
 
 
@@ -146,7 +146,7 @@ def decompose(model, batch: Batch, check: bool = True, ids=None) -> Decompositio
     """
     ad = adapter_for(model)
     with _capture(model) as store:
-        out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+        out, _ = last_position_forward(model, batch)
     device = ad.final_norm_module.weight.device
     parts = [store["embed"].to(device, torch.float32)[:, None]]
     for i in range(ad.n_layers):

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .architectures import adapter_for
 from .artifacts import HEAD_COLUMNS
 from .decompose import model_shape
-from .modeling import chunks, encode, input_device
+from .modeling import chunks, encode, last_position_forward
 from .prompts import encoding_flag
 from .units import LN10
 
@@ -278,18 +278,21 @@ def last_position_attention(
 ) -> tuple[Tensor, Tensor]:
     """Attention from the final position, [batch, layer, head, pos], and the padding width."""
     batch = encode(tokenizer, prompts, add_special_tokens)
-    out = model(
-        **batch.to(input_device(model)).as_kwargs(),
-        output_attentions=True,
-        use_cache=False,
-        logits_to_keep=1,
-    )
+    out, shared = last_position_forward(model, batch, output_attentions=True)
     if out.attentions is None or out.attentions[0] is None:
         raise RuntimeError(
             "the model returned no attention weights: load it with attn_implementation='eager'"
         )
-    attn = torch.stack([a[:, :, -1, :].float().cpu() for a in out.attentions], dim=1)
+    found = torch.stack([a[:, :, -1, :].float().cpu() for a in out.attentions], dim=1)
     pad = (batch.attention_mask == 0).sum(-1)
+    if not shared:
+        return found, pad
+    # Back to the batch's own layout: the shared prefix ran once, ahead of the rows'
+    # left-padded rest, so a row's prefix keys move behind its padding.
+    attn = torch.zeros(*found.shape[:-1], batch.input_ids.shape[1])
+    for row, width in enumerate(pad.tolist()):
+        attn[row, ..., width : width + shared] = found[row, ..., :shared]
+        attn[row, ..., shared + width :] = found[row, ..., shared + width :]
     return attn, pad
 
 

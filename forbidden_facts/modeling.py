@@ -221,8 +221,92 @@ def chunks(n: int, size: int) -> Iterator[slice]:
 @torch.no_grad()
 def final_logits(model, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the final position, checked for NaN/inf by the caller."""
-    out = model(**batch.to(input_device(model)).as_kwargs(), logits_to_keep=1, use_cache=False)
+    out, _ = last_position_forward(model, batch)
     return out.logits[:, -1, :]
+
+
+def common_start(rows: Sequence[Sequence[int]]) -> list[int]:
+    """The longest list every row starts with.
+
+    Example:
+        >>> common_start([[1, 2, 3], [1, 2, 5], [1, 2]])
+        [1, 2]
+    """
+    out = []
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        out.append(column[0])
+    return out
+
+
+# Fewer shared tokens than this are not worth a second forward pass.
+MIN_SHARED_TOKENS = 8
+
+
+def _shared_length(model, batch: Batch) -> tuple[int, list[list[int]]]:
+    """How many first tokens every row of `batch` shares (0: run it whole), and its rows."""
+    rows = [
+        ids[mask.bool()].tolist()
+        for ids, mask in zip(batch.input_ids, batch.attention_mask, strict=True)
+    ]
+    if len(rows) < 2:
+        return 0, rows
+    # Each row keeps at least its last token to itself: its outputs are read there.
+    shared = min(len(common_start(rows)), min(len(r) for r in rows) - 1)
+    if shared < MIN_SHARED_TOKENS:
+        return 0, rows
+    # The continuation is left-padded behind the prefix, so a key's index there is not
+    # its position: a sliding window would cut at another place than in the whole prompt,
+    # unless it is wider than the batch (then it cuts nothing either way).
+    from .architectures import adapter_for
+
+    ad = adapter_for(model)
+    width = batch.input_ids.shape[1]
+    for layer in range(ad.n_layers):
+        window = ad.attention_window(layer)
+        if window is not None and window <= width:
+            return 0, rows
+    return shared, rows
+
+
+@torch.no_grad()
+def last_position_forward(model, batch: Batch, **kwargs) -> tuple[object, int]:
+    """The model's forward pass of a left-padded batch, its logits kept at the last position only.
+
+    The first tokens every row shares (in this workflow the system text up to the
+    forbidden word, about half of each prompt) run once, and the rest of each row runs
+    on their key/value cache, left-padded behind them. Under causal attention this is
+    exact: no shared token sees what follows it, and every row's tokens keep their
+    positions. Hooks on the model see both passes, the rest of the rows last, so a hook
+    that records the last position ends with the rows' own values. A batch whose rows
+    share fewer than `MIN_SHARED_TOKENS` tokens runs whole.
+
+    Args:
+        kwargs: More arguments of the forward pass (``output_attentions``).
+
+    Returns:
+        (the model's output, how many first tokens ran once: 0 if none). With a prefix,
+        returned attention weights cover the prefix's keys, then the rest's, left-padded.
+    """
+    device = input_device(model)
+    shared, rows = _shared_length(model, batch)
+    if not shared:
+        out = model(**batch.to(device).as_kwargs(), logits_to_keep=1, use_cache=False, **kwargs)
+        return out, 0
+    prefix = shared_prefix(model, rows[0][:shared])
+    rest = pad_left([r[shared:] for r in rows], int(batch.input_ids[0, 0])).to(device)
+    head = torch.ones(len(rows), shared, dtype=rest.attention_mask.dtype, device=device)
+    out = model(
+        input_ids=rest.input_ids,
+        attention_mask=torch.cat([head, rest.attention_mask], 1),
+        position_ids=rest.position_ids + shared,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): prefix.cache},
+        **kwargs,
+    )
+    return out, shared
 
 
 def cache_argument(model) -> str:

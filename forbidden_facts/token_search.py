@@ -20,6 +20,7 @@ from .architectures import adapter_for
 from .metrics import VocabIndex, answer_logodds, to_log10
 from .modeling import (
     chunks,
+    common_start,
     continue_prefix,
     extend_prefix,
     final_logits,
@@ -141,16 +142,6 @@ def neutral_reference(logodds: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return ref
 
 
-def _common_start(rows: list[list[int]]) -> list[int]:
-    """The longest list every row starts with."""
-    out = []
-    for column in zip(*rows, strict=False):
-        if any(t != column[0] for t in column):
-            break
-        out.append(column[0])
-    return out
-
-
 def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress):
     """Answer log-odds and each head's last-position attention to the slot, per candidate.
 
@@ -198,7 +189,7 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
             rests = [prompts[i][0][slot:] for i in members]
             # Each prompt keeps at least its last token to itself (its logits are read there).
             shared = (
-                _common_start(rests)[: min(len(r) for r in rests) - 1] if len(members) > 1 else []
+                common_start(rests)[: min(len(r) for r in rests) - 1] if len(members) > 1 else []
             )
             head = shared_prefix(model, list(before), keep=keep)
             for sl in tqdm(

@@ -18,9 +18,9 @@ import torch
 from forbidden_facts.architectures import ADAPTERS, UnsupportedArchitecture, adapter_for
 from forbidden_facts.attack import self_insertion
 from forbidden_facts.decompose import decompose, norm_unembed
-from forbidden_facts.heads import forbidden_attention, ov_scores
+from forbidden_facts.heads import forbidden_attention, last_position_attention, ov_scores
 from forbidden_facts.metrics import VocabIndex, answer_logodds
-from forbidden_facts.modeling import encode
+from forbidden_facts.modeling import MIN_SHARED_TOKENS, encode, last_position_forward
 from forbidden_facts.patching import attribute, cumulative_rows
 from tests.families import FAMILIES, tiny_family
 
@@ -145,6 +145,35 @@ def test_components_sum_to_the_residual_and_rebuild_the_logits(family_model, tok
     torch.testing.assert_close(
         norm_unembed(model, dec.components.sum(1))[0], own, rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_batch_runs_the_tokens_its_prompts_share_once_with_the_same_outputs(
+    family_model, tokenizer, prompts
+):
+    # Every prompt starts with the system text up to the forbidden word: a batch runs it
+    # once and each row's rest on its cache (modeling.last_position_forward). The logits,
+    # the last position's attention and every component are those of the whole prompts.
+    family, model = family_model
+    texts = list(prompts.prompt.iloc[:6])
+    batch = encode(tokenizer, texts)
+    assert (batch.attention_mask == 0).any()  # rows of unequal length: padding in the middle
+    with torch.no_grad():
+        whole = model(**batch.as_kwargs(), output_attentions=True, use_cache=False)
+        out, shared = last_position_forward(model, batch)
+        attn, pad = last_position_attention(model, tokenizer, texts)
+        together = decompose(model, batch).components
+        alone = torch.cat([decompose(model, encode(tokenizer, [t])).components for t in texts])
+    if family in ("gemma2", "gemma3"):
+        # Their sliding windows (16 and 4 tokens, narrower than the prompts) would cut the
+        # padded rest elsewhere: they run whole.
+        assert shared == 0
+    else:
+        assert shared >= MIN_SHARED_TOKENS
+    torch.testing.assert_close(out.logits[:, -1], whole.logits[:, -1], rtol=1e-5, atol=1e-5)
+    expected = torch.stack([a[:, :, -1] for a in whole.attentions], dim=1)
+    torch.testing.assert_close(attn, expected, rtol=1e-5, atol=1e-6)
+    assert pad.tolist() == (batch.attention_mask == 0).sum(-1).tolist()
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_patching_every_component_gives_the_other_prompts_logits(family_model, tokenizer, prompts):
