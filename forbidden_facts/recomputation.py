@@ -41,6 +41,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .architectures import LlamaAdapter, adapter_for
+from .components import parse_label
 from .decompose import DecompositionError, last_position_writes, model_labels
 from .metrics import VocabIndex, answer_logodds
 from .modeling import Batch, chunks, encode, input_device
@@ -179,6 +180,13 @@ def _cache_name(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _copy(cache):
+    """A copy of `cache` that a forward pass can append to, leaving `cache` as it was."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    return out
+
+
 def _repeat(cache, prompt: int, n: int):
     """A new cache holding prompt `prompt`'s rows of `cache` `n` times; `cache` stays as it was.
 
@@ -186,8 +194,7 @@ def _repeat(cache, prompt: int, n: int):
     (no copy); the forward pass appends to the copy by concatenation, so the prompts'
     cache is read, never written, and serves every chunk of rows.
     """
-    out = copy.copy(cache)
-    out.layers = [copy.copy(layer) for layer in cache.layers]
+    out = _copy(cache)
     for layer in out.layers:
         if getattr(layer, "keys", None) is not None and layer.keys.numel():
             shape = (n, *layer.keys.shape[1:])
@@ -196,18 +203,98 @@ def _repeat(cache, prompt: int, n: int):
     return out
 
 
-def _prompt_chunks(fact: Int[Tensor, " row"], size: int) -> Iterator[slice]:
-    """Slices of at most `size` rows, each within one run of equal `fact` (one prompt)."""
+def first_changed_layer(labels: Sequence[str], patch: Bool[Tensor, "row component"]) -> np.ndarray:
+    """Per row, the lowest layer that its patch changes (the layers below it run as unpatched).
+
+    A patched head or MLP changes its own layer, the embedding changes layer 0; a row that
+    patches nothing changes none (the number of layers).
+
+    Example:
+        >>> first_changed_layer(["EMBED", "L0H0ATN", "L1MLP"], torch.tensor(
+        ...     [[False, False, True], [True, False, True], [False, False, False]])).tolist()
+        [1, 0, 2]
+    """
+    n_layers = 1 + max(parse_label(label)[1] or 0 for label in labels)
+    layer = np.array([parse_label(label)[1] or 0 for label in labels])
+    patched = patch.cpu().numpy()
+    lowest = np.where(patched, layer[None, :], n_layers).min(axis=1, initial=n_layers)
+    return lowest
+
+
+def _depth_chunks(fact: Int[Tensor, " row"], first: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Row indices of each forward pass: one prompt's rows, at most `size`, deepest start first.
+
+    A pass runs from the lowest first-changed layer among its rows, so each prompt's rows
+    go in order of their first changed layer (highest first), and the rows that change
+    layer 0 (every layer recomputed) get passes of their own.
+    """
     if size < 1:
         raise ValueError(f"row_batch must be >= 1, got {size}")
     values = fact.tolist()
     start = 0
     while start < len(values):
         stop = start + 1
-        while stop < len(values) and stop - start < size and values[stop] == values[start]:
+        while stop < len(values) and values[stop] == values[start]:
             stop += 1
-        yield slice(start, stop)
+        rows = start + np.argsort(-first[start:stop], kind="stable")
+        chunk: list[int] = []
+        for row in rows.tolist():
+            if chunk and (len(chunk) == size or (first[row] == 0) != (first[chunk[0]] == 0)):
+                yield np.array(chunk)
+                chunk = []
+            chunk.append(row)
+        yield np.array(chunk)
         start = stop
+
+
+@contextlib.contextmanager
+def _skip_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], rows: int):
+    """Layers below `first` return their unpatched last-position output instead of running.
+
+    Args:
+        outputs: Per layer, one prompt's unpatched output at the last position, [1, 1, d_model].
+    """
+    layers = ad.layers[:first]
+    try:
+        for layer, out in zip(layers, outputs, strict=False):
+            value = out.expand(rows, -1, -1)
+            layer.forward = lambda *args, _value=value, **kwargs: _value
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+def _layer_outputs(model, target: Batch, cache) -> list[Tensor]:
+    """Each layer's unpatched output at the target prompts' last position: [prompt, 1, d_model]."""
+    ad = adapter_for(model)
+    found: dict[int, Tensor] = {}
+
+    def keep(i):
+        def hook(_mod, _inp, out):
+            if not isinstance(out, Tensor):
+                raise DecompositionError(
+                    f"layer {i} returns {type(out).__name__}, not the hidden states: this "
+                    "transformers version's decoder layers are not supported by the layer skip"
+                )
+            found[i] = out[:, -1:].clone()
+
+        return hook
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(ad.layers)]
+    try:
+        model(
+            input_ids=target.input_ids[:, -1:],
+            attention_mask=target.attention_mask,
+            position_ids=target.position_ids[:, -1:],
+            use_cache=True,
+            logits_to_keep=1,
+            **{_cache_name(model): _copy(cache)},
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [found[i] for i in range(ad.n_layers)]
 
 
 def _rows(batch: Batch, fact: Int[Tensor, " row"]) -> Batch:
@@ -223,7 +310,7 @@ def recomputed_logits(
     patch: Bool[Tensor, "row component"],
     row_batch: int = 64,
     cached: bool = True,
-) -> Iterator[tuple[slice, Float[Tensor, "chunk d_vocab"]]]:
+) -> Iterator[tuple[Int[Tensor, " chunk"], Float[Tensor, "chunk d_vocab"]]]:
     """Last-position logits of target prompts with components patched in from source prompts.
 
     Row r is target prompt ``fact[r]`` with the components of ``patch[r]`` (columns in
@@ -242,7 +329,9 @@ def recomputed_logits(
             against, and the benchmark's baseline).
 
     Yields:
-        (slice of the rows, their logits), chunk by chunk.
+        (indices of the rows, their logits), chunk by chunk. The cached path runs a
+        chunk's layers from the lowest one its rows' patches change; the layers below
+        it hand on the unpatched prompt's output (`_skip_layers_below`).
     """
     ad = adapter_for(model)
     n_labels = len(model_labels(model))
@@ -262,30 +351,36 @@ def recomputed_logits(
     device = input_device(model)
     target = target.to(device)
     fact = fact.to(device)
-    cache = None
+    cache, outputs = None, None
+    first = first_changed_layer(model_labels(model), patch)
     if cached:
         prefix = Batch(
             target.input_ids[:, :-1], target.attention_mask[:, :-1], target.position_ids[:, :-1]
         )
         cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[_cache_name(model)]
+        outputs = _layer_outputs(model, target, cache)
+    else:
+        first = np.zeros_like(first)  # the reference runs every layer of every row
     # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
-    for sl in _prompt_chunks(fact, row_batch):
-        rows = _rows(target, fact[sl])
-        with _patch_hooks(model, source, fact[sl].cpu(), patch[sl]):
+    for chunk in _depth_chunks(fact.cpu(), first, row_batch):
+        idx = torch.as_tensor(chunk)
+        rows = _rows(target, fact[idx.to(device)])
+        prompt, skip = int(fact[idx[0]]), int(first[chunk].min())
+        with _patch_hooks(model, source, fact.cpu()[idx], patch[idx]):
             if cached:
-                out = model(
-                    input_ids=rows.input_ids[:, -1:],
-                    attention_mask=rows.attention_mask,
-                    position_ids=rows.position_ids[:, -1:],
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **{
-                        _cache_name(model): _repeat(cache, int(fact[sl.start]), len(rows.input_ids))
-                    },
-                )
+                unpatched = [layer[prompt : prompt + 1] for layer in outputs]
+                with _skip_layers_below(ad, skip, unpatched, len(chunk)):
+                    out = model(
+                        input_ids=rows.input_ids[:, -1:],
+                        attention_mask=rows.attention_mask,
+                        position_ids=rows.position_ids[:, -1:],
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **{_cache_name(model): _repeat(cache, prompt, len(chunk))},
+                    )
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)
-        yield sl, out.logits[:, -1]
+        yield idx, out.logits[:, -1]
 
 
 def recomputed_logodds(
@@ -305,8 +400,8 @@ def recomputed_logodds(
         Others: as `recomputed_logits`.
     """
     out = torch.empty(len(fact), dtype=torch.float64)
-    for sl, logits in recomputed_logits(model, target, source, fact, patch, row_batch, cached):
-        out[sl] = answer_logodds(logits, answer_mask[fact[sl].cpu()]).cpu()
+    for rows, logits in recomputed_logits(model, target, source, fact, patch, row_batch, cached):
+        out[rows] = answer_logodds(logits, answer_mask[fact.cpu()[rows]]).cpu()
     return out
 
 

@@ -385,3 +385,24 @@ def test_cached_path_under_sdpa_attention(tokenizer, prompts):
     cached = _run(model, pair, sets, cached=True, row_batch=3)
     torch.testing.assert_close(cached, _run(model, pair, sets, cached=False), rtol=0, atol=TOL)
     torch.testing.assert_close(cached[:, 2], _lo(model, c, mask), rtol=0, atol=TOL)
+
+
+def test_the_layers_below_a_patch_do_not_run_again(family_model, pair):
+    # A patch changes nothing below its own layer: those layers hand on the unpatched
+    # prompt's output (recomputation._skip_layers_below) instead of running per row.
+    first_layer = family_model.model.layers[0].self_attn.o_proj
+    rows_seen = []
+    handle = first_layer.register_forward_hook(lambda _m, args, _o: rows_seen.append(len(args[0])))
+    try:
+        sets = [[], ["L1H0ATN"], ["L1MLP"]]
+        upper = _run(family_model, pair, sets, row_batch=8)
+        upper_calls = len(rows_seen)
+        rows_seen.clear()
+        _run(family_model, pair, [["L0H0ATN"]], row_batch=8)
+    finally:
+        handle.remove()
+    # The prompts' cache and their unpatched last position: two passes, no patched row.
+    assert upper_calls == 2
+    assert sum(rows_seen) > 2 * len(pair[1].input_ids)
+    full = _run(family_model, pair, sets, cached=False)
+    torch.testing.assert_close(upper, full, rtol=0, atol=TOL)
