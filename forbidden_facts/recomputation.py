@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -41,10 +40,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .architectures import LlamaAdapter, adapter_for
-from .components import parse_label
 from .decompose import DecompositionError, last_position_writes, model_labels
+from .layer_skip import depth_chunks, first_changed_layer, layer_outputs, skipping_layers_below
 from .metrics import VocabIndex, answer_logodds
-from .modeling import Batch, chunks, encode, input_device
+from .modeling import Batch, cache_argument, chunks, encode, input_device
 
 PAIRS = ("nc0", "nc1")
 
@@ -174,12 +173,6 @@ def _patch_hooks(
             h.remove()
 
 
-def _cache_name(model) -> str:
-    """The forward pass's key/value cache argument: transformers 5 ``cache``, 4.x ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _copy(cache):
     """A copy of `cache` that a forward pass can append to, leaving `cache` as it was."""
     out = copy.copy(cache)
@@ -201,100 +194,6 @@ def _repeat(cache, prompt: int, n: int):
             layer.keys = layer.keys[prompt : prompt + 1].expand(shape)
             layer.values = layer.values[prompt : prompt + 1].expand(shape)
     return out
-
-
-def first_changed_layer(labels: Sequence[str], patch: Bool[Tensor, "row component"]) -> np.ndarray:
-    """Per row, the lowest layer that its patch changes (the layers below it run as unpatched).
-
-    A patched head or MLP changes its own layer, the embedding changes layer 0; a row that
-    patches nothing changes none (the number of layers).
-
-    Example:
-        >>> first_changed_layer(["EMBED", "L0H0ATN", "L1MLP"], torch.tensor(
-        ...     [[False, False, True], [True, False, True], [False, False, False]])).tolist()
-        [1, 0, 2]
-    """
-    n_layers = 1 + max(parse_label(label)[1] or 0 for label in labels)
-    layer = np.array([parse_label(label)[1] or 0 for label in labels])
-    patched = patch.cpu().numpy()
-    lowest = np.where(patched, layer[None, :], n_layers).min(axis=1, initial=n_layers)
-    return lowest
-
-
-def _depth_chunks(fact: Int[Tensor, " row"], first: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Row indices of each forward pass: one prompt's rows, at most `size`, deepest start first.
-
-    A pass runs from the lowest first-changed layer among its rows, so each prompt's rows
-    go in order of their first changed layer (highest first), and the rows that change
-    layer 0 (every layer recomputed) get passes of their own.
-    """
-    if size < 1:
-        raise ValueError(f"row_batch must be >= 1, got {size}")
-    values = fact.tolist()
-    start = 0
-    while start < len(values):
-        stop = start + 1
-        while stop < len(values) and values[stop] == values[start]:
-            stop += 1
-        rows = start + np.argsort(-first[start:stop], kind="stable")
-        chunk: list[int] = []
-        for row in rows.tolist():
-            if chunk and (len(chunk) == size or (first[row] == 0) != (first[chunk[0]] == 0)):
-                yield np.array(chunk)
-                chunk = []
-            chunk.append(row)
-        yield np.array(chunk)
-        start = stop
-
-
-@contextlib.contextmanager
-def _skip_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], rows: int):
-    """Layers below `first` return their unpatched last-position output instead of running.
-
-    Args:
-        outputs: Per layer, one prompt's unpatched output at the last position, [1, 1, d_model].
-    """
-    layers = ad.layers[:first]
-    try:
-        for layer, out in zip(layers, outputs, strict=False):
-            value = out.expand(rows, -1, -1)
-            layer.forward = lambda *args, _value=value, **kwargs: _value
-        yield
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
-
-
-def _layer_outputs(model, target: Batch, cache) -> list[Tensor]:
-    """Each layer's unpatched output at the target prompts' last position: [prompt, 1, d_model]."""
-    ad = adapter_for(model)
-    found: dict[int, Tensor] = {}
-
-    def keep(i):
-        def hook(_mod, _inp, out):
-            if not isinstance(out, Tensor):
-                raise DecompositionError(
-                    f"layer {i} returns {type(out).__name__}, not the hidden states: this "
-                    "transformers version's decoder layers are not supported by the layer skip"
-                )
-            found[i] = out[:, -1:].clone()
-
-        return hook
-
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(ad.layers)]
-    try:
-        model(
-            input_ids=target.input_ids[:, -1:],
-            attention_mask=target.attention_mask,
-            position_ids=target.position_ids[:, -1:],
-            use_cache=True,
-            logits_to_keep=1,
-            **{_cache_name(model): _copy(cache)},
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [found[i] for i in range(ad.n_layers)]
 
 
 def _rows(batch: Batch, fact: Int[Tensor, " row"]) -> Batch:
@@ -331,7 +230,7 @@ def recomputed_logits(
     Yields:
         (indices of the rows, their logits), chunk by chunk. The cached path runs a
         chunk's layers from the lowest one its rows' patches change; the layers below
-        it hand on the unpatched prompt's output (`_skip_layers_below`).
+        it hand on the unpatched prompt's output (`forbidden_facts.layer_skip`).
     """
     ad = adapter_for(model)
     n_labels = len(model_labels(model))
@@ -357,26 +256,35 @@ def recomputed_logits(
         prefix = Batch(
             target.input_ids[:, :-1], target.attention_mask[:, :-1], target.position_ids[:, :-1]
         )
-        cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[_cache_name(model)]
-        outputs = _layer_outputs(model, target, cache)
+        cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[cache_argument(model)]
+        # The unpatched last position, once per prompt: what the skipped layers hand on.
+        outputs = layer_outputs(
+            model,
+            input_ids=target.input_ids[:, -1:],
+            attention_mask=target.attention_mask,
+            position_ids=target.position_ids[:, -1:],
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_argument(model): _copy(cache)},
+        )
     else:
         first = np.zeros_like(first)  # the reference runs every layer of every row
     # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
-    for chunk in _depth_chunks(fact.cpu(), first, row_batch):
+    for chunk in depth_chunks(fact.cpu(), first, row_batch):
         idx = torch.as_tensor(chunk)
         rows = _rows(target, fact[idx.to(device)])
         prompt, skip = int(fact[idx[0]]), int(first[chunk].min())
         with _patch_hooks(model, source, fact.cpu()[idx], patch[idx]):
             if cached:
                 unpatched = [layer[prompt : prompt + 1] for layer in outputs]
-                with _skip_layers_below(ad, skip, unpatched, len(chunk)):
+                with skipping_layers_below(ad, skip, unpatched, len(chunk)):
                     out = model(
                         input_ids=rows.input_ids[:, -1:],
                         attention_mask=rows.attention_mask,
                         position_ids=rows.position_ids[:, -1:],
                         use_cache=True,
                         logits_to_keep=1,
-                        **{_cache_name(model): _repeat(cache, prompt, len(chunk))},
+                        **{cache_argument(model): _repeat(cache, prompt, len(chunk))},
                     )
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)
