@@ -147,7 +147,9 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
 
     For several prompts (token ids, slot), each with its answer mask. Prompts with the
     same tokens before the slot (every fact's attack prompt: the system text up to the
-    persona) run those once, and their key/value cache serves every batch; the tokens
+    persona) run those once, and their key/value cache serves every batch (what the groups'
+    tokens before their slots share, as the control slots' system text up to the forbidden
+    word, runs once for all of them); the tokens
     right after the slot that all of them share (the system text up to the forbidden
     word) run once per batch of candidates for all of them, and each prompt then runs
     only the rest (in whatever attention the model was loaded with). A chosen head's
@@ -183,7 +185,11 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
         adapter.attention(layer).register_forward_pre_hook(keep_query(layer), with_kwargs=True)
         for layer in by_layer
     ]
+    # What every group's tokens before the slot start with (the system text up to the
+    # forbidden word, for the control slots of different facts) runs once for all groups.
+    common = common_start(list(groups))[: min(len(before) for before in groups)]
     try:
+        top = shared_prefix(model, common, keep=keep) if len(groups) > 1 and common else None
         for before, members in groups.items():
             slot = len(before)
             rests = [prompts[i][0][slot:] for i in members]
@@ -191,7 +197,12 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
             shared = (
                 common_start(rests)[: min(len(r) for r in rests) - 1] if len(members) > 1 else []
             )
-            head = shared_prefix(model, list(before), keep=keep)
+            if top is None:
+                head = shared_prefix(model, list(before), keep=keep)
+            elif slot > top.length:
+                head = extend_prefix(model, top, torch.as_tensor([before[top.length :]]))
+            else:
+                head = top
             for sl in tqdm(
                 list(chunks(len(cands), batch_size)),
                 desc=desc,
@@ -313,13 +324,13 @@ def token_search(
     pieces = tokenizer.convert_ids_to_tokens(cands)
     classes = length_classes(pieces, [vocab.strings[c] for c in cands])
     rows = [fact for _, fact in facts.iterrows()]
-    masks, lo_base = [], []
-    for fact in rows:
-        base_ids = tokenizer(fact["prompt"], add_special_tokens=specials)["input_ids"]
-        masks.append(vocab.answer_mask([fact["answer"]], len(vocab.strings)))
-        lo_base.append(
-            answer_logodds(final_logits(model, pad_left([base_ids], 0)), masks[-1]).item()
-        )
+    masks = [vocab.answer_mask([fact["answer"]], len(vocab.strings)) for fact in rows]
+    # The prompts without " from", in batches (their shared system text runs once a batch).
+    base_ids = [tokenizer(f["prompt"], add_special_tokens=specials)["input_ids"] for f in rows]
+    lo_base = []
+    for sl in chunks(len(rows), batch_size):
+        logits = final_logits(model, pad_left(base_ids[sl], 0))
+        lo_base += answer_logodds(logits, torch.cat(masks[sl])).tolist()
     passes = {}
     for kind, finder in (("attack", slot_ids), ("control", control_slot_ids)):
         prompts = [
