@@ -74,14 +74,20 @@ def skipping_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], r
         outputs: Per layer, one prompt's unpatched output at the last position, [1, 1, d_model].
     """
     layers = ad.layers[:first]
+    # A layer may already carry a forward of its own (accelerate's device-map hook): put
+    # back exactly what was there.
+    saved = [layer.__dict__.get("forward") for layer in layers]
     try:
         for layer, out in zip(layers, outputs, strict=False):
             value = out.expand(rows, -1, -1)
             layer.forward = lambda *args, _value=value, **kwargs: _value
         yield
     finally:
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
+        for layer, forward in zip(layers, saved, strict=True):
+            if forward is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = forward
 
 
 def layer_outputs(model, **forward) -> list[Float[Tensor, "batch 1 d_model"]]:

@@ -196,6 +196,18 @@ def _repeat(cache, prompt: int, n: int):
     return out
 
 
+def _last_token(model, batch: Batch, cache) -> dict:
+    """The forward pass's arguments for the batch's last token on `cache` (the rest)."""
+    return {
+        "input_ids": batch.input_ids[:, -1:],
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids[:, -1:],
+        "use_cache": True,
+        "logits_to_keep": 1,
+        cache_argument(model): cache,
+    }
+
+
 def _rows(batch: Batch, fact: Int[Tensor, " row"]) -> Batch:
     return Batch(batch.input_ids[fact], batch.attention_mask[fact], batch.position_ids[fact])
 
@@ -258,15 +270,7 @@ def recomputed_logits(
         )
         cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[cache_argument(model)]
         # The unpatched last position, once per prompt: what the skipped layers hand on.
-        outputs = layer_outputs(
-            model,
-            input_ids=target.input_ids[:, -1:],
-            attention_mask=target.attention_mask,
-            position_ids=target.position_ids[:, -1:],
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_argument(model): _copy(cache)},
-        )
+        outputs = layer_outputs(model, **_last_token(model, target, _copy(cache)))
     else:
         first = np.zeros_like(first)  # the reference runs every layer of every row
     # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
@@ -278,14 +282,7 @@ def recomputed_logits(
             if cached:
                 unpatched = [layer[prompt : prompt + 1] for layer in outputs]
                 with skipping_layers_below(ad, skip, unpatched, len(chunk)):
-                    out = model(
-                        input_ids=rows.input_ids[:, -1:],
-                        attention_mask=rows.attention_mask,
-                        position_ids=rows.position_ids[:, -1:],
-                        use_cache=True,
-                        logits_to_keep=1,
-                        **{cache_argument(model): _repeat(cache, prompt, len(chunk))},
-                    )
+                    out = model(**_last_token(model, rows, _repeat(cache, prompt, len(chunk))))
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)
         yield idx, out.logits[:, -1]

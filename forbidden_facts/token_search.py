@@ -147,12 +147,12 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
 
     For several prompts (token ids, slot), each with its answer mask. Prompts with the
     same tokens before the slot (every fact's attack prompt: the system text up to the
-    persona) run those once, and their key/value cache serves every batch (what the groups'
-    tokens before their slots share, as the control slots' system text up to the forbidden
-    word, runs once for all of them); the tokens
-    right after the slot that all of them share (the system text up to the forbidden
-    word) run once per batch of candidates for all of them, and each prompt then runs
-    only the rest (in whatever attention the model was loaded with). A chosen head's
+    persona) run those once, and their key/value cache serves every batch; what the
+    groups' tokens before their slots share (the control slots' system text up to the
+    forbidden word) runs once for all of them. The tokens right after the slot that all of
+    a group share (the system text up to the forbidden word) run once per batch of
+    candidates for all of them, and each prompt then runs only the rest (in whatever
+    attention the model was loaded with). A chosen head's
     attention from the last position is rebuilt from its own query (the adapter's
     `queries` of its attention module's input) and the keys its layer attended with;
     no layer returns its weights.

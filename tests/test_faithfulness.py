@@ -5,6 +5,7 @@ Tiny random models of each family the adapter supports (tests/families.py), floa
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -389,7 +390,7 @@ def test_cached_path_under_sdpa_attention(tokenizer, prompts):
 
 def test_the_layers_below_a_patch_do_not_run_again(family_model, pair):
     # A patch changes nothing below its own layer: those layers hand on the unpatched
-    # prompt's output (recomputation._skip_layers_below) instead of running per row.
+    # prompt's output (layer_skip.skipping_layers_below) instead of running per row.
     first_layer = family_model.model.layers[0].self_attn.o_proj
     rows_seen = []
     handle = first_layer.register_forward_hook(lambda _m, args, _o: rows_seen.append(len(args[0])))
@@ -406,3 +407,16 @@ def test_the_layers_below_a_patch_do_not_run_again(family_model, pair):
     assert sum(rows_seen) > 2 * len(pair[1].input_ids)
     full = _run(family_model, pair, sets, cached=False)
     torch.testing.assert_close(upper, full, rtol=0, atol=TOL)
+
+
+def test_the_layer_skip_puts_back_a_forward_the_layer_already_had(family_model, pair):
+    # accelerate's device-map hook sets a layer's forward on the instance: skipping the
+    # layer for a pass must leave that hook in place afterwards.
+    layer = family_model.model.layers[0]
+    hooked = functools.partial(type(layer).forward, layer)
+    layer.forward = hooked
+    try:
+        _run(family_model, pair, [["L1H0ATN"]])
+        assert layer.__dict__["forward"] is hooked
+    finally:
+        del layer.forward
