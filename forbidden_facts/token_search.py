@@ -187,7 +187,7 @@ def _slot_passes(model, prompts, cands, heads, masks, batch_size, desc, progress
     ]
     # What every group's tokens before the slot start with (the system text up to the
     # forbidden word, for the control slots of different facts) runs once for all groups.
-    common = common_start(list(groups))[: min(len(before) for before in groups)]
+    common = common_start(list(groups))
     try:
         top = shared_prefix(model, common, keep=keep) if len(groups) > 1 and common else None
         for before, members in groups.items():
