@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from .artifacts import ATTACK_COLUMNS
 from .artifacts import Attack as S
@@ -43,10 +45,24 @@ def control_words(
     return out
 
 
-def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True):
-    lo, p, top1, topk = [], [], [], []
+def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True, spans=None):
+    """The answer's log-odds, probability, top-1 token and top 5 at the end of each text.
+
+    With `spans` (one (start, end) character range per text), the same passes also give
+    every head's attention from the last position summed over the tokens that cover
+    the range: a fifth element, [text, layer * head] (the model must run eager attention).
+    """
+    from .heads import last_position_outputs
+
+    lo, p, top1, topk, attention = [], [], [], [], []
     for sl in chunks(len(texts), batch_size):
-        logits = final_logits(model, encode(tokenizer, texts[sl], specials)).float()
+        batch = encode(tokenizer, texts[sl], specials)
+        if spans is None:
+            logits = final_logits(model, batch).float()
+        else:
+            logits, attn, pad = last_position_outputs(model, batch)
+            logits = logits.float()
+            attention.append(_span_attention(tokenizer, texts[sl], spans[sl], specials, attn, pad))
         mask = vocab.answer_mask(answers[sl], logits.shape[-1])
         lo += answer_logodds(logits, mask).cpu().tolist()
         p += answer_prob(logits, mask).cpu().tolist()
@@ -55,7 +71,33 @@ def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True):
         for v_row, i_row in zip(val.cpu().tolist(), idx.cpu().tolist(), strict=True):
             top1.append(i_row[0])
             topk.append([(vocab.strings[i], v) for i, v in zip(i_row, v_row, strict=True)])
-    return np.array(lo), np.array(p), top1, topk
+    scores = np.array(lo), np.array(p), top1, topk
+    if spans is None:
+        return scores
+    return (*scores, np.concatenate(attention) if attention else np.zeros((0, 0)))
+
+
+def _span_attention(
+    tokenizer,
+    texts: list[str],
+    spans: list[tuple[int, int]],
+    specials: bool,
+    attn: Float[Tensor, "batch layer head pos"],
+    pad: Int[Tensor, " batch"],
+) -> np.ndarray:
+    """Each text's attention summed over the tokens covering its character span, [text, L*H].
+
+    The tokens are found by character offsets, so it does not matter how the tokenizer
+    splits the word."""
+    out = np.zeros((len(texts), attn.shape[1] * attn.shape[2]))
+    for row, (text, (start, end)) in enumerate(zip(texts, spans, strict=True)):
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=specials)
+        span = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end]
+        if not span:
+            raise ValueError(f"no token covers the inserted word in {text[:80]!r}...")
+        idx = torch.tensor(span) + int(pad[row])
+        out[row] = attn[row][:, :, idx].sum(-1).reshape(-1).numpy()
+    return out
 
 
 def self_insertion(
@@ -66,16 +108,23 @@ def self_insertion(
     seed: int = 0,
     batch_size: int = 32,
     vocab: VocabIndex | None = None,
-) -> tuple[pd.DataFrame, dict]:
+    attention: bool = False,
+) -> tuple[pd.DataFrame, dict] | tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Self-insertion attack and its control on the nc1 prompts of the kept facts.
 
     Args:
         nc1: One row per kept fact: ``fact_id``, ``prefix``, ``answer``, ``forbidden_word``,
             ``prompt`` (the nc1 prompt, in the model's prompt style).
         control_pool: Unrelated words for the control insertion.
+        attention: Also return every head's attention from the last position onto the
+            inserted word, from the same forward passes (the model must be loaded with
+            attn_implementation="eager").
 
     Returns:
-        (table, summary): the per-fact table and the attack summary.
+        (table, summary): the per-fact table and the attack summary; with `attention`,
+        (table, summary, attention): columns `ATTACK_ATTENTION_COLUMNS`, one row per
+        (fact, variant, head) in the table's order, the attention summed over the
+        inserted word's tokens.
     """
     vocab = vocab or VocabIndex(tokenizer)
     nc1 = nc1.reset_index(drop=True)
@@ -84,13 +133,26 @@ def self_insertion(
     specials = encoding_flag(nc1)
     lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size, specials)
     controls = control_words(fact_ids, list(nc1["forbidden_word"]), control_pool, seed)
-    rows, examples = [], {}
+    rows, examples, heads_attention = [], {}, []
     summary: dict = {S.attack_n_facts: len(nc1), S.slot: f"after '{PERSONA_ANCHOR}'"}
     for variant, inserted in (("attack", answers), ("control", controls)):
         texts = [
             insert_at_persona(t, f" from {ins}") for t, ins in zip(base, inserted, strict=True)
         ]
-        lo1, p1, top1, topk1 = _score(model, tokenizer, texts, answers, vocab, batch_size, specials)
+        # The inserted word's characters, for its attention.
+        starts = [persona_end(t) + len(" from ") for t in base]
+        spans = [(a, a + len(ins)) for a, ins in zip(starts, inserted, strict=True)]
+        lo1, p1, top1, topk1, *seen = _score(
+            model,
+            tokenizer,
+            texts,
+            answers,
+            vocab,
+            batch_size,
+            specials,
+            spans if attention else None,
+        )
+        heads_attention += seen
         correct0 = np.array([t in vocab.answer_ids(a) for t, a in zip(top0, answers, strict=True)])
         correct1 = np.array([t in vocab.answer_ids(a) for t, a in zip(top1, answers, strict=True)])
         delta = to_log10(lo1 - lo0)
@@ -144,61 +206,23 @@ def self_insertion(
     if verdict is not None:
         summary[S.verdict] = verdict
     summary[S.example] = examples
-    return table, summary
+    if not attention:
+        return table, summary
+    return table, summary, _attention_table(model, table, np.concatenate(heads_attention))
 
 
-def inserted_word_attention(
-    model,
-    tokenizer,
-    nc1: pd.DataFrame,
-    table: pd.DataFrame,
-    batch_size: int = 16,
-) -> pd.DataFrame:
-    """Every head's attention from the last position onto the inserted word, per fact.
-
-    The prompts are rebuilt exactly as `self_insertion` made them (the nc1 prompt with
-    " from {inserted}" after the persona); the inserted word's tokens are found by
-    character offsets, so it does not matter how the tokenizer splits it.
-
-    Args:
-        model: The causal LM, loaded with attn_implementation="eager".
-        nc1: The nc1 prompts passed to `self_insertion` (``fact_id``, ``prompt``).
-        table: `self_insertion`'s per-fact table (``fact_id``, ``variant``, ``inserted``).
-        batch_size: Prompts per forward pass.
-
-    Returns:
-        Columns `ATTACK_ATTENTION_COLUMNS`: one row per (fact, variant, head), the
-        attention summed over the inserted word's tokens.
-    """
+def _attention_table(model, table: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
+    """One row per (row of `table`, head): `values` is [len(table), layer * head]."""
     from .artifacts import ATTACK_ATTENTION_COLUMNS
     from .decompose import model_shape
-    from .heads import last_position_attention
 
     n_layers, n_heads, _ = model_shape(model)
-    prompt_of = dict(zip(nc1["fact_id"], nc1["prompt"], strict=True))
-    specials = encoding_flag(nc1)
-    texts, spans = [], []
-    for fact, ins in zip(table["fact_id"], table["inserted"], strict=True):
-        base = prompt_of[fact]
-        start = persona_end(base) + len(" from ")
-        texts.append(insert_at_persona(base, f" from {ins}"))
-        spans.append((start, start + len(ins)))
-    values = np.zeros((len(texts), n_layers * n_heads))
-    for sl in chunks(len(texts), batch_size):
-        attn, pad = last_position_attention(model, tokenizer, texts[sl], specials)
-        for row, (text, (start, end)) in enumerate(zip(texts[sl], spans[sl], strict=True)):
-            enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=specials)
-            span = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end]
-            if not span:
-                raise ValueError(f"no token covers the inserted word in {text[:80]!r}...")
-            idx = torch.tensor(span) + int(pad[row])
-            values[sl.start + row] = attn[row][:, :, idx].sum(-1).reshape(-1).numpy()
     labels = [f"L{i}H{h}ATN" for i in range(n_layers) for h in range(n_heads)]
     out = pd.DataFrame(
         {
             "fact_id": np.repeat(table["fact_id"].to_numpy(), len(labels)),
             "variant": np.repeat(table["variant"].to_numpy(), len(labels)),
-            "component": np.tile(np.asarray(labels, dtype=object), len(texts)),
+            "component": np.tile(np.asarray(labels, dtype=object), len(table)),
             "attention": values.reshape(-1),
         }
     )

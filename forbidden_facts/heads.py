@@ -273,26 +273,35 @@ def forbidden_spans(
 
 
 @torch.no_grad()
-def last_position_attention(
-    model, tokenizer, prompts: list[str], add_special_tokens: bool = True
-) -> tuple[Tensor, Tensor]:
-    """Attention from the final position, [batch, layer, head, pos], and the padding width."""
-    batch = encode(tokenizer, prompts, add_special_tokens)
+def last_position_outputs(
+    model, batch
+) -> tuple[Float[Tensor, "batch d_vocab"], Float[Tensor, "batch layer head pos"], Tensor]:
+    """One pass: the last position's logits, its attention in the batch's own layout
+    (float32, CPU) and each row's padding width. The model must run eager attention."""
     out, shared = last_position_forward(model, batch, output_attentions=True)
     if out.attentions is None or out.attentions[0] is None:
         raise RuntimeError(
             "the model returned no attention weights: load it with attn_implementation='eager'"
         )
+    logits = out.logits[:, -1, :]
     found = torch.stack([a[:, :, -1, :].float().cpu() for a in out.attentions], dim=1)
     pad = (batch.attention_mask == 0).sum(-1)
     if not shared:
-        return found, pad
+        return logits, found, pad
     # Back to the batch's own layout: the shared prefix ran once, ahead of the rows'
     # left-padded rest, so a row's prefix keys move behind its padding.
     attn = torch.zeros(*found.shape[:-1], batch.input_ids.shape[1])
     for row, width in enumerate(pad.tolist()):
         attn[row, ..., width : width + shared] = found[row, ..., :shared]
         attn[row, ..., shared + width :] = found[row, ..., shared + width :]
+    return logits, attn, pad
+
+
+def last_position_attention(
+    model, tokenizer, prompts: list[str], add_special_tokens: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Attention from the final position, [batch, layer, head, pos], and the padding width."""
+    _, attn, pad = last_position_outputs(model, encode(tokenizer, prompts, add_special_tokens))
     return attn, pad
 
 

@@ -234,12 +234,18 @@ def test_a_shared_prefix_and_its_extension_give_the_whole_prompts_logits(
 
 def test_inserted_word_attention_finds_the_inserted_tokens(tok_model, tokenizer, prompts):
     from forbidden_facts.artifacts import ATTACK_ATTENTION_COLUMNS
-    from forbidden_facts.attack import inserted_word_attention
     from forbidden_facts.prompts import insert_at_persona, persona_end
 
     nc1 = _nc1(prompts)
-    table, _ = self_insertion(tok_model, tokenizer, nc1, ["kettle", "ladder"], seed=0)
-    out = inserted_word_attention(tok_model, tokenizer, nc1, table, batch_size=3)
+    table, summary, out = self_insertion(
+        tok_model, tokenizer, nc1, ["kettle", "ladder"], seed=0, batch_size=3, attention=True
+    )
+    # The passes that give the attention give the same table as those without it.
+    alone, summary_alone = self_insertion(tok_model, tokenizer, nc1, ["kettle", "ladder"], seed=0)
+    pd.testing.assert_frame_equal(table, alone, rtol=1e-5, atol=1e-6)
+    assert summary[Attack.attack_delta] == pytest.approx(
+        summary_alone[Attack.attack_delta], abs=1e-6
+    )
     assert list(out.columns) == list(ATTACK_ATTENTION_COLUMNS)
     assert len(out) == len(table) * 2 * 4  # every head of every row
     assert out["attention"].between(0, 1).all() and out["attention"].gt(0).all()

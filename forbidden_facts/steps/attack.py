@@ -26,7 +26,7 @@ __all__ = ["attack_self_insertion", "attack_tokens"]
 
 
 def attack_self_insertion(job) -> None:
-    from ..attack import inserted_word_attention, self_insertion
+    from ..attack import self_insertion
     from ..prompts import irrelevant_word_candidates
 
     every_prompt = io.read_parquet(job.input.prompts)
@@ -36,19 +36,17 @@ def attack_self_insertion(job) -> None:
     pool = irrelevant_word_candidates(
         evaluation_words(job.input.words, job.input.model), all_answers
     )
-    # Eager attention: the attention onto the inserted word needs the weights.
+    # Eager attention: the attention onto the inserted word needs the weights; the passes
+    # that score the attack and the control give it.
     model, tokenizer = load(job, attn_implementation="eager")
-    nc1 = nc1_prompts(prompts)
-    table, summary = self_insertion(
+    table, summary, attention = self_insertion(
         model,
         tokenizer,
-        nc1,
+        nc1_prompts(prompts),
         pool,
         seed=job.params.attack["seed"],
         batch_size=settings(job).batch_size,
-    )
-    attention = inserted_word_attention(
-        model, tokenizer, nc1, table, batch_size=settings(job).attribution_batch_size * 2
+        attention=True,
     )
     summary = {S.model: job.wildcards.model, S.dataset: job.wildcards.dataset, **summary}
     prov = inherit(job.input.inference)
