@@ -163,13 +163,14 @@ def ov_sample_rows(d_vocab: int, n_rows: int | None, seed: int = 0) -> Tensor | 
 
 @torch.no_grad()
 def ov_scores(
-    model, vocab_chunk: int = 2048, rows: Tensor | None = None, progress: bool = True
+    model, vocab_chunk: int = 64, rows: Tensor | None = None, progress: bool = True
 ) -> np.ndarray:
     """OV suppression score (log10) of every head, shape [n_layers, n_heads].
 
     Args:
         model: A causal LM of a supported family (grouped-query heads read their KV group).
-        vocab_chunk: Source tokens per chunk; memory is chunk x d_vocab.
+        vocab_chunk: Source tokens per chunk; memory is chunk x d_vocab. A small chunk's
+            logits stay in the CPU's cache through the elementwise log-odds passes.
         rows: Optional subset of source token ids (a sample of the vocabulary for
             big models); default every token.
         progress: Show a progress bar over heads.

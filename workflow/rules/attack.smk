@@ -15,6 +15,8 @@ rule attack_self_insertion:
         attention="results/{model}/{dataset}/attack_attention.parquet",
     log:
         "logs/attack_self_insertion/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/attack_self_insertion/{model}/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
