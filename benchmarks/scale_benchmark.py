@@ -446,7 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inference-batch-size", type=int, default=None, help="default 3x facts/pass")
     ap.add_argument("--row-batch", type=int, default=4096, help="patched rows per unembedding")
     ap.add_argument("--ov-rows", type=int, default=256, help="sampled source tokens per head")
-    ap.add_argument("--vocab-chunk", type=int, default=2048, help="OV rows per chunk")
+    ap.add_argument(
+        "--vocab-chunk", type=int, default=64, help="OV rows per chunk (heads.vocab_chunk)"
+    )
     ap.add_argument(
         "--top-k", type=int, default=40, help="faithfulness: components patched with recomputation"
     )

@@ -158,7 +158,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
 
 
 class RegistryUnreachable(RuntimeError):
-    """The npm registry could not be reached (the tests skip with this reason)."""
+    """A registry (npm, PyPI) or a file host could not be reached (the tests skip with this reason)."""
 
 
 def cache_dir() -> Path:

