@@ -176,7 +176,7 @@ def fetched(url: str, sha256: str, dest: Path, what: str) -> bytes:
     """`dest`'s bytes, downloaded from `url` first if absent; checked against `sha256`."""
     if not dest.is_file():
         try:
-            with urllib.request.urlopen(url, timeout=120) as response:
+            with urllib.request.urlopen(url, timeout=60) as response:
                 data = response.read()
         except (urllib.error.URLError, OSError) as err:
             raise RegistryUnreachable(f"cannot fetch {what} ({url}): {err}") from err
