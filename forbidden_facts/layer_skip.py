@@ -1,11 +1,14 @@
-"""A one-token forward pass that starts above the layers a patch leaves unchanged.
+"""A one-token forward pass that runs only the layers a patch leaves to recompute.
 
 Patching with recomputation (`forbidden_facts.recomputation`) changes a row's last
 position from the lowest layer holding a patched component upwards; every layer below
 computes what it computes in the unpatched prompt. Those layers need not run per row:
 the unpatched prompt's outputs are kept once (`layer_outputs`) and a skipped layer hands
-them on (`skipping_layers_below`). Rows are grouped so that a forward pass holds rows of
-similar depth (`depth_chunks`).
+them on (`skipping_layers_below`). A layer whose every component the patch replaces
+(each head and the MLP: `fully_patched_layers`) writes the source prompt's write into the
+residual whatever its input, so it adds that write instead of running
+(`adding_source_writes`). Rows are grouped so that a forward pass holds rows that run
+similar layers (`depth_chunks`).
 """
 
 from __future__ import annotations
@@ -40,12 +43,41 @@ def first_changed_layer(labels: Sequence[str], patch: Bool[Tensor, "row componen
     return np.where(patched, layer[None, :], n_layers).min(axis=1, initial=n_layers)
 
 
-def depth_chunks(fact: Int[Tensor, " row"], first: np.ndarray, size: int) -> Iterator[np.ndarray]:
+def fully_patched_layers(
+    labels: Sequence[str], patch: Bool[Tensor, "row component"]
+) -> Bool[np.ndarray, "row layer"]:
+    """Per row and layer, whether the patch replaces each head and the MLP of the layer.
+
+    Such a layer writes the source prompt's attention and MLP writes, whatever its input;
+    an attention bias (ATB) is the same in both prompts and does not count.
+
+    Example:
+        >>> import torch
+        >>> fully_patched_layers(["EMBED", "L0H0ATN", "L0MLP", "L1H0ATN", "L1MLP"], torch.tensor(
+        ...     [[False, True, True, True, False], [True, True, False, True, True]])).tolist()
+        [[True, False], [False, True]]
+    """
+    parsed = [parse_label(label) for label in labels]
+    n_layers = 1 + max(layer or 0 for _, layer, _ in parsed)
+    patched = patch.cpu().numpy()
+    full = np.ones((len(patched), n_layers), dtype=bool)
+    for column, (kind, layer, _) in enumerate(parsed):
+        if kind in ("head", "mlp"):
+            full[:, layer] &= patched[:, column]
+    return full
+
+
+def depth_chunks(
+    fact: Int[Tensor, " row"], first: np.ndarray, size: int, runs: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """Row indices of each forward pass: one prompt's rows, at most `size`, deepest start first.
 
     A pass runs from the lowest first-changed layer among its rows, so each prompt's rows
     go in order of their first changed layer (highest first), and the rows that change
-    layer 0 (every layer recomputed) get passes of their own.
+    layer 0 get passes of their own. Those, given `runs` (how many layers each row runs
+    once its fully patched layers add their writes), go fewest first, and a row that runs
+    more than twice the layers of its pass's first row (plus one) starts a new pass: a
+    pass runs every layer that any of its rows runs.
     """
     if size < 1:
         raise ValueError(f"row_batch must be >= 1, got {size}")
@@ -56,9 +88,16 @@ def depth_chunks(fact: Int[Tensor, " row"], first: np.ndarray, size: int) -> Ite
         while stop < len(values) and values[stop] == values[start]:
             stop += 1
         rows = start + np.argsort(-first[start:stop], kind="stable")
+        deep = [r for r in rows.tolist() if first[r] == 0]
+        if runs is not None:
+            deep.sort(key=lambda r: runs[r])
         chunk: list[int] = []
-        for row in rows.tolist():
-            if chunk and (len(chunk) == size or (first[row] == 0) != (first[chunk[0]] == 0)):
+        for row in [r for r in rows.tolist() if first[r] != 0] + deep:
+            if chunk and (
+                len(chunk) == size
+                or (first[row] == 0) != (first[chunk[0]] == 0)
+                or (runs is not None and first[row] == 0 and runs[row] > 2 * runs[chunk[0]] + 1)
+            ):
                 yield np.array(chunk)
                 chunk = []
             chunk.append(row)
@@ -88,6 +127,67 @@ def skipping_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], r
                 layer.__dict__.pop("forward", None)
             else:
                 layer.forward = forward
+
+
+@contextlib.contextmanager
+def adding_source_writes(
+    ad: LlamaAdapter, layers: Sequence[int], writes: Sequence[Float[Tensor, "row d_model"]]
+):
+    """Layers `layers` return their input plus `writes` (one per layer) instead of running.
+
+    For a layer whose every component a row's patch replaces (`fully_patched_layers`):
+    its attention and MLP writes are the source prompt's, so its output is its input
+    plus their sum, which the source prompt's own pass gives as its output minus its
+    input. Added in float32.
+    """
+    chosen = [ad.layers[i] for i in layers]
+    # As in skipping_layers_below: put back exactly the forward a layer had.
+    saved = [layer.__dict__.get("forward") for layer in chosen]
+    try:
+        for layer, write in zip(chosen, writes, strict=True):
+
+            def forward(*args, _write=write, **kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                added = hidden.float() + _write.to(hidden.device)[:, None, :]
+                return added.to(hidden.dtype)
+
+            layer.forward = forward
+        yield
+    finally:
+        for layer, forward in zip(chosen, saved, strict=True):
+            if forward is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = forward
+
+
+def layer_writes(model, run) -> tuple[object, list[Float[Tensor, "batch d_model"]]]:
+    """``run()``'s result and each decoder layer's output minus its input at the last
+    position (float32) in the last forward pass that `run` makes."""
+    ad = adapter_for(model)
+    found: dict[int, Tensor] = {}
+
+    def keep(i):
+        def hook(_mod, args, kwargs, out):
+            if not isinstance(out, Tensor):
+                raise DecompositionError(
+                    f"layer {i} returns {type(out).__name__}, not the hidden states: this "
+                    "transformers version's decoder layers cannot be skipped"
+                )
+            hidden = args[0] if args else kwargs["hidden_states"]
+            found[i] = out[:, -1].float() - hidden[:, -1].float()
+
+        return hook
+
+    handles = [
+        layer.register_forward_hook(keep(i), with_kwargs=True) for i, layer in enumerate(ad.layers)
+    ]
+    try:
+        result = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return result, [found[i] for i in range(ad.n_layers)]
 
 
 def layer_outputs(model, **forward) -> list[Float[Tensor, "batch 1 d_model"]]:

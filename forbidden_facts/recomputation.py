@@ -41,7 +41,15 @@ from tqdm.auto import tqdm
 
 from .architectures import LlamaAdapter, adapter_for
 from .decompose import DecompositionError, last_position_writes, model_labels
-from .layer_skip import depth_chunks, first_changed_layer, layer_outputs, skipping_layers_below
+from .layer_skip import (
+    adding_source_writes,
+    depth_chunks,
+    first_changed_layer,
+    fully_patched_layers,
+    layer_outputs,
+    layer_writes,
+    skipping_layers_below,
+)
 from .metrics import VocabIndex, answer_logodds
 from .modeling import Batch, cache_argument, chunks, encode, input_device
 
@@ -56,18 +64,21 @@ class Writes:
     z: list[Float[Tensor, "batch n_heads_x_d_head"]]
     mlp: list[Float[Tensor, "batch d_model"]]
     logits: Float[Tensor, "batch d_vocab"]
+    # Each layer's output minus its input (float32): what a fully patched layer adds.
+    layer: list[Float[Tensor, "batch d_model"]]
 
 
 @torch.no_grad()
 def writes(model, batch: Batch) -> Writes:
     """One forward pass of `batch`, keeping every component's write at the last position."""
-    store, logits = last_position_writes(model, batch)
+    (store, logits), layer = layer_writes(model, lambda: last_position_writes(model, batch))
     n = adapter_for(model).n_layers
     return Writes(
         store["embed"],
         [store["z"][i] for i in range(n)],
         [store["mlp"][i] for i in range(n)],
         logits,
+        layer,
     )
 
 
@@ -242,7 +253,8 @@ def recomputed_logits(
     Yields:
         (indices of the rows, their logits), chunk by chunk. The cached path runs a
         chunk's layers from the lowest one its rows' patches change; the layers below
-        it hand on the unpatched prompt's output (`forbidden_facts.layer_skip`).
+        it hand on the unpatched prompt's output, and a layer that each of its rows
+        patches whole adds the source's write (`forbidden_facts.layer_skip`).
     """
     ad = adapter_for(model)
     n_labels = len(model_labels(model))
@@ -264,6 +276,8 @@ def recomputed_logits(
     fact = fact.to(device)
     cache, outputs = None, None
     first = first_changed_layer(model_labels(model), patch)
+    full = fully_patched_layers(model_labels(model), patch)
+    above = np.arange(ad.n_layers)[None, :] >= first[:, None]
     if cached:
         prefix = Batch(
             target.input_ids[:, :-1], target.attention_mask[:, :-1], target.position_ids[:, :-1]
@@ -272,16 +286,23 @@ def recomputed_logits(
         # The unpatched last position, once per prompt: what the skipped layers hand on.
         outputs = layer_outputs(model, **_last_token(model, target, _copy(cache)))
     else:
-        first = np.zeros_like(first)  # the reference runs every layer of every row
+        # The reference runs every layer of every row.
+        first, full = np.zeros_like(first), np.zeros_like(full)
+    runs = (above & ~full).sum(1)  # the layers each row runs
     # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
-    for chunk in depth_chunks(fact.cpu(), first, row_batch):
+    for chunk in depth_chunks(fact.cpu(), first, row_batch, runs):
         idx = torch.as_tensor(chunk)
         rows = _rows(target, fact[idx.to(device)])
         prompt, skip = int(fact[idx[0]]), int(first[chunk].min())
+        whole = [i for i in range(skip, ad.n_layers) if full[chunk, i].all()]
+        added = [source.layer[i][fact.cpu()[idx]] for i in whole]
         with _patch_hooks(model, source, fact.cpu()[idx], patch[idx]):
             if cached:
                 unpatched = [layer[prompt : prompt + 1] for layer in outputs]
-                with skipping_layers_below(ad, skip, unpatched, len(chunk)):
+                with (
+                    skipping_layers_below(ad, skip, unpatched, len(chunk)),
+                    adding_source_writes(ad, whole, added),
+                ):
                     out = model(**_last_token(model, rows, _repeat(cache, prompt, len(chunk))))
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)

@@ -80,6 +80,8 @@ def test_cached_path_equals_full_forward_passes(family_model, pair):
     gen = np.random.default_rng(0)
     sets = [["L0H1ATN"], ["EMBED"], ["L0MLP", "L1H3ATN"], ["L1H0ATN"]]
     sets += [list(gen.choice(labels, size=k, replace=False)) for k in (3, 5, 8)]
+    # All but a few components: the layers a row patches whole add the c prompt's writes.
+    sets += [[c for c in labels if c not in left] for left in (["L1H0ATN"], ["L0MLP"], ["EMBED"])]
     cached = _run(family_model, pair, sets, cached=True, row_batch=4)
     full = _run(family_model, pair, sets, cached=False, row_batch=7)
     torch.testing.assert_close(cached, full, rtol=0, atol=TOL)
@@ -407,6 +409,33 @@ def test_the_layers_below_a_patch_do_not_run_again(family_model, pair):
     assert sum(rows_seen) > 2 * len(pair[1].input_ids)
     full = _run(family_model, pair, sets, cached=False)
     torch.testing.assert_close(upper, full, rtol=0, atol=TOL)
+
+
+def test_a_layer_patched_whole_does_not_run(family_model, pair):
+    # Every head and the MLP of layer 0 patched: the layer adds the c prompt's writes
+    # (layer_skip.adding_source_writes), and only layer 1 runs for the patched rows.
+    labels = model_labels(family_model)
+    layers = family_model.model.layers
+    seen = {0: [], 1: []}
+    handles = [
+        layers[i].self_attn.o_proj.register_forward_hook(
+            lambda _m, args, _o, i=i: seen[i].append(len(args[0]))
+        )
+        for i in (0, 1)
+    ]
+    sets = [[c for c in labels if c != "L1H0ATN"], labels]
+    try:
+        cached = _run(family_model, pair, sets, row_batch=8)
+    finally:
+        for handle in handles:
+            handle.remove()
+    n = len(pair[1].input_ids)
+    # Layer 0: the prompts' cache and their unpatched last position only; layer 1 also
+    # each prompt's first row (the second patches every component: no layer runs).
+    assert (len(seen[0]), len(seen[1])) == (2, 2 + n)
+    torch.testing.assert_close(
+        cached, _run(family_model, pair, sets, cached=False), rtol=0, atol=TOL
+    )
 
 
 def test_the_layer_skip_puts_back_a_forward_the_layer_already_had(family_model, pair):
