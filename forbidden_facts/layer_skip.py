@@ -106,20 +106,16 @@ def depth_chunks(
 
 
 @contextlib.contextmanager
-def skipping_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], rows: int):
-    """Layers below `first` return their unpatched last-position output instead of running.
+def _forwards(layers: Sequence, forwards: Sequence) -> Iterator[None]:
+    """Each of `layers` runs its entry of `forwards` instead of its own forward, for a while.
 
-    Args:
-        outputs: Per layer, one prompt's unpatched output at the last position, [1, 1, d_model].
+    A layer may already carry a forward of its own (accelerate's device-map hook): exactly
+    what was there is put back.
     """
-    layers = ad.layers[:first]
-    # A layer may already carry a forward of its own (accelerate's device-map hook): put
-    # back exactly what was there.
     saved = [layer.__dict__.get("forward") for layer in layers]
     try:
-        for layer, out in zip(layers, outputs, strict=False):
-            value = out.expand(rows, -1, -1)
-            layer.forward = lambda *args, _value=value, **kwargs: _value
+        for layer, forward in zip(layers, forwards, strict=True):
+            layer.forward = forward
         yield
     finally:
         for layer, forward in zip(layers, saved, strict=True):
@@ -129,7 +125,16 @@ def skipping_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], r
                 layer.forward = forward
 
 
-@contextlib.contextmanager
+def skipping_layers_below(ad: LlamaAdapter, first: int, outputs: list[Tensor], rows: int):
+    """Layers below `first` return their unpatched last-position output instead of running.
+
+    Args:
+        outputs: Per layer, one prompt's unpatched output at the last position, [1, 1, d_model].
+    """
+    values = [out.expand(rows, -1, -1) for out in outputs[:first]]
+    return _forwards(ad.layers[:first], [lambda *args, _value=v, **kwargs: _value for v in values])
+
+
 def adding_source_writes(
     ad: LlamaAdapter, layers: Sequence[int], writes: Sequence[Float[Tensor, "row d_model"]]
 ):
@@ -140,25 +145,15 @@ def adding_source_writes(
     plus their sum, which the source prompt's own pass gives as its output minus its
     input. Added in float32.
     """
-    chosen = [ad.layers[i] for i in layers]
-    # As in skipping_layers_below: put back exactly the forward a layer had.
-    saved = [layer.__dict__.get("forward") for layer in chosen]
-    try:
-        for layer, write in zip(chosen, writes, strict=True):
 
-            def forward(*args, _write=write, **kwargs):
-                hidden = args[0] if args else kwargs["hidden_states"]
-                added = hidden.float() + _write.to(hidden.device)[:, None, :]
-                return added.to(hidden.dtype)
+    def adding(write):
+        def forward(*args, **kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden.float() + write.to(hidden.device)[:, None, :]).to(hidden.dtype)
 
-            layer.forward = forward
-        yield
-    finally:
-        for layer, forward in zip(chosen, saved, strict=True):
-            if forward is None:
-                layer.__dict__.pop("forward", None)
-            else:
-                layer.forward = forward
+        return forward
+
+    return _forwards([ad.layers[i] for i in layers], [adding(w) for w in writes])
 
 
 def layer_writes(model, run) -> tuple[object, list[Float[Tensor, "batch d_model"]]]:
