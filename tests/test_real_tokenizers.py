@@ -179,13 +179,16 @@ def test_inference_attribution_and_heads_run_and_components_sum(case):
         np.isfinite(table.logodds).all() and ((table.p_correct > 0) & (table.p_correct < 1)).all()
     )
     # p_correct is the softmax mass of the answer's equivalent tokens at the prompt's end.
+    # The batched pass (left padding, the shared prefix run once) and this plain one round
+    # differently in float32, and not the same way every run: on Gemma-3's random model p
+    # (about 1.7e-5) differed by 1.75e-5 relative in 2 of 12 runs, so 1e-4 relative.
     row = prompts.iloc[0]
     ids = tok(row.prompt, add_special_tokens=specials)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0, -1].double()
     vocab = VocabIndex(tok)
     p = torch.softmax(logits, -1)[vocab.answer_ids(row.answer)].sum().item()
-    assert math.isclose(table.p_correct.iloc[0], p, rel_tol=1e-5)
+    assert math.isclose(table.p_correct.iloc[0], p, rel_tol=1e-4)
     with torch.no_grad():
         dec = decompose(model, encode(tok, list(prompts.prompt), specials), check=True)
     torch.testing.assert_close(dec.components.sum(1), dec.resid, rtol=1e-4, atol=1e-4)
