@@ -300,6 +300,7 @@ def llama2_tokenizer_dir() -> Path:
             raise ValueError(
                 f"the converted Llama-2 tokenizer gives {got} for {text!r}, not {line}"
             )
+    shutil.rmtree(folder, ignore_errors=True)  # a folder left half-written earlier
     part.replace(folder)
     return folder
 
