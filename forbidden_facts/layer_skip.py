@@ -1,4 +1,9 @@
-"""A one-token forward pass that runs only the layers a patch leaves to recompute.
+"""A one-token forward pass on a prompt's key/value cache that runs only the layers a
+patch leaves to recompute.
+
+The pass's arguments (`last_token_pass`) and the caches it reads: a copy it may append
+to (`cache_copy`) and one prompt's cache broadcast over a chunk of rows
+(`repeated_cache`).
 
 Patching with recomputation (`forbidden_facts.recomputation`) changes a row's last
 position from the lowest layer holding a patched component upwards; every layer below
@@ -14,6 +19,7 @@ similar layers (`depth_chunks`).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -23,6 +29,7 @@ from torch import Tensor
 from .architectures import LlamaAdapter, adapter_for
 from .components import parse_label
 from .decompose import DecompositionError
+from .modeling import Batch, cache_argument
 
 
 def first_changed_layer(labels: Sequence[str], patch: Bool[Tensor, "row component"]) -> np.ndarray:
@@ -154,6 +161,41 @@ def adding_source_writes(
         return forward
 
     return _forwards([ad.layers[i] for i in layers], [adding(w) for w in writes])
+
+
+def cache_copy(cache):
+    """A copy of `cache` that a forward pass can append to, leaving `cache` as it was."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    return out
+
+
+def repeated_cache(cache, prompt: int, n: int):
+    """A new cache holding prompt `prompt`'s rows of `cache` `n` times; `cache` stays as it was.
+
+    Each layer is copied shallowly and its keys and values replaced by a broadcast view
+    (no copy); the forward pass appends to the copy by concatenation, so the prompts'
+    cache is read, never written, and serves every chunk of rows.
+    """
+    out = cache_copy(cache)
+    for layer in out.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            shape = (n, *layer.keys.shape[1:])
+            layer.keys = layer.keys[prompt : prompt + 1].expand(shape)
+            layer.values = layer.values[prompt : prompt + 1].expand(shape)
+    return out
+
+
+def last_token_pass(model, batch: Batch, cache) -> dict:
+    """The forward pass's arguments for the batch's last token on `cache` (the rest)."""
+    return {
+        "input_ids": batch.input_ids[:, -1:],
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids[:, -1:],
+        "use_cache": True,
+        "logits_to_keep": 1,
+        cache_argument(model): cache,
+    }
 
 
 def layer_writes(model, run) -> tuple[object, list[Float[Tensor, "batch d_model"]]]:

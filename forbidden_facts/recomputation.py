@@ -28,7 +28,6 @@ layer, hence its logits; patching none gives the nc prompt's.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -43,11 +42,14 @@ from .architectures import LlamaAdapter, adapter_for
 from .decompose import DecompositionError, last_position_writes, model_labels
 from .layer_skip import (
     adding_source_writes,
+    cache_copy,
     depth_chunks,
     first_changed_layer,
     fully_patched_layers,
+    last_token_pass,
     layer_outputs,
     layer_writes,
+    repeated_cache,
     skipping_layers_below,
 )
 from .metrics import VocabIndex, answer_logodds
@@ -184,41 +186,6 @@ def _patch_hooks(
             h.remove()
 
 
-def _copy(cache):
-    """A copy of `cache` that a forward pass can append to, leaving `cache` as it was."""
-    out = copy.copy(cache)
-    out.layers = [copy.copy(layer) for layer in cache.layers]
-    return out
-
-
-def _repeat(cache, prompt: int, n: int):
-    """A new cache holding prompt `prompt`'s rows of `cache` `n` times; `cache` stays as it was.
-
-    Each layer is copied shallowly and its keys and values replaced by a broadcast view
-    (no copy); the forward pass appends to the copy by concatenation, so the prompts'
-    cache is read, never written, and serves every chunk of rows.
-    """
-    out = _copy(cache)
-    for layer in out.layers:
-        if getattr(layer, "keys", None) is not None and layer.keys.numel():
-            shape = (n, *layer.keys.shape[1:])
-            layer.keys = layer.keys[prompt : prompt + 1].expand(shape)
-            layer.values = layer.values[prompt : prompt + 1].expand(shape)
-    return out
-
-
-def _last_token(model, batch: Batch, cache) -> dict:
-    """The forward pass's arguments for the batch's last token on `cache` (the rest)."""
-    return {
-        "input_ids": batch.input_ids[:, -1:],
-        "attention_mask": batch.attention_mask,
-        "position_ids": batch.position_ids[:, -1:],
-        "use_cache": True,
-        "logits_to_keep": 1,
-        cache_argument(model): cache,
-    }
-
-
 def _rows(batch: Batch, fact: Int[Tensor, " row"]) -> Batch:
     return Batch(batch.input_ids[fact], batch.attention_mask[fact], batch.position_ids[fact])
 
@@ -275,8 +242,9 @@ def recomputed_logits(
     target = target.to(device)
     fact = fact.to(device)
     cache, outputs = None, None
-    first = first_changed_layer(model_labels(model), patch)
-    full = fully_patched_layers(model_labels(model), patch)
+    labels = model_labels(model)
+    first = first_changed_layer(labels, patch)
+    full = fully_patched_layers(labels, patch)
     above = np.arange(ad.n_layers)[None, :] >= first[:, None]
     if cached:
         prefix = Batch(
@@ -284,26 +252,28 @@ def recomputed_logits(
         )
         cache = model(**prefix.as_kwargs(), use_cache=True, logits_to_keep=1)[cache_argument(model)]
         # The unpatched last position, once per prompt: what the skipped layers hand on.
-        outputs = layer_outputs(model, **_last_token(model, target, _copy(cache)))
+        outputs = layer_outputs(model, **last_token_pass(model, target, cache_copy(cache)))
     else:
         # The reference runs every layer of every row.
         first, full = np.zeros_like(first), np.zeros_like(full)
     runs = (above & ~full).sum(1)  # the layers each row runs
     # Chunks of one prompt each: its cache is then broadcast, not copied, to the rows.
-    for chunk in depth_chunks(fact.cpu(), first, row_batch, runs):
+    fact_cpu = fact.cpu()
+    for chunk in depth_chunks(fact_cpu, first, row_batch, runs):
         idx = torch.as_tensor(chunk)
         rows = _rows(target, fact[idx.to(device)])
-        prompt, skip = int(fact[idx[0]]), int(first[chunk].min())
+        prompt, skip = int(fact_cpu[idx[0]]), int(first[chunk].min())
         whole = [i for i in range(skip, ad.n_layers) if full[chunk, i].all()]
-        added = [source.layer[i][fact.cpu()[idx]] for i in whole]
-        with _patch_hooks(model, source, fact.cpu()[idx], patch[idx]):
+        added = [source.layer[i][fact_cpu[idx]] for i in whole]
+        with _patch_hooks(model, source, fact_cpu[idx], patch[idx]):
             if cached:
                 unpatched = [layer[prompt : prompt + 1] for layer in outputs]
                 with (
                     skipping_layers_below(ad, skip, unpatched, len(chunk)),
                     adding_source_writes(ad, whole, added),
                 ):
-                    out = model(**_last_token(model, rows, _repeat(cache, prompt, len(chunk))))
+                    rows_cache = repeated_cache(cache, prompt, len(chunk))
+                    out = model(**last_token_pass(model, rows, rows_cache))
             else:
                 out = model(**rows.as_kwargs(), use_cache=False, logits_to_keep=1)
         yield idx, out.logits[:, -1]
