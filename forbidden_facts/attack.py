@@ -50,7 +50,7 @@ def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True, s
 
     With `spans` (one (start, end) character range per text), the same passes also give
     every head's attention from the last position summed over the tokens that cover
-    the range: a fifth element, [text, layer * head] (the model must run eager attention).
+    the range, [text, layer * head] (the model must run eager attention); else None.
     """
     from .heads import last_position_outputs
 
@@ -71,10 +71,11 @@ def _score(model, tokenizer, texts, answers, vocab, batch_size, specials=True, s
         for v_row, i_row in zip(val.cpu().tolist(), idx.cpu().tolist(), strict=True):
             top1.append(i_row[0])
             topk.append([(vocab.strings[i], v) for i, v in zip(i_row, v_row, strict=True)])
-    scores = np.array(lo), np.array(p), top1, topk
     if spans is None:
-        return scores
-    return (*scores, np.concatenate(attention) if attention else np.zeros((0, 0)))
+        heads_attention = None
+    else:
+        heads_attention = np.concatenate(attention) if attention else np.zeros((0, 0))
+    return np.array(lo), np.array(p), top1, topk, heads_attention
 
 
 def _span_attention(
@@ -131,7 +132,7 @@ def self_insertion(
     fact_ids, answers = list(nc1["fact_id"]), list(nc1["answer"])
     base = list(nc1["prompt"])
     specials = encoding_flag(nc1)
-    lo0, p0, top0, topk0 = _score(model, tokenizer, base, answers, vocab, batch_size, specials)
+    lo0, p0, top0, topk0, _ = _score(model, tokenizer, base, answers, vocab, batch_size, specials)
     controls = control_words(fact_ids, list(nc1["forbidden_word"]), control_pool, seed)
     rows, examples, heads_attention = [], {}, []
     summary: dict = {S.attack_n_facts: len(nc1), S.slot: f"after '{PERSONA_ANCHOR}'"}
@@ -142,7 +143,7 @@ def self_insertion(
         # The inserted word's characters, for its attention.
         starts = [persona_end(t) + len(" from ") for t in base]
         spans = [(a, a + len(ins)) for a, ins in zip(starts, inserted, strict=True)]
-        lo1, p1, top1, topk1, *seen = _score(
+        lo1, p1, top1, topk1, seen = _score(
             model,
             tokenizer,
             texts,
@@ -152,7 +153,8 @@ def self_insertion(
             specials,
             spans if attention else None,
         )
-        heads_attention += seen
+        if attention:
+            heads_attention.append(seen)
         correct0 = np.array([t in vocab.answer_ids(a) for t, a in zip(top0, answers, strict=True)])
         correct1 = np.array([t in vocab.answer_ids(a) for t, a in zip(top1, answers, strict=True)])
         delta = to_log10(lo1 - lo0)
